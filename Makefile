@@ -1,0 +1,56 @@
+# superlink-async: the two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PROTO_DIR := superlink_async/wire/protos
+WIRE_DIR  := superlink_async/wire
+PROTOS    := $(wildcard $(PROTO_DIR)/flwr/proto/*.proto)
+
+.PHONY: install run test lint typecheck unit e2e proto demo clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# The installed marker is rebuilt whenever the dependency list changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+## Run the server with in-memory state, plaintext, default ports.
+run: install
+	$(BIN)/python -m superlink_async --insecure $(ARGS)
+
+## The whole suite: lint, types, unit, service and end-to-end tests.
+test: install lint typecheck
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check superlink_async tests examples
+	$(BIN)/ruff format --check superlink_async tests examples
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/python -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+e2e: install
+	$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
+
+## Regenerate the committed wire modules from the .proto files.
+proto: install
+	rm -rf build/proto && mkdir -p build/proto
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -I $(PROTO_DIR) \
+		--python_out=build/proto --pyi_out=build/proto \
+		--grpclib_python_out=build/proto $(PROTOS)
+	$(BIN)/python -m superlink_async.wire.relocate build/proto/flwr/proto $(WIRE_DIR)
+
+## A complete local federation: our server, two real SuperNodes and a `flwr new` NumPy app.
+demo: install
+	$(BIN)/python examples/local_federation/run.py
+
+clean:
+	rm -rf build .mypy_cache .ruff_cache .pytest_cache

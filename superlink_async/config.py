@@ -1,0 +1,133 @@
+"""The server's configuration: every ``flower-superlink`` 1.18.0 option, parsed and checked.
+
+The CLI builds a ``Config``; an embedding application can build one directly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from ipaddress import IPv6Address, ip_address
+from pathlib import Path
+
+from superlink_async.state.factory import IN_MEMORY_DATABASE
+
+FLEET_GRPC_RERE = "grpc-rere"
+FLEET_GRPC_ADAPTER = "grpc-adapter"
+FLEET_REST = "rest"
+FLEET_API_TYPES = (FLEET_GRPC_RERE, FLEET_GRPC_ADAPTER, FLEET_REST)
+
+ISOLATION_SUBPROCESS = "subprocess"
+ISOLATION_PROCESS = "process"
+ISOLATION_MODES = (ISOLATION_SUBPROCESS, ISOLATION_PROCESS)
+
+DEFAULT_SERVERAPPIO_ADDRESS = "0.0.0.0:9091"
+DEFAULT_FLEET_GRPC_ADDRESS = "0.0.0.0:9092"
+DEFAULT_EXEC_ADDRESS = "0.0.0.0:9093"
+DEFAULT_FLEET_REST_ADDRESS = "0.0.0.0:9095"
+DEFAULT_SIMULATIONIO_ADDRESS = "0.0.0.0:9096"
+DEPLOYMENT_EXECUTOR = "flwr.superexec.deployment:executor"
+
+
+class AddressError(ValueError):
+    """An address flag could not be parsed (exit code 600)."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(f"Address ({address}) cannot be parsed.")
+        self.address = address
+
+
+@dataclass(frozen=True)
+class Address:
+    """A host and port to bind or dial; IPv6 hosts are kept without brackets."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, address: str) -> Address:
+        """Split ``host:port`` at the last colon, as the reference does; ``[v6]:port`` too."""
+        host, sep, port_text = address.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise AddressError(address)
+        return cls(host, int(port_text))
+
+    @property
+    def is_ipv6(self) -> bool:
+        """Whether the host is an IPv6 literal (it needs brackets in ``host:port``)."""
+        try:
+            return isinstance(ip_address(self.host), IPv6Address)
+        except ValueError:
+            return False
+
+    def dialable(self) -> Address:
+        """The address a local child process should dial: ``0.0.0.0`` becomes ``127.0.0.1``."""
+        return Address("127.0.0.1", self.port) if self.host == "0.0.0.0" else self
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if self.is_ipv6 else f"{self.host}:{self.port}"
+
+
+def default_flwr_dir() -> Path:
+    """``$FLWR_HOME``, else ``$XDG_DATA_HOME/.flwr``, else ``~/.flwr`` (as flwr decides)."""
+    if home := os.environ.get("FLWR_HOME"):
+        return Path(home)
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return Path(xdg) / ".flwr" if xdg else Path.home() / ".flwr"
+
+
+def default_storage_dir() -> Path:
+    """Where FABs are kept unless ``--storage-dir`` says otherwise."""
+    return default_flwr_dir() / "superlink" / "ffs"
+
+
+def default_serverapp_command() -> tuple[str, ...]:
+    """``flwr-serverapp`` from PATH, else from this interpreter's own bin directory.
+
+    The second place covers a virtual environment that was never activated.
+    """
+    beside_python = Path(sys.executable).with_name("flwr-serverapp")
+    if shutil.which("flwr-serverapp") is None and beside_python.exists():
+        return (str(beside_python),)
+    return ("flwr-serverapp",)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the server needs to start; defaults are flower-superlink 1.18.0's."""
+
+    insecure: bool = False
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_ca_certfile: Path | None = None
+    flwr_dir: str | None = None
+    isolation: str = ISOLATION_SUBPROCESS
+    database: str = IN_MEMORY_DATABASE
+    storage_dir: Path = field(default_factory=default_storage_dir)
+    auth_list_public_keys: Path | None = None
+    auth_superlink_private_key: Path | None = None
+    auth_superlink_public_key: Path | None = None
+    serverappio_api_address: str = DEFAULT_SERVERAPPIO_ADDRESS
+    fleet_api_type: str = FLEET_GRPC_RERE
+    fleet_api_address: str | None = None
+    fleet_api_num_workers: int = 1
+    exec_api_address: str = DEFAULT_EXEC_ADDRESS
+    executor: str = DEPLOYMENT_EXECUTOR
+    executor_dir: str = "."
+    executor_config: str | None = None
+    simulationio_api_address: str = DEFAULT_SIMULATIONIO_ADDRESS
+    # Our additions (not in flower-superlink):
+    serverapp_command: tuple[str, ...] = field(default_factory=default_serverapp_command)
+    shutdown_grace: float = 5.0
+
+    @property
+    def fleet_address(self) -> str:
+        """The Fleet bind address, defaulting per API type as the reference does."""
+        if self.fleet_api_address:
+            return self.fleet_api_address
+        if self.fleet_api_type == FLEET_REST:
+            return DEFAULT_FLEET_REST_ADDRESS
+        return DEFAULT_FLEET_GRPC_ADDRESS

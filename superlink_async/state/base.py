@@ -1,0 +1,228 @@
+"""The state protocol every backend implements, and the records it trades in.
+
+Messages and contexts travel as their wire types (``Message``, ``Context``, ``ConfigRecord``):
+the SuperLink never inspects their content, so converting them into another model would
+only cost time. Runs get a small record of their own because their status machine is ours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from superlink_async.wire.message_pb2 import Context, Message
+from superlink_async.wire.recorddict_pb2 import ConfigRecord
+
+# Run statuses and finished sub-statuses, exactly the strings flwr 1.18.0 puts on the wire.
+PENDING = "pending"
+STARTING = "starting"
+RUNNING = "running"
+FINISHED = "finished"
+COMPLETED = "completed"
+FAILED = "failed"
+STOPPED = "stopped"
+
+#: The SuperLink's own node id: instructions come from it, replies go to it.
+SUPERLINK_NODE_ID = 1
+
+#: A user config value (``override_config``), as flwr's ``Scalar`` carries it.
+ScalarValue = bool | int | float | str | bytes
+UserConfig = dict[str, ScalarValue]
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """Where a run is in its life: ``status``, plus ``sub_status`` once finished."""
+
+    status: str
+    sub_status: str = ""
+    details: str = ""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A stored run. Timestamps are ISO-8601 with ``+00:00``; ``""`` means not reached."""
+
+    run_id: int
+    fab_id: str
+    fab_version: str
+    fab_hash: str
+    override_config: UserConfig
+    pending_at: str
+    starting_at: str = ""
+    running_at: str = ""
+    finished_at: str = ""
+    status: RunStatus = RunStatus(PENDING)
+    federation_options: ConfigRecord = field(default_factory=ConfigRecord)
+
+
+class StateError(Exception):
+    """Base of every error a backend raises on purpose; its text is safe to show a client."""
+
+
+class RunNotFoundError(StateError):
+    """The run id is unknown."""
+
+    def __init__(self, run_id: int) -> None:
+        super().__init__(f"Run {run_id} not found")
+        self.run_id = run_id
+
+
+class NodeNotFoundError(StateError):
+    """The node id is unknown."""
+
+    def __init__(self, node_id: int) -> None:
+        super().__init__(f"Node {node_id} not found")
+        self.node_id = node_id
+
+
+class PublicKeyInUseError(StateError):
+    """The public key is already bound to another (online) node."""
+
+    def __init__(self) -> None:
+        super().__init__("Public key already in use")
+
+
+class MessageRejectedError(StateError):
+    """A message cannot be stored; the text says why (it matches the reference's log line)."""
+
+
+class RunMismatchError(StateError):
+    """A ServerApp asked for replies to instructions of another run."""
+
+
+class SchemaVersionError(StateError):
+    """A database file was written by an incompatible schema version."""
+
+
+class LinkState(Protocol):
+    """Everything the SuperLink remembers. Each method is atomic with respect to the others.
+
+    Time comes from the backend's clock (float Unix seconds), so tests can move it.
+    """
+
+    async def aclose(self) -> None:
+        """Flush and release the backend; the object is unusable afterwards."""
+
+    # --- Nodes ----------------------------------------------------------------------------
+    async def create_node(self, ping_interval: float) -> int:
+        """Register a node, online for ``ping_interval`` seconds; return its id (not 0 or 1)."""
+
+    async def delete_node(self, node_id: int) -> None:
+        """Forget a node and its key binding; its messages stay. ``NodeNotFoundError``."""
+
+    async def acknowledge_ping(self, node_id: int, ping_interval: float) -> bool:
+        """Keep a node online for ``2 * ping_interval`` more seconds; False if it is unknown."""
+
+    async def get_online_nodes(self) -> list[int]:
+        """Ids of the nodes whose liveness has not lapsed, in ascending order."""
+
+    async def node_exists(self, node_id: int) -> bool:
+        """Whether the node id is registered (online or not)."""
+
+    # --- Node authentication --------------------------------------------------------------
+    async def set_node_public_key(self, node_id: int, public_key: bytes) -> None:
+        """Bind a key to a node. ``NodeNotFoundError``; ``PublicKeyInUseError``."""
+
+    async def get_node_id(self, public_key: bytes) -> int | None:
+        """The node a key is bound to, if any."""
+
+    async def replace_known_public_keys(self, public_keys: Sequence[bytes]) -> None:
+        """Make ``public_keys`` the complete list of keys allowed to authenticate."""
+
+    async def get_known_public_keys(self) -> set[bytes]:
+        """The keys allowed to authenticate."""
+
+    # --- Runs -----------------------------------------------------------------------------
+    async def create_run(
+        self,
+        fab_id: str,
+        fab_version: str,
+        fab_hash: str,
+        override_config: UserConfig,
+        federation_options: ConfigRecord,
+    ) -> int:
+        """Store a pending run together with its initial ServerApp context, in one step.
+
+        The context is ``Context(run_id, node_id=0)`` with empty configs and state, so every
+        run can be started (the reference leaves runs created over ServerAppIo unstartable).
+        """
+
+    async def get_run(self, run_id: int) -> RunRecord | None:
+        """One run, or None."""
+
+    async def get_runs(self) -> list[RunRecord]:
+        """Every run, oldest first (by ``pending_at``)."""
+
+    async def get_run_statuses(self, run_ids: Sequence[int]) -> dict[int, RunStatus]:
+        """Statuses of the known runs among ``run_ids``; unknown ids are left out."""
+
+    async def update_run_status(self, run_id: int, new_status: RunStatus) -> bool:
+        """Apply a valid transition (``rules``) and stamp its time. ``RunNotFoundError``."""
+
+    async def get_pending_run_id(self) -> int | None:
+        """The oldest pending run, if any."""
+
+    async def claim_pending_run(self) -> RunRecord | None:
+        """Move the oldest pending run to ``starting`` and return it as it is now."""
+
+    async def fail_interrupted_runs(self, details: str) -> list[int]:
+        """Finish every ``starting``/``running`` run as ``failed`` with ``details``.
+
+        Called at startup: a run whose ServerApp lived in a previous process cannot go on.
+        """
+
+    async def get_federation_options(self, run_id: int) -> ConfigRecord | None:
+        """The run's federation options, or None for an unknown run."""
+
+    # --- ServerApp context and logs -------------------------------------------------------
+    async def set_serverapp_context(self, run_id: int, context: Context) -> None:
+        """Replace the run's ServerApp context. ``RunNotFoundError``."""
+
+    async def get_serverapp_context(self, run_id: int) -> Context | None:
+        """The run's ServerApp context, or None."""
+
+    async def add_serverapp_log(self, run_id: int, log_output: str) -> None:
+        """Append a chunk of ServerApp output, stamped with the clock. ``RunNotFoundError``."""
+
+    async def get_serverapp_log(self, run_id: int, after_timestamp: float) -> tuple[str, float]:
+        """Chunks stamped after ``after_timestamp``, joined, and the latest stamp (0.0 if none).
+
+        ``RunNotFoundError``.
+        """
+
+    # --- Messages -------------------------------------------------------------------------
+    async def store_message_ins(self, message: Message) -> str:
+        """Store an instruction (already validated); assign and return its id.
+
+        ``MessageRejectedError`` if its run or destination node is unknown.
+        """
+
+    async def store_message_res(self, message: Message) -> str:
+        """Store a node's reply (already validated); assign and return its id.
+
+        ``MessageRejectedError`` if the instruction is unknown or expired, was sent to another
+        node or run, already has a reply, or the reply's TTL outlives the instruction's.
+        """
+
+    async def pull_message_ins(self, node_id: int, limit: int = 1) -> list[Message]:
+        """Hand out up to ``limit`` undelivered, unexpired instructions for a node, oldest first.
+
+        Each is marked delivered in the same step, so no instruction is handed out twice.
+        """
+
+    async def take_replies(self, run_id: int, message_ids: Sequence[str]) -> list[Message]:
+        """Replies for the given instruction ids of ``run_id``, then forget those exchanges.
+
+        Ids with no reply yet (and a live destination) are skipped. Missing or expired
+        instructions, offline or deleted destinations and expired replies produce synthetic
+        error replies (``rules``). Every instruction and reply returned is deleted. Raises
+        ``RunMismatchError`` (and changes nothing) if an id belongs to another run.
+        """
+
+    async def delete_run_messages(self, run_id: int) -> int:
+        """Delete all instructions of a run and their replies; return how many instructions."""
+
+    async def purge_expired_messages(self) -> int:
+        """Delete instructions and replies whose TTL has lapsed; return how many rows went."""

@@ -1,0 +1,35 @@
+"""Pick and open the state backend that ``--database`` names."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from superlink_async.state.base import LinkState
+from superlink_async.state.memory import InMemoryLinkState
+from superlink_async.state.sqlite import SqliteLinkState
+
+#: ``--database`` default: keep everything in this process's memory.
+IN_MEMORY_DATABASE = ":flwr-in-memory-state:"
+
+
+@asynccontextmanager
+async def open_state(
+    database: str, clock: Callable[[], float] = time.time
+) -> AsyncIterator[LinkState]:
+    """Open the backend for ``database`` and close it on exit.
+
+    ``:flwr-in-memory-state:`` is the in-memory backend; ``:memory:`` is one shared SQLite
+    in-memory connection (the reference opened a new empty one per call); anything else is a
+    SQLite file, created or reopened.
+    """
+    state: LinkState
+    if database == IN_MEMORY_DATABASE:
+        state = InMemoryLinkState(clock=clock)
+    else:
+        state = await SqliteLinkState.open(database, clock=clock)
+    try:
+        yield state
+    finally:
+        await state.aclose()
