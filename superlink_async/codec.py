@@ -37,7 +37,7 @@ def user_config_from_proto(config: Mapping[str, Scalar]) -> UserConfig:
 def fill_user_config(target: Mapping[str, Scalar], config: UserConfig) -> None:
     """Write ``config`` into a protobuf ``map<string, Scalar>`` field."""
     for key, value in config.items():
-        target[key].CopyFrom(value_to_scalar(value))  # type: ignore[index]
+        target[key].CopyFrom(value_to_scalar(value))
 
 
 def run_status_to_proto(status: RunStatus) -> run_pb2.RunStatus:

@@ -1,0 +1,159 @@
+"""The ServerApp scheduler (``--isolation subprocess``): one ``flwr-serverapp`` per run.
+
+A child is launched when a run is pending and no child is already waiting for one; the
+run the child then claims over ServerAppIo is bound to it, so the scheduler can tell
+when a child dies without finishing its run (the run fails, with the reason) and which
+child to end when a run is stopped. A command that cannot be launched, or that keeps
+dying before it claims a run, fails the pending run instead of being relaunched forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from superlink_async.config import Address
+from superlink_async.logs import logger
+from superlink_async.runtime.children import spawn, terminate
+from superlink_async.services.runs import RunEvents
+from superlink_async.state.base import FAILED, FINISHED, LinkState, RunStatus
+
+#: Longest the scheduler sleeps before looking for pending runs again.
+POLL_SECONDS = 1.0
+#: Consecutive children dying before they claim a run, after which that run fails.
+MAX_LAUNCH_FAILURES = 3
+#: Seconds a child gets to exit after SIGTERM before it is killed.
+TERMINATE_GRACE = 5.0
+
+
+@dataclass
+class _Child:
+    process: asyncio.subprocess.Process
+    run_id: int | None = None
+
+
+class ServerAppScheduler:
+    """Launches, binds and reaps ``flwr-serverapp`` children."""
+
+    def __init__(
+        self,
+        state: LinkState,
+        events: RunEvents,
+        command: Sequence[str],
+        serverappio_address: Address,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._state = state
+        self._events = events
+        self._argv = [
+            *command,
+            "--run-once",
+            "--serverappio-api-address",
+            str(serverappio_address.dialable()),
+            "--insecure",
+        ]
+        self._dial_address = serverappio_address.dialable()
+        self._clock = clock
+        self._children: list[_Child] = []
+        self._failures = 0
+        self._next_launch_at = 0.0
+
+    @property
+    def alive(self) -> int:
+        """How many children are running."""
+        return len(self._children)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Launch children for pending runs until cancelled, then end them all."""
+        try:
+            async with anyio.create_task_group() as group:
+                task_status.started()
+                while True:
+                    await self._launch_if_needed(group)
+                    await self._events.wait(POLL_SECONDS)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.shutdown()
+
+    def run_claimed(self, run_id: int) -> None:
+        """A child took ``run_id`` over ServerAppIo: bind it to the child that was waiting."""
+        for child in self._children:
+            if child.run_id is None:
+                child.run_id = run_id
+                self._failures = 0
+                return
+
+    async def stop_run(self, run_id: int) -> None:
+        """End the child serving ``run_id``, if there is one."""
+        for child in list(self._children):
+            if child.run_id == run_id:
+                await terminate(child.process, TERMINATE_GRACE)
+
+    async def shutdown(self) -> None:
+        """End every child (bounded), e.g. when the server stops."""
+        async with anyio.create_task_group() as group:
+            for child in self._children:
+                group.start_soon(terminate, child.process, TERMINATE_GRACE)
+
+    async def _launch_if_needed(self, group: TaskGroup) -> None:
+        if any(child.run_id is None for child in self._children):
+            return  # One child is already waiting to claim the next run.
+        if self._clock() < self._next_launch_at:
+            return
+        run_id = await self._state.get_pending_run_id()
+        if run_id is None:
+            return
+        logger.info(
+            "Launching flwr-serverapp subprocess. Connects to SuperLink on %s",
+            self._dial_address,
+        )
+        try:
+            process = await spawn(self._argv)
+        except OSError as exc:
+            await self._fail_run(run_id, f"Could not launch `{self._argv[0]}`: {exc}")
+            return
+        child = _Child(process)
+        self._children.append(child)
+        group.start_soon(self._reap, child)
+
+    async def _reap(self, child: _Child) -> None:
+        code = await child.process.wait()
+        self._children.remove(child)
+        if child.run_id is not None:
+            await self._fail_unfinished(child.run_id, code)
+        else:
+            await self._count_failed_launch(code)
+        self._events.notify()
+
+    async def _fail_unfinished(self, run_id: int, code: int) -> None:
+        run = await self._state.get_run(run_id)
+        if run is not None and run.status.status != FINISHED:
+            await self._fail_run(
+                run_id, f"ServerApp process exited with code {code} before the run finished"
+            )
+
+    async def _count_failed_launch(self, code: int) -> None:
+        self._failures += 1
+        self._next_launch_at = self._clock() + min(2.0**self._failures, 30.0)
+        logger.warning("flwr-serverapp exited with code %s before it started a run", code)
+        if self._failures < MAX_LAUNCH_FAILURES:
+            return
+        self._failures = 0
+        self._next_launch_at = 0.0
+        run_id = await self._state.get_pending_run_id()
+        if run_id is not None:
+            await self._fail_run(
+                run_id,
+                f"flwr-serverapp exited {MAX_LAUNCH_FAILURES} times (last exit code {code}) "
+                "before it could start the run",
+            )
+
+    async def _fail_run(self, run_id: int, details: str) -> None:
+        logger.error("Run %s failed: %s", run_id, details)
+        await self._state.update_run_status(run_id, RunStatus(FINISHED, FAILED, details))
+        self._events.notify()

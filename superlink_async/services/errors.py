@@ -1,0 +1,25 @@
+"""The one error type services raise; transports map its status to gRPC or HTTP."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Status(Enum):
+    """Outcome classes the services use (a subset of gRPC's, which transports map)."""
+
+    INVALID_ARGUMENT = "invalid_argument"
+    NOT_FOUND = "not_found"
+    PERMISSION_DENIED = "permission_denied"
+    FAILED_PRECONDITION = "failed_precondition"
+    UNIMPLEMENTED = "unimplemented"
+    UNAVAILABLE = "unavailable"
+
+
+class ServiceError(Exception):
+    """A request that cannot be served; ``message`` is shown to the client as is."""
+
+    def __init__(self, status: Status, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message

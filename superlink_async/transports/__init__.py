@@ -1,0 +1,1 @@
+"""Transports: convert wire requests, delegate to services, convert the answers back."""

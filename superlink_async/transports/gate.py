@@ -1,0 +1,58 @@
+"""Admission control shared by every listener.
+
+It counts calls in flight, refuses new ones while draining, and lets shutdown wait a
+bounded time for the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+
+
+class ShuttingDownError(Exception):
+    """A call arrived while the server drains; clients should retry elsewhere or later."""
+
+
+class CallGate:
+    """Tracks in-flight calls so a shutdown can drain them (hypercorn's bounded drain)."""
+
+    def __init__(self) -> None:
+        self._in_flight = 0
+        self._draining = False
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    @property
+    def draining(self) -> bool:
+        """Whether new calls are being refused."""
+        return self._draining
+
+    @property
+    def in_flight(self) -> int:
+        """How many admitted calls have not finished."""
+        return self._in_flight
+
+    @asynccontextmanager
+    async def admit(self) -> AsyncIterator[None]:
+        """Run one call; ``ShuttingDownError`` if the server is draining."""
+        if self._draining:
+            raise ShuttingDownError("SuperLink is shutting down")
+        self._in_flight += 1
+        if self._idle.is_set():
+            self._idle = anyio.Event()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def drain(self, grace: float) -> bool:
+        """Refuse new calls and wait up to ``grace`` seconds; True if all calls finished."""
+        self._draining = True
+        with anyio.move_on_after(grace):
+            await self._idle.wait()
+        return self._in_flight == 0

@@ -1,0 +1,1 @@
+"""gRPC transport (grpclib): thin servicers for Fleet, ServerAppIo and Exec."""

@@ -1,0 +1,112 @@
+"""grpclib servicers: one line per method, converting nothing but the call shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grpclib.server import Stream
+
+from superlink_async.services.exec import ExecService
+from superlink_async.services.fleet import FleetService
+from superlink_async.services.serverappio import ServerAppIoService
+from superlink_async.transports.gate import CallGate
+from superlink_async.transports.grpc.calls import server_streaming, unary
+from superlink_async.wire import exec_grpc, fleet_grpc, serverappio_grpc
+
+AnyStream = Stream[Any, Any]
+
+
+class FleetServicer(fleet_grpc.FleetBase):
+    """``flwr.proto.Fleet`` (grpc-rere)."""
+
+    def __init__(self, service: FleetService, gate: CallGate) -> None:
+        self._service = service
+        self._gate = gate
+
+    async def CreateNode(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.create_node, self._gate)
+
+    async def DeleteNode(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.delete_node, self._gate)
+
+    async def Ping(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.ping, self._gate)
+
+    async def PullMessages(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.pull_messages, self._gate)
+
+    async def PushMessages(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.push_messages, self._gate)
+
+    async def GetRun(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.get_run, self._gate)
+
+    async def GetFab(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.get_fab, self._gate)
+
+
+class ServerAppIoServicer(serverappio_grpc.ServerAppIoBase):
+    """``flwr.proto.ServerAppIo``."""
+
+    def __init__(self, service: ServerAppIoService, gate: CallGate) -> None:
+        self._service = service
+        self._gate = gate
+
+    async def CreateRun(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.create_run, self._gate)
+
+    async def GetNodes(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.get_nodes, self._gate)
+
+    async def PushMessages(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.push_messages, self._gate)
+
+    async def PullMessages(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.pull_messages, self._gate)
+
+    async def GetRun(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.get_run, self._gate)
+
+    async def GetFab(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.get_fab, self._gate)
+
+    async def PullServerAppInputs(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.pull_serverapp_inputs, self._gate)
+
+    async def PushServerAppOutputs(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.push_serverapp_outputs, self._gate)
+
+    async def UpdateRunStatus(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.update_run_status, self._gate)
+
+    async def GetRunStatus(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.get_run_status, self._gate)
+
+    async def PushLogs(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.push_logs, self._gate)
+
+
+class ExecServicer(exec_grpc.ExecBase):
+    """``flwr.proto.Exec``."""
+
+    def __init__(self, service: ExecService, gate: CallGate) -> None:
+        self._service = service
+        self._gate = gate
+
+    async def StartRun(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.start_run, self._gate)
+
+    async def StopRun(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.stop_run, self._gate)
+
+    async def StreamLogs(self, stream: AnyStream) -> None:
+        await server_streaming(stream, self._service.stream_logs, self._gate)
+
+    async def ListRuns(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.list_runs, self._gate)
+
+    async def GetLoginDetails(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.get_login_details, self._gate)
+
+    async def GetAuthTokens(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.get_auth_tokens, self._gate)

@@ -1,0 +1,110 @@
+"""The SuperLink object: startup, ordered shutdown, crash reporting, embedding."""
+
+from __future__ import annotations
+
+import socket
+from contextlib import closing
+from dataclasses import replace
+from pathlib import Path
+
+import anyio
+import pytest
+from grpclib import GRPCError, Status
+from grpclib.client import Channel
+
+from superlink_async import Config, ExitCode, SuperLink, SuperLinkExit
+from superlink_async.config import ISOLATION_PROCESS, Address
+from superlink_async.wire import exec_grpc, exec_pb2, fleet_grpc, fleet_pb2
+from tests.ports import loopback
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return Config(
+        insecure=True,
+        isolation=ISOLATION_PROCESS,
+        storage_dir=tmp_path / "ffs",
+        exec_api_address=loopback(),
+        serverappio_api_address=loopback(),
+        fleet_api_address=loopback(),
+        shutdown_grace=1.0,
+    )
+
+
+def channel_to(address: str) -> closing[Channel]:
+    parsed = Address.parse(address)
+    return closing(Channel(parsed.host, parsed.port))
+
+
+async def test_serves_every_api_while_the_block_runs(config: Config) -> None:
+    async with SuperLink(config):
+        with channel_to(config.exec_api_address) as channel:
+            runs = await exec_grpc.ExecStub(channel).ListRuns(exec_pb2.ListRunsRequest())
+        assert dict(runs.run_dict) == {}
+        assert config.fleet_api_address is not None
+        with channel_to(config.fleet_api_address) as channel:
+            node = await fleet_grpc.FleetStub(channel).CreateNode(
+                fleet_pb2.CreateNodeRequest(ping_interval=30)
+            )
+        assert node.node.node_id > 1
+
+
+async def test_ports_are_released_after_the_block(config: Config) -> None:
+    async with SuperLink(config):
+        pass
+    exec_address = Address.parse(config.exec_api_address)
+    with socket.socket() as sock:
+        sock.bind((exec_address.host, exec_address.port))
+
+
+async def test_a_busy_port_is_a_code_100_crash_naming_the_listener(config: Config) -> None:
+    fleet = Address.parse(config.fleet_api_address or "")
+    with socket.socket() as blocker:
+        blocker.bind((fleet.host, fleet.port))
+        blocker.listen()
+        with pytest.raises(SuperLinkExit) as exit_info:
+            async with SuperLink(config):
+                pass
+    assert exit_info.value.code is ExitCode.SUPERLINK_THREAD_CRASH
+    assert "fleet-api" in exit_info.value.message
+    assert "An important background thread has crashed." in str(exit_info.value)
+
+
+async def test_a_crashing_task_cancels_the_host_and_raises_code_100(config: Config) -> None:
+    with pytest.raises(SuperLinkExit) as exit_info:
+        async with SuperLink(config) as link:
+            link.start_soon("injected", _fail)
+            await anyio.sleep(5)
+            pytest.fail("the host block was not cancelled")
+    assert exit_info.value.code is ExitCode.SUPERLINK_THREAD_CRASH
+    assert "Task 'injected' crashed: RuntimeError: injected fault" in exit_info.value.message
+
+
+async def _fail() -> None:
+    raise RuntimeError("injected fault")
+
+
+async def test_an_unparsable_address_is_code_600_before_anything_binds(config: Config) -> None:
+    bad = replace(config, fleet_api_address="no-port-here")
+    with pytest.raises(SuperLinkExit) as exit_info:
+        async with SuperLink(bad):
+            pass
+    assert exit_info.value.code is ExitCode.COMMON_ADDRESS_INVALID
+    assert "Address (no-port-here) cannot be parsed." in str(exit_info.value)
+    exec_address = Address.parse(config.exec_api_address)
+    with socket.socket() as sock:
+        sock.bind((exec_address.host, exec_address.port))
+
+
+async def test_calls_during_drain_are_unavailable(config: Config) -> None:
+    link = SuperLink(config)
+    await link.__aenter__()
+    try:
+        await link._gate.drain(0)
+        with channel_to(config.exec_api_address) as channel, pytest.raises(GRPCError) as error:
+            await exec_grpc.ExecStub(channel).ListRuns(exec_pb2.ListRunsRequest())
+        assert error.value.status is Status.UNAVAILABLE
+    finally:
+        await link.__aexit__(None, None, None)
