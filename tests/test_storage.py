@@ -1,0 +1,178 @@
+"""FabStore: content-addressed, atomic, off the event loop, and closed to path traversal."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from pathlib import Path
+
+import anyio
+import pytest
+
+from superlink_async import storage
+from superlink_async.storage import FabStore, InvalidFabHashError, validate_hash
+
+FAB = b"PK\x03\x04 pretend this is a FAB" * 100
+
+INVALID_HASHES = {
+    "empty": "",
+    "uppercase": hashlib.sha256(FAB).hexdigest().upper(),
+    "63-chars": "a" * 63,
+    "65-chars": "a" * 65,
+    "non-hex": "g" * 64,
+    "parent-dir": "../etc/passwd",
+    "64-chars-with-slash": "../" + "a" * 61,
+    "trailing-newline": "a" * 64 + "\n",
+    "meta-suffix": "a" * 64 + ".META",
+    "non-ascii-digits": "\u0661" * 64,  # ARABIC-INDIC DIGIT ONE: \d would accept it
+}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FabStore:
+    return FabStore(tmp_path / "ffs")
+
+
+@pytest.mark.anyio
+async def test_put_returns_lowercase_sha256_and_writes_content_and_meta(store: FabStore) -> None:
+    fab_hash = await store.put(FAB)
+    assert fab_hash == hashlib.sha256(FAB).hexdigest()
+    assert (store.root / fab_hash).read_bytes() == FAB
+    assert json.loads((store.root / f"{fab_hash}.META").read_text()) == {}
+
+
+@pytest.mark.anyio
+async def test_put_creates_missing_parent_directories(tmp_path: Path) -> None:
+    store = FabStore(tmp_path / "a" / "b" / "ffs")
+    fab_hash = await store.put(FAB)
+    assert (tmp_path / "a" / "b" / "ffs" / fab_hash).is_file()
+
+
+@pytest.mark.anyio
+async def test_get_returns_what_put_stored(store: FabStore) -> None:
+    fab_hash = await store.put(FAB)
+    assert await store.get(fab_hash) == FAB
+
+
+@pytest.mark.anyio
+async def test_get_of_unknown_hash_is_none_even_without_a_storage_dir(store: FabStore) -> None:
+    assert await store.get(hashlib.sha256(b"never stored").hexdigest()) is None
+    assert not store.root.exists()
+
+
+@pytest.mark.anyio
+async def test_empty_content_is_stored_under_the_hash_of_nothing(store: FabStore) -> None:
+    fab_hash = await store.put(b"")
+    assert fab_hash == hashlib.sha256(b"").hexdigest()
+    assert await store.get(fab_hash) == b""
+
+
+@pytest.mark.anyio
+async def test_putting_the_same_content_again_does_not_rewrite_the_file(store: FabStore) -> None:
+    fab_hash = await store.put(FAB)
+    before = (store.root / fab_hash).stat()
+    meta_before = (store.root / f"{fab_hash}.META").stat()
+    assert await store.put(FAB) == fab_hash
+    # An atomic rewrite would have renamed a new inode into place.
+    assert (store.root / fab_hash).stat().st_ino == before.st_ino
+    assert (store.root / f"{fab_hash}.META").stat().st_ino == meta_before.st_ino
+
+
+@pytest.mark.anyio
+async def test_put_repairs_a_truncated_file_and_a_missing_meta(store: FabStore) -> None:
+    fab_hash = hashlib.sha256(FAB).hexdigest()
+    store.root.mkdir(parents=True)
+    (store.root / fab_hash).write_bytes(FAB[:10])  # e.g. left by a reference SuperLink crash
+    await store.put(FAB)
+    assert (store.root / fab_hash).read_bytes() == FAB
+    assert (store.root / f"{fab_hash}.META").read_text() == "{}"
+
+
+@pytest.mark.anyio
+async def test_put_leaves_no_temporary_files_behind(store: FabStore) -> None:
+    fab_hash = await store.put(FAB)
+    await store.put(b"another FAB")
+    other = hashlib.sha256(b"another FAB").hexdigest()
+    assert sorted(p.name for p in store.root.iterdir()) == sorted(
+        [fab_hash, f"{fab_hash}.META", other, f"{other}.META"]
+    )
+
+
+@pytest.mark.anyio
+async def test_concurrent_puts_of_the_same_content_are_safe(store: FabStore) -> None:
+    content = FAB * 1000  # large enough for the writers' threads to overlap
+    hashes: list[str] = []
+
+    async def put() -> None:
+        hashes.append(await store.put(content))
+
+    async with anyio.create_task_group() as group:
+        for _ in range(32):
+            group.start_soon(put)
+
+    expected = hashlib.sha256(content).hexdigest()
+    assert hashes == [expected] * 32
+    assert await store.get(expected) == content
+    assert sorted(p.name for p in store.root.iterdir()) == [expected, f"{expected}.META"]
+
+
+@pytest.mark.anyio
+async def test_concurrent_puts_of_different_contents_keep_each_intact(store: FabStore) -> None:
+    contents = [FAB + bytes([i]) * 10_000 for i in range(16)]
+    async with anyio.create_task_group() as group:
+        for content in contents:
+            group.start_soon(store.put, content)
+    for content in contents:
+        assert await store.get(hashlib.sha256(content).hexdigest()) == content
+
+
+@pytest.mark.anyio
+async def test_put_does_its_disk_work_off_the_event_loop_thread(
+    store: FabStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: set[threading.Thread] = set()
+    write_once = storage._write_once
+
+    def spy(path: Path, data: bytes) -> None:
+        threads.add(threading.current_thread())
+        write_once(path, data)
+
+    monkeypatch.setattr(storage, "_write_once", spy)
+    await store.put(FAB)
+    assert threads
+    assert threading.current_thread() not in threads
+
+
+@pytest.mark.parametrize("fab_hash", INVALID_HASHES.values(), ids=INVALID_HASHES)
+def test_validate_hash_rejects_anything_but_64_lowercase_hex_chars(fab_hash: str) -> None:
+    with pytest.raises(InvalidFabHashError) as raised:
+        validate_hash(fab_hash)
+    assert str(raised.value) == (
+        f"Invalid FAB hash {fab_hash!r}: expected 64 lowercase hexadecimal characters"
+    )
+    assert isinstance(raised.value, ValueError)
+
+
+def test_validate_hash_accepts_a_sha256_hexdigest() -> None:
+    validate_hash(hashlib.sha256(FAB).hexdigest())
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fab_hash", INVALID_HASHES.values(), ids=INVALID_HASHES)
+async def test_get_rejects_invalid_hash_before_touching_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fab_hash: str
+) -> None:
+    # A file the traversal would reach: a store that used the key as a path would return it.
+    store = FabStore(tmp_path / "ffs" / "store")
+    (tmp_path / "ffs" / "etc").mkdir(parents=True)
+    (tmp_path / "ffs" / "etc" / "passwd").write_bytes(b"root:x:0:0")
+
+    def no_disk(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the filesystem was accessed")
+
+    monkeypatch.setattr(anyio.Path, "read_bytes", no_disk)
+    monkeypatch.setattr(anyio.to_thread, "run_sync", no_disk)
+    with pytest.raises(InvalidFabHashError):
+        await store.get(fab_hash)
+    assert not store.root.exists()
