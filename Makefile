@@ -24,8 +24,11 @@ run: install
 	$(BIN)/python -m superlink_async --insecure $(ARGS)
 
 ## The whole suite: lint, types, unit, service and end-to-end tests.
+## pytest's status 5 means it collected no test at all: report that plainly, as a failure.
 test: install lint typecheck
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: the suite is missing"; fi; \
+	exit $$status
 
 lint: install
 	$(BIN)/ruff check superlink_async tests examples

@@ -109,6 +109,7 @@ ErrorT = TypeVar("ErrorT", bound=BaseException)
 def _first(group_error: BaseExceptionGroup[BaseException], kind: type[ErrorT]) -> ErrorT | None:
     """The first exception of ``kind`` in a (possibly nested) exception group."""
     matching, _ = group_error.split(kind)
-    while isinstance(matching, BaseExceptionGroup):
-        matching = matching.exceptions[0]
-    return matching
+    found: BaseException | None = matching
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found if isinstance(found, kind) else None

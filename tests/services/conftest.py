@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from grpclib._typing import IServable
 from grpclib.testing import ChannelFor
 
 from superlink_async.services.exec import ExecService
@@ -122,7 +123,7 @@ async def link(tmp_path: Path) -> AsyncIterator[Link]:
         async def on_stop(run_id: int) -> None:
             stopped.append(run_id)
 
-        servicers = [
+        servicers: list[IServable] = [
             FleetServicer(FleetService(state, fabs, clock=clock), gate),
             ServerAppIoServicer(
                 ServerAppIoService(state, fabs, events, on_claim=claimed.append, clock=clock),

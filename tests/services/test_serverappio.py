@@ -106,7 +106,7 @@ async def test_a_malformed_batch_stores_nothing(link: Link) -> None:
     with pytest.raises(GRPCError) as error:
         await push(link, run_id, good, bad)
     assert error.value.status is Status.INVALID_ARGUMENT
-    assert error.value.message.startswith("Malformed PushMessages: ")
+    assert (error.value.message or "").startswith("Malformed PushMessages: ")
     assert await link.state.pull_message_ins(node.node.node_id) == []
 
 

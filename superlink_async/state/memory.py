@@ -1,0 +1,412 @@
+"""The in-memory backend: plain dicts owned by the event loop's thread.
+
+No method awaits, so on one asyncio loop each runs start to finish before any other: atomic
+without the lock the reference needed (and still raced around, §17 bug 9). Protobuf objects
+are copied on the way in and out so callers can never mutate what is stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message as ProtoMessage
+
+from superlink_async.logs import logger
+from superlink_async.state import rules
+from superlink_async.state.base import (
+    FAILED,
+    FINISHED,
+    PENDING,
+    RUNNING,
+    STARTING,
+    MessageRejectedError,
+    NodeNotFoundError,
+    PublicKeyInUseError,
+    RunMismatchError,
+    RunNotFoundError,
+    RunRecord,
+    RunStatus,
+    UserConfig,
+)
+from superlink_async.wire.message_pb2 import Context, Message, Metadata
+from superlink_async.wire.recorddict_pb2 import ConfigRecord
+
+_Proto = TypeVar("_Proto", bound=ProtoMessage)
+
+
+def _copy(message: _Proto) -> _Proto:
+    """A deep copy, so stored state and caller-held objects never alias."""
+    duplicate = type(message)()
+    duplicate.CopyFrom(message)
+    return duplicate
+
+
+@dataclass
+class _Node:
+    online_until: float
+    public_key: bytes | None = None
+
+
+@dataclass
+class _Exchange:
+    """An instruction, whether its node has pulled it, and the node's reply once it came."""
+
+    instruction: Message
+    delivered: bool = False
+    reply: Message | None = None
+
+
+@dataclass
+class _Tables:
+    nodes: dict[int, _Node] = field(default_factory=dict)
+    key_owners: dict[bytes, int] = field(default_factory=dict)
+    known_keys: set[bytes] = field(default_factory=set)
+    runs: dict[int, RunRecord] = field(default_factory=dict)  # in creation order
+    contexts: dict[int, Context] = field(default_factory=dict)
+    logs: dict[int, list[tuple[float, str]]] = field(default_factory=dict)
+    exchanges: dict[str, _Exchange] = field(default_factory=dict)  # in storage order
+
+
+class InMemoryLinkState:
+    """``LinkState`` in this process's memory; everything is lost when it ends."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._data: _Tables | None = _Tables()
+
+    @property
+    def _tables(self) -> _Tables:
+        if self._data is None:
+            raise RuntimeError("The in-memory LinkState is closed")
+        return self._data
+
+    async def aclose(self) -> None:
+        """Drop everything; later calls raise ``RuntimeError``."""
+        self._data = None
+
+    # --- Nodes ----------------------------------------------------------------------------
+    async def create_node(self, ping_interval: float) -> int:
+        """Register a node, online for ``ping_interval`` seconds (once, as the reference)."""
+        tables = self._tables
+        while (node_id := rules.new_node_id()) in tables.nodes:
+            pass
+        tables.nodes[node_id] = _Node(online_until=self._clock() + ping_interval)
+        return node_id
+
+    async def delete_node(self, node_id: int) -> None:
+        """Forget a node and free its key; its messages stay."""
+        tables = self._tables
+        node = tables.nodes.pop(node_id, None)
+        if node is None:
+            raise NodeNotFoundError(node_id)
+        if node.public_key is not None:
+            del tables.key_owners[node.public_key]
+
+    async def acknowledge_ping(self, node_id: int, ping_interval: float) -> bool:
+        """Keep a node online for ``PING_PATIENCE`` ping intervals."""
+        node = self._tables.nodes.get(node_id)
+        if node is None:
+            return False
+        node.online_until = self._clock() + rules.PING_PATIENCE * ping_interval
+        return True
+
+    async def get_online_nodes(self) -> list[int]:
+        """Nodes whose liveness has not lapsed, ascending."""
+        now = self._clock()
+        return sorted(
+            node_id for node_id, node in self._tables.nodes.items() if node.online_until > now
+        )
+
+    async def node_exists(self, node_id: int) -> bool:
+        """Whether the node is registered, online or not."""
+        return node_id in self._tables.nodes
+
+    # --- Node authentication --------------------------------------------------------------
+    async def set_node_public_key(self, node_id: int, public_key: bytes) -> None:
+        """Bind a key to a node, replacing the node's previous key."""
+        tables = self._tables
+        node = tables.nodes.get(node_id)
+        if node is None:
+            raise NodeNotFoundError(node_id)
+        if tables.key_owners.get(public_key, node_id) != node_id:
+            raise PublicKeyInUseError
+        if node.public_key is not None:
+            del tables.key_owners[node.public_key]
+        node.public_key = public_key
+        tables.key_owners[public_key] = node_id
+
+    async def get_node_id(self, public_key: bytes) -> int | None:
+        """The node the key is bound to, if any."""
+        return self._tables.key_owners.get(public_key)
+
+    async def replace_known_public_keys(self, public_keys: Sequence[bytes]) -> None:
+        """Make ``public_keys`` the whole allow-list."""
+        self._tables.known_keys = set(public_keys)
+
+    async def get_known_public_keys(self) -> set[bytes]:
+        """A copy of the allow-list."""
+        return set(self._tables.known_keys)
+
+    # --- Runs -----------------------------------------------------------------------------
+    async def create_run(
+        self,
+        fab_id: str,
+        fab_version: str,
+        fab_hash: str,
+        override_config: UserConfig,
+        federation_options: ConfigRecord,
+    ) -> int:
+        """Store a pending run and its empty ServerApp context together (§17 bug 3)."""
+        tables = self._tables
+        while (run_id := rules.new_run_id()) in tables.runs:
+            pass
+        tables.runs[run_id] = RunRecord(
+            run_id=run_id,
+            fab_id=fab_id,
+            fab_version=fab_version,
+            fab_hash=fab_hash,
+            override_config=dict(override_config),
+            pending_at=rules.iso_timestamp(self._clock()),
+            federation_options=_copy(federation_options),
+        )
+        tables.contexts[run_id] = Context(run_id=run_id, node_id=0)
+        tables.logs[run_id] = []
+        return run_id
+
+    async def get_run(self, run_id: int) -> RunRecord | None:
+        """One run, detached from storage."""
+        record = self._tables.runs.get(run_id)
+        return None if record is None else _export_run(record)
+
+    async def get_runs(self) -> list[RunRecord]:
+        """Every run by ``pending_at``, ties in creation order."""
+        return [_export_run(record) for record in self._ordered_runs()]
+
+    async def get_run_statuses(self, run_ids: Sequence[int]) -> dict[int, RunStatus]:
+        """Statuses of the known runs among ``run_ids``."""
+        runs = self._tables.runs
+        return {run_id: runs[run_id].status for run_id in run_ids if run_id in runs}
+
+    async def update_run_status(self, run_id: int, new_status: RunStatus) -> bool:
+        """Apply a valid transition; log and refuse an invalid one."""
+        record = self._require_run(run_id)
+        error = rules.transition_error(record.status, new_status)
+        if error is not None:
+            logger.error("%s", error)
+            return False
+        self._advance(record, new_status)
+        return True
+
+    async def get_pending_run_id(self) -> int | None:
+        """The oldest run whose status is pending (a stopped one is not: §17 bug 2)."""
+        record = self._oldest_pending()
+        return None if record is None else record.run_id
+
+    async def claim_pending_run(self) -> RunRecord | None:
+        """Move the oldest pending run to starting, in the same step as finding it."""
+        record = self._oldest_pending()
+        return None if record is None else _export_run(self._advance(record, RunStatus(STARTING)))
+
+    async def fail_interrupted_runs(self, details: str) -> list[int]:
+        """Finish starting/running runs as failed; return their ids."""
+        interrupted = [
+            record for record in self._ordered_runs() if record.status.status in (STARTING, RUNNING)
+        ]
+        for record in interrupted:
+            self._advance(record, RunStatus(FINISHED, FAILED, details))
+        return [record.run_id for record in interrupted]
+
+    async def get_federation_options(self, run_id: int) -> ConfigRecord | None:
+        """A copy of the run's federation options."""
+        record = self._tables.runs.get(run_id)
+        return None if record is None else _copy(record.federation_options)
+
+    # --- ServerApp context and logs -------------------------------------------------------
+    async def set_serverapp_context(self, run_id: int, context: Context) -> None:
+        """Replace the run's context with a copy of ``context``."""
+        self._require_run(run_id)
+        self._tables.contexts[run_id] = _copy(context)
+
+    async def get_serverapp_context(self, run_id: int) -> Context | None:
+        """A copy of the run's context."""
+        context = self._tables.contexts.get(run_id)
+        return None if context is None else _copy(context)
+
+    async def add_serverapp_log(self, run_id: int, log_output: str) -> None:
+        """Append a chunk; equal stamps are both kept (§17 bug 20)."""
+        self._require_run(run_id)
+        self._tables.logs[run_id].append((self._clock(), log_output))
+
+    async def get_serverapp_log(self, run_id: int, after_timestamp: float) -> tuple[str, float]:
+        """Chunks stamped after ``after_timestamp`` in time order, and the latest stamp."""
+        self._require_run(run_id)
+        entries = sorted(
+            (entry for entry in self._tables.logs[run_id] if entry[0] > after_timestamp),
+            key=lambda entry: entry[0],
+        )
+        latest = entries[-1][0] if entries else 0.0
+        return "".join(text for _, text in entries), latest
+
+    # --- Messages -------------------------------------------------------------------------
+    async def store_message_ins(self, message: Message) -> str:
+        """Store a copy of an instruction for an existing run and node."""
+        tables = self._tables
+        metadata = message.metadata
+        if metadata.run_id not in tables.runs:
+            raise MessageRejectedError(f"Invalid run ID for Message: {metadata.run_id}")
+        if metadata.dst_node_id not in tables.nodes:
+            raise MessageRejectedError(
+                f"Invalid destination node ID for Message: {metadata.dst_node_id}"
+            )
+        stored = _copy(message)
+        stored.metadata.message_id = rules.new_message_id()
+        tables.exchanges[stored.metadata.message_id] = _Exchange(stored)
+        return stored.metadata.message_id
+
+    async def store_message_res(self, message: Message) -> str:
+        """Store a copy of the first valid reply to a live instruction."""
+        exchange = self._tables.exchanges.get(message.metadata.reply_to_message_id)
+        if exchange is None:
+            raise MessageRejectedError(
+                f"Message with ID {message.metadata.reply_to_message_id} does not exist."
+            )
+        rejection = _reply_rejection(exchange, message.metadata, self._clock())
+        if rejection is not None:
+            raise MessageRejectedError(rejection)
+        stored = _copy(message)
+        stored.metadata.message_id = rules.new_message_id()
+        exchange.reply = stored
+        return stored.metadata.message_id
+
+    async def pull_message_ins(self, node_id: int, limit: int = 1) -> list[Message]:
+        """Hand out and mark delivered, in one step, a node's oldest waiting instructions."""
+        now = self._clock()
+        pulled: list[Message] = []
+        for exchange in self._tables.exchanges.values():
+            if len(pulled) >= limit:
+                break
+            metadata = exchange.instruction.metadata
+            if (
+                not exchange.delivered
+                and metadata.dst_node_id == node_id
+                and not rules.is_expired(metadata, now)
+            ):
+                exchange.delivered = True
+                pulled.append(_copy(exchange.instruction))
+        return pulled
+
+    async def take_replies(self, run_id: int, message_ids: Sequence[str]) -> list[Message]:
+        """Results for the ids (each once), deleting every exchange that produced one.
+
+        The run check comes first so a mismatch loses nothing (§17 bug 12).
+        """
+        exchanges = self._tables.exchanges
+        wanted = list(dict.fromkeys(message_ids))
+        for message_id in wanted:
+            exchange = exchanges.get(message_id)
+            if exchange is not None and exchange.instruction.metadata.run_id != run_id:
+                raise RunMismatchError(f"Message {message_id} does not belong to run {run_id}")
+        now = self._clock()
+        results: list[Message] = []
+        for message_id in wanted:
+            result = self._result_for(message_id, now)
+            if result is not None:
+                exchanges.pop(message_id, None)
+                results.append(result)
+        return results
+
+    async def delete_run_messages(self, run_id: int) -> int:
+        """Delete a run's instructions and their replies; count the instructions."""
+        exchanges = self._tables.exchanges
+        doomed = [
+            message_id
+            for message_id, exchange in exchanges.items()
+            if exchange.instruction.metadata.run_id == run_id
+        ]
+        for message_id in doomed:
+            del exchanges[message_id]
+        return len(doomed)
+
+    async def purge_expired_messages(self) -> int:
+        """Delete expired instructions (with their replies) and expired replies; count both."""
+        now = self._clock()
+        exchanges = self._tables.exchanges
+        removed = 0
+        for message_id, exchange in list(exchanges.items()):
+            if rules.is_expired(exchange.instruction.metadata, now):
+                del exchanges[message_id]
+                removed += 1 if exchange.reply is None else 2
+            elif exchange.reply is not None and rules.is_expired(exchange.reply.metadata, now):
+                exchange.reply = None
+                removed += 1
+        return removed
+
+    # --- Helpers --------------------------------------------------------------------------
+    def _require_run(self, run_id: int) -> RunRecord:
+        record = self._tables.runs.get(run_id)
+        if record is None:
+            raise RunNotFoundError(run_id)
+        return record
+
+    def _ordered_runs(self) -> list[RunRecord]:
+        # ISO strings of one offset sort chronologically; the stable sort keeps creation order.
+        return sorted(self._tables.runs.values(), key=lambda record: record.pending_at)
+
+    def _oldest_pending(self) -> RunRecord | None:
+        return next(
+            (record for record in self._ordered_runs() if record.status.status == PENDING), None
+        )
+
+    def _advance(self, record: RunRecord, status: RunStatus) -> RunRecord:
+        """Store ``record`` in ``status``, stamping the time the status was entered."""
+        stamp: dict[str, Any] = {
+            rules.timestamp_field_for(status.status): rules.iso_timestamp(self._clock())
+        }
+        updated = dataclasses.replace(record, status=status, **stamp)
+        self._tables.runs[record.run_id] = updated
+        return updated
+
+    def _result_for(self, message_id: str, now: float) -> Message | None:
+        """The reply or synthetic error ``take_replies`` owes for one id; None while waiting."""
+        exchange = self._tables.exchanges.get(message_id)
+        if exchange is None or rules.is_expired(exchange.instruction.metadata, now):
+            return rules.message_unavailable(message_id, now)
+        instruction = exchange.instruction
+        node = self._tables.nodes.get(instruction.metadata.dst_node_id)
+        if node is None or node.online_until < now:
+            return rules.node_unavailable(instruction, now)
+        if exchange.reply is None:
+            return None
+        if rules.is_expired(exchange.reply.metadata, now):
+            return rules.reply_unavailable(instruction, now)
+        return exchange.reply
+
+
+def _export_run(record: RunRecord) -> RunRecord:
+    """A run record sharing no mutable parts with storage."""
+    return dataclasses.replace(
+        record,
+        override_config=dict(record.override_config),
+        federation_options=_copy(record.federation_options),
+    )
+
+
+def _reply_rejection(exchange: _Exchange, reply: Metadata, now: float) -> str | None:
+    """Why ``reply`` cannot be stored for ``exchange``'s instruction, or None."""
+    instruction = exchange.instruction.metadata
+    if rules.is_expired(instruction, now):
+        return (
+            "Failed to store Message: the message it is replying to "
+            f"(with ID {instruction.message_id}) has expired"
+        )
+    if instruction.dst_node_id != reply.src_node_id:
+        return f"Message with ID {instruction.message_id} was not sent to node {reply.src_node_id}"
+    if instruction.run_id != reply.run_id:
+        return "`metadata.run_id` is invalid"
+    if exchange.reply is not None:
+        return f"Message with ID {instruction.message_id} already has a reply"
+    return rules.reply_ttl_error(instruction, reply)

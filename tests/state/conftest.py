@@ -1,0 +1,48 @@
+"""One ``state`` fixture per backend, all driven by a clock the tests move by hand."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from superlink_async.state.base import LinkState
+from superlink_async.state.factory import open_state
+
+#: Where every fake clock starts: after flwr's minimum ``created_at`` (2025-02-28).
+START = 1_750_000_000.0
+
+
+class FakeClock:
+    """A clock that stands still until ``advance`` or an assignment to ``now`` moves it."""
+
+    def __init__(self, now: float = START) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def _database(backend: str, tmp_path: Path) -> str:
+    return {
+        "memory": ":flwr-in-memory-state:",
+        "sqlite-file": str(tmp_path / "state.db"),
+        "sqlite-memory": ":memory:",
+    }[backend]
+
+
+@pytest.fixture(params=["memory", "sqlite-file", "sqlite-memory"])
+async def state(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[LinkState]:
+    async with open_state(_database(request.param, tmp_path), clock=clock) as opened:
+        yield opened
