@@ -1,0 +1,797 @@
+"""The SQLite backend: every ``LinkState`` method on one aiosqlite connection.
+
+``--database :memory:`` is one private in-memory database for the life of the process (the
+reference opened a fresh, empty one per call); any other value is a file, created or reopened.
+The file carries our schema version in ``PRAGMA user_version``; a file of another version is
+refused with ``SchemaVersionError`` rather than guessed at.
+
+Concurrency: one connection, one writer. An ``asyncio.Lock`` serialises the methods, because
+statements of concurrent coroutines would otherwise interleave inside each other's
+transactions on the shared connection. A method that writes more than once runs in one
+``BEGIN IMMEDIATE`` ... ``COMMIT`` and is rolled back on any error or cancellation; the node
+pull is a single ``UPDATE ... RETURNING``, so no instruction can be handed out twice.
+
+Durability: files use ``journal_mode=WAL`` with ``synchronous=NORMAL``. A committed change
+survives a crash of this process; after a power loss or OS crash the last few commits may be
+lost, but the database stays consistent. That trade is acceptable here: every client of the
+SuperLink retries or re-registers, and a run's outcome is reported again by its ServerApp.
+
+Storage: uint64 ids (runs, nodes) are stored as the signed int64 with the same bits. Messages
+keep their metadata in columns and their content or error as the serialized protobuf; contexts,
+federation options and override configs are serialized protobufs too, so nothing is lost
+(bytes values, bool versus int).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiosqlite
+
+from superlink_async.codec import fill_user_config, user_config_from_proto
+from superlink_async.logs import logger
+from superlink_async.state import rules
+from superlink_async.state.base import (
+    FAILED,
+    FINISHED,
+    PENDING,
+    RUNNING,
+    STARTING,
+    MessageRejectedError,
+    NodeNotFoundError,
+    PublicKeyInUseError,
+    RunMismatchError,
+    RunNotFoundError,
+    RunRecord,
+    RunStatus,
+    SchemaVersionError,
+    StateError,
+    UserConfig,
+)
+from superlink_async.wire import run_pb2
+from superlink_async.wire.error_pb2 import Error
+from superlink_async.wire.message_pb2 import Context, Message, Metadata
+from superlink_async.wire.recorddict_pb2 import ConfigRecord, RecordDict
+
+#: The schema this module writes. Bump it (and teach ``_prepare_schema`` to migrate) whenever
+#: a table changes shape.
+SCHEMA_VERSION = 1
+
+IN_MEMORY = ":memory:"
+
+_UINT64_SIGN_BIT = 1 << 63
+_UINT64_RANGE = 1 << 64
+
+# The same message columns in both message tables, so one row decoder serves both.
+_MESSAGE_COLUMNS = """
+    message_id          TEXT NOT NULL,
+    run_id              INTEGER NOT NULL,
+    src_node_id         INTEGER NOT NULL,
+    dst_node_id         INTEGER NOT NULL,
+    reply_to_message_id TEXT NOT NULL,
+    group_id            TEXT NOT NULL,
+    message_type        TEXT NOT NULL,
+    created_at          REAL NOT NULL,
+    ttl                 REAL NOT NULL,
+    content             BLOB,  -- serialized RecordDict, NULL if the message carries an error
+    error               BLOB   -- serialized Error, NULL if the message carries content
+"""
+_MESSAGE_FIELDS = (
+    "message_id, run_id, src_node_id, dst_node_id, reply_to_message_id, group_id, "
+    "message_type, created_at, ttl, content, error"
+)
+_MESSAGE_PLACEHOLDERS = ", ".join("?" * len(_MESSAGE_FIELDS.split(", ")))
+
+_RUN_FIELDS = (
+    "run_id, fab_id, fab_version, fab_hash, override_config, federation_options, pending_at, "
+    "starting_at, running_at, finished_at, status, sub_status, details"
+)
+
+_SCHEMA = (
+    """
+    CREATE TABLE run (
+        seq                 INTEGER PRIMARY KEY,  -- creation order: FIFO tie-break
+        run_id              INTEGER NOT NULL UNIQUE,
+        fab_id              TEXT NOT NULL,
+        fab_version         TEXT NOT NULL,
+        fab_hash            TEXT NOT NULL,
+        override_config     BLOB NOT NULL,  -- serialized Run holding only override_config
+        federation_options  BLOB NOT NULL,  -- serialized ConfigRecord
+        pending_at          TEXT NOT NULL,
+        starting_at         TEXT NOT NULL,
+        running_at          TEXT NOT NULL,
+        finished_at         TEXT NOT NULL,
+        status              TEXT NOT NULL,
+        sub_status          TEXT NOT NULL,
+        details             TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX run_by_status ON run (status, pending_at, seq)",
+    """
+    CREATE TABLE context (
+        run_id              INTEGER PRIMARY KEY REFERENCES run (run_id),
+        context             BLOB NOT NULL  -- serialized Context
+    )
+    """,
+    """
+    CREATE TABLE log (
+        id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id              INTEGER NOT NULL REFERENCES run (run_id),
+        timestamp           REAL NOT NULL,
+        text                TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX log_by_run ON log (run_id, timestamp)",
+    """
+    CREATE TABLE node (
+        node_id             INTEGER PRIMARY KEY,
+        online_until        REAL NOT NULL,
+        ping_interval       REAL NOT NULL,
+        public_key          BLOB UNIQUE  -- NULL while no key is bound
+    )
+    """,
+    "CREATE TABLE known_public_key (public_key BLOB PRIMARY KEY) WITHOUT ROWID",
+    f"""
+    CREATE TABLE message_ins (
+        seq                 INTEGER PRIMARY KEY,  -- storage order: oldest-first pulls
+        {_MESSAGE_COLUMNS},
+        delivered_at        REAL,  -- NULL until a node pulled it
+        UNIQUE (message_id),
+        FOREIGN KEY (run_id) REFERENCES run (run_id)
+    )
+    """,
+    "CREATE INDEX message_ins_by_dst ON message_ins (dst_node_id, seq) WHERE delivered_at IS NULL",
+    "CREATE INDEX message_ins_by_run ON message_ins (run_id)",
+    f"""
+    CREATE TABLE message_res (
+        {_MESSAGE_COLUMNS},
+        PRIMARY KEY (message_id),
+        UNIQUE (reply_to_message_id),  -- one reply per instruction
+        FOREIGN KEY (reply_to_message_id) REFERENCES message_ins (message_id) ON DELETE CASCADE
+    )
+    """,
+)
+
+
+def _to_db(value: int) -> int:
+    """A uint64 as the signed int64 with the same bits (SQLite integers are signed)."""
+    return value - _UINT64_RANGE if value >= _UINT64_SIGN_BIT else value
+
+
+def _from_db(value: int) -> int:
+    """The uint64 a stored signed int64 stands for."""
+    return value + _UINT64_RANGE if value < 0 else value
+
+
+def _json_ids(values: Iterable[object]) -> str:
+    """A JSON array for ``json_each(?)``: any number of ids in one fixed statement."""
+    return json.dumps(list(values))
+
+
+def _encode_user_config(config: UserConfig) -> bytes:
+    """Serialize through the wire's ``map<string, Scalar>``, which keeps every value type."""
+    holder = run_pb2.Run()
+    fill_user_config(holder.override_config, config)
+    return holder.SerializeToString()
+
+
+def _decode_user_config(blob: bytes) -> UserConfig:
+    return user_config_from_proto(run_pb2.Run.FromString(blob).override_config)
+
+
+def _run_from_row(row: sqlite3.Row) -> RunRecord:
+    return RunRecord(
+        run_id=_from_db(row["run_id"]),
+        fab_id=row["fab_id"],
+        fab_version=row["fab_version"],
+        fab_hash=row["fab_hash"],
+        override_config=_decode_user_config(row["override_config"]),
+        pending_at=row["pending_at"],
+        starting_at=row["starting_at"],
+        running_at=row["running_at"],
+        finished_at=row["finished_at"],
+        status=RunStatus(row["status"], row["sub_status"], row["details"]),
+        federation_options=ConfigRecord.FromString(row["federation_options"]),
+    )
+
+
+def _message_params(message: Message, message_id: str) -> tuple[Any, ...]:
+    """Column values (in ``_MESSAGE_FIELDS`` order) for storing ``message`` as ``message_id``."""
+    meta = message.metadata
+    return (
+        message_id,
+        _to_db(meta.run_id),
+        _to_db(meta.src_node_id),
+        _to_db(meta.dst_node_id),
+        meta.reply_to_message_id,
+        meta.group_id,
+        meta.message_type,
+        meta.created_at,
+        meta.ttl,
+        message.content.SerializeToString() if message.HasField("content") else None,
+        message.error.SerializeToString() if message.HasField("error") else None,
+    )
+
+
+def _message_from_row(row: sqlite3.Row) -> Message:
+    message = Message(
+        metadata=Metadata(
+            message_id=row["message_id"],
+            run_id=_from_db(row["run_id"]),
+            src_node_id=_from_db(row["src_node_id"]),
+            dst_node_id=_from_db(row["dst_node_id"]),
+            reply_to_message_id=row["reply_to_message_id"],
+            group_id=row["group_id"],
+            message_type=row["message_type"],
+            created_at=row["created_at"],
+            ttl=row["ttl"],
+        )
+    )
+    if row["content"] is not None:
+        message.content.CopyFrom(RecordDict.FromString(row["content"]))
+    if row["error"] is not None:
+        message.error.CopyFrom(Error.FromString(row["error"]))
+    return message
+
+
+class SqliteLinkState:
+    """``LinkState`` on SQLite; create it with ``await SqliteLinkState.open(database)``."""
+
+    def __init__(self, db: aiosqlite.Connection, clock: Callable[[], float]) -> None:
+        self._db = db
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    @classmethod
+    async def open(cls, database: str, clock: Callable[[], float] = time.time) -> SqliteLinkState:
+        """Open (creating if needed) ``database``, or a private in-memory DB for ``:memory:``.
+
+        ``SchemaVersionError`` for a file of another schema version; ``StateError`` for a
+        file that is not a usable SQLite database.
+        """
+        directory = os.path.dirname(database) or "."
+        # Checked up front (one stat, once, at startup): aiosqlite's failed connect leaves its
+        # worker thread to finish on its own, and this is by far the most common reason for it.
+        if database != IN_MEMORY and not os.path.isdir(directory):  # noqa: ASYNC240
+            raise StateError(f"Cannot open database {database!r}: its directory does not exist")
+        try:
+            db = await aiosqlite.connect(database, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StateError(f"Cannot open database {database!r}: {exc}") from exc
+        db.row_factory = sqlite3.Row
+        try:
+            await db.execute("PRAGMA foreign_keys = ON")
+            await _prepare_schema(db, database)
+            if database != IN_MEMORY:
+                await _enable_wal(db, database)
+        except sqlite3.Error as exc:
+            await db.close()
+            raise StateError(f"Cannot use {database!r} as a SQLite database: {exc}") from exc
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db, clock)
+
+    async def aclose(self) -> None:
+        """Wait for the operation in flight, then close; every change is already committed.
+
+        Later calls raise ``RuntimeError``; closing again does nothing.
+        """
+        async with self._lock:
+            if not self._closed:
+                self._closed = True
+                await self._db.close()
+
+    # --- Plumbing -------------------------------------------------------------------------
+    @asynccontextmanager
+    async def _locked(self) -> AsyncIterator[None]:
+        """Exclusive use of the connection, for reads and single-statement writes."""
+        async with self._lock:
+            if self._closed:
+                raise RuntimeError("The SQLite LinkState is closed")
+            yield
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        """Exclusive use of the connection inside one write transaction.
+
+        The rollback is queued on the connection's worker before the lock is released (even
+        when cancelled), so the next transaction always starts from a clean connection.
+        """
+        async with self._locked():
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+                yield
+                await self._db.commit()
+            except BaseException:
+                await self._db.rollback()
+                raise
+
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return list(await self._db.execute_fetchall(sql, params))
+
+    async def _row(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        rows = await self._rows(sql, params)
+        return rows[0] if rows else None
+
+    async def _change(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a write statement; return how many rows it touched."""
+        async with self._db.execute(sql, params) as cursor:
+            return cursor.rowcount
+
+    async def _insert_with_fresh_id(
+        self, sql: str, new_id: Callable[[], int], params: Sequence[Any]
+    ) -> int:
+        """Insert with a random id (first parameter), drawing again on the rare collision.
+
+        ``sql`` must end in ``ON CONFLICT DO NOTHING`` so a collision inserts nothing.
+        """
+        while True:
+            candidate = new_id()
+            if await self._change(sql, (_to_db(candidate), *params)):
+                return candidate
+
+    async def _run_exists(self, run_id: int) -> bool:
+        return await self._row("SELECT 1 FROM run WHERE run_id = ?", (_to_db(run_id),)) is not None
+
+    async def _require_run(self, run_id: int) -> None:
+        if not await self._run_exists(run_id):
+            raise RunNotFoundError(run_id)
+
+    async def _node_exists(self, node_id: int) -> bool:
+        row = await self._row("SELECT 1 FROM node WHERE node_id = ?", (_to_db(node_id),))
+        return row is not None
+
+    # --- Nodes ----------------------------------------------------------------------------
+    async def create_node(self, ping_interval: float) -> int:
+        """Register a node, online for ``ping_interval`` seconds; return its id (not 0 or 1)."""
+        async with self._locked():
+            return await self._insert_with_fresh_id(
+                "INSERT INTO node (node_id, online_until, ping_interval) VALUES (?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                rules.new_node_id,
+                (self._clock() + ping_interval, ping_interval),
+            )
+
+    async def delete_node(self, node_id: int) -> None:
+        """Forget a node and its key binding; its messages stay. ``NodeNotFoundError``."""
+        async with self._locked():
+            if not await self._change("DELETE FROM node WHERE node_id = ?", (_to_db(node_id),)):
+                raise NodeNotFoundError(node_id)
+
+    async def acknowledge_ping(self, node_id: int, ping_interval: float) -> bool:
+        """Keep a node online for ``2 * ping_interval`` more seconds; False if it is unknown."""
+        online_until = self._clock() + rules.PING_PATIENCE * ping_interval
+        async with self._locked():
+            changed = await self._change(
+                "UPDATE node SET online_until = ?, ping_interval = ? WHERE node_id = ?",
+                (online_until, ping_interval, _to_db(node_id)),
+            )
+        return changed > 0
+
+    async def get_online_nodes(self) -> list[int]:
+        """Ids of the nodes whose liveness has not lapsed, in ascending (unsigned) order."""
+        async with self._locked():
+            rows = await self._rows(
+                "SELECT node_id FROM node WHERE online_until > ?", (self._clock(),)
+            )
+        return sorted(_from_db(row["node_id"]) for row in rows)
+
+    async def node_exists(self, node_id: int) -> bool:
+        """Whether the node id is registered (online or not)."""
+        async with self._locked():
+            return await self._node_exists(node_id)
+
+    # --- Node authentication --------------------------------------------------------------
+    async def set_node_public_key(self, node_id: int, public_key: bytes) -> None:
+        """Bind a key to a node. ``NodeNotFoundError``; ``PublicKeyInUseError``."""
+        async with self._transaction():
+            if not await self._node_exists(node_id):
+                raise NodeNotFoundError(node_id)
+            owner = await self._row("SELECT node_id FROM node WHERE public_key = ?", (public_key,))
+            if owner is not None and _from_db(owner["node_id"]) != node_id:
+                raise PublicKeyInUseError
+            await self._change(
+                "UPDATE node SET public_key = ? WHERE node_id = ?", (public_key, _to_db(node_id))
+            )
+
+    async def get_node_id(self, public_key: bytes) -> int | None:
+        """The node a key is bound to, if any."""
+        async with self._locked():
+            row = await self._row("SELECT node_id FROM node WHERE public_key = ?", (public_key,))
+        return None if row is None else _from_db(row["node_id"])
+
+    async def replace_known_public_keys(self, public_keys: Sequence[bytes]) -> None:
+        """Make ``public_keys`` the complete list of keys allowed to authenticate."""
+        async with self._transaction():
+            await self._change("DELETE FROM known_public_key")
+            await self._db.executemany(
+                "INSERT INTO known_public_key (public_key) VALUES (?) ON CONFLICT DO NOTHING",
+                [(key,) for key in public_keys],
+            )
+
+    async def get_known_public_keys(self) -> set[bytes]:
+        """The keys allowed to authenticate."""
+        async with self._locked():
+            rows = await self._rows("SELECT public_key FROM known_public_key")
+        return {bytes(row["public_key"]) for row in rows}
+
+    # --- Runs -----------------------------------------------------------------------------
+    async def create_run(
+        self,
+        fab_id: str,
+        fab_version: str,
+        fab_hash: str,
+        override_config: UserConfig,
+        federation_options: ConfigRecord,
+    ) -> int:
+        """Store a pending run and its initial ``Context(run_id, node_id=0)`` in one step."""
+        async with self._transaction():
+            run_id = await self._insert_with_fresh_id(
+                "INSERT INTO run (run_id, fab_id, fab_version, fab_hash, override_config, "
+                "federation_options, pending_at, starting_at, running_at, finished_at, status, "
+                "sub_status, details) VALUES (?, ?, ?, ?, ?, ?, ?, '', '', '', ?, '', '') "
+                "ON CONFLICT DO NOTHING",
+                rules.new_run_id,
+                (
+                    fab_id,
+                    fab_version,
+                    fab_hash,
+                    _encode_user_config(override_config),
+                    federation_options.SerializeToString(),
+                    rules.iso_timestamp(self._clock()),
+                    PENDING,
+                ),
+            )
+            await self._change(
+                "INSERT INTO context (run_id, context) VALUES (?, ?)",
+                (_to_db(run_id), Context(run_id=run_id, node_id=0).SerializeToString()),
+            )
+        return run_id
+
+    async def get_run(self, run_id: int) -> RunRecord | None:
+        """One run, or None."""
+        async with self._locked():
+            row = await self._row(
+                f"SELECT {_RUN_FIELDS} FROM run WHERE run_id = ?", (_to_db(run_id),)
+            )
+        return None if row is None else _run_from_row(row)
+
+    async def get_runs(self) -> list[RunRecord]:
+        """Every run, oldest first (by ``pending_at``, then creation order)."""
+        async with self._locked():
+            rows = await self._rows(f"SELECT {_RUN_FIELDS} FROM run ORDER BY pending_at, seq")
+        return [_run_from_row(row) for row in rows]
+
+    async def get_run_statuses(self, run_ids: Sequence[int]) -> dict[int, RunStatus]:
+        """Statuses of the known runs among ``run_ids``; unknown ids are left out."""
+        async with self._locked():
+            rows = await self._rows(
+                "SELECT run_id, status, sub_status, details FROM run "
+                "WHERE run_id IN (SELECT value FROM json_each(?))",
+                (_json_ids(_to_db(run_id) for run_id in run_ids),),
+            )
+        return {
+            _from_db(row["run_id"]): RunStatus(row["status"], row["sub_status"], row["details"])
+            for row in rows
+        }
+
+    async def update_run_status(self, run_id: int, new_status: RunStatus) -> bool:
+        """Apply a valid transition (``rules``) and stamp its time. ``RunNotFoundError``."""
+        async with self._transaction():
+            row = await self._row(
+                "SELECT status, sub_status, details FROM run WHERE run_id = ?", (_to_db(run_id),)
+            )
+            if row is None:
+                raise RunNotFoundError(run_id)
+            current = RunStatus(row["status"], row["sub_status"], row["details"])
+            if (error := rules.transition_error(current, new_status)) is not None:
+                logger.error("%s", error)
+                return False
+            # The column name comes from a fixed mapping, never from the caller.
+            stamp_column = rules.timestamp_field_for(new_status.status)
+            await self._change(
+                f"UPDATE run SET status = ?, sub_status = ?, details = ?, {stamp_column} = ? "
+                "WHERE run_id = ?",
+                (
+                    new_status.status,
+                    new_status.sub_status,
+                    new_status.details,
+                    rules.iso_timestamp(self._clock()),
+                    _to_db(run_id),
+                ),
+            )
+        return True
+
+    async def get_pending_run_id(self) -> int | None:
+        """The oldest pending run, if any."""
+        async with self._locked():
+            row = await self._row(
+                "SELECT run_id FROM run WHERE status = ? ORDER BY pending_at, seq LIMIT 1",
+                (PENDING,),
+            )
+        return None if row is None else _from_db(row["run_id"])
+
+    async def claim_pending_run(self) -> RunRecord | None:
+        """Move the oldest pending run to ``starting`` and return it as it is now.
+
+        One statement picks and updates the run, so two claims can never get the same run.
+        """
+        async with self._locked():
+            row = await self._row(
+                "UPDATE run SET status = ?, starting_at = ? WHERE seq = "
+                "(SELECT seq FROM run WHERE status = ? ORDER BY pending_at, seq LIMIT 1) "
+                f"RETURNING {_RUN_FIELDS}",
+                (STARTING, rules.iso_timestamp(self._clock()), PENDING),
+            )
+        return None if row is None else _run_from_row(row)
+
+    async def fail_interrupted_runs(self, details: str) -> list[int]:
+        """Finish every ``starting``/``running`` run as ``failed`` with ``details``.
+
+        Returned oldest first.
+        """
+        async with self._locked():
+            rows = await self._rows(
+                "UPDATE run SET status = ?, sub_status = ?, details = ?, finished_at = ? "
+                "WHERE status IN (?, ?) RETURNING run_id, pending_at, seq",
+                (FINISHED, FAILED, details, rules.iso_timestamp(self._clock()), STARTING, RUNNING),
+            )
+        rows.sort(key=lambda row: (row["pending_at"], row["seq"]))
+        return [_from_db(row["run_id"]) for row in rows]
+
+    async def get_federation_options(self, run_id: int) -> ConfigRecord | None:
+        """The run's federation options, or None for an unknown run."""
+        async with self._locked():
+            row = await self._row(
+                "SELECT federation_options FROM run WHERE run_id = ?", (_to_db(run_id),)
+            )
+        return None if row is None else ConfigRecord.FromString(row["federation_options"])
+
+    # --- ServerApp context and logs -------------------------------------------------------
+    async def set_serverapp_context(self, run_id: int, context: Context) -> None:
+        """Replace the run's ServerApp context. ``RunNotFoundError``."""
+        async with self._transaction():
+            await self._require_run(run_id)
+            await self._change(
+                "INSERT INTO context (run_id, context) VALUES (?, ?) "
+                "ON CONFLICT (run_id) DO UPDATE SET context = excluded.context",
+                (_to_db(run_id), context.SerializeToString()),
+            )
+
+    async def get_serverapp_context(self, run_id: int) -> Context | None:
+        """The run's ServerApp context, or None."""
+        async with self._locked():
+            row = await self._row("SELECT context FROM context WHERE run_id = ?", (_to_db(run_id),))
+        return None if row is None else Context.FromString(row["context"])
+
+    async def add_serverapp_log(self, run_id: int, log_output: str) -> None:
+        """Append a chunk of ServerApp output, stamped with the clock. ``RunNotFoundError``."""
+        async with self._transaction():
+            await self._require_run(run_id)
+            await self._change(
+                "INSERT INTO log (run_id, timestamp, text) VALUES (?, ?, ?)",
+                (_to_db(run_id), self._clock(), log_output),
+            )
+
+    async def get_serverapp_log(self, run_id: int, after_timestamp: float) -> tuple[str, float]:
+        """Chunks stamped after ``after_timestamp``, joined, and the latest stamp (0.0 if none).
+
+        ``RunNotFoundError``.
+        """
+        async with self._locked():
+            await self._require_run(run_id)
+            rows = await self._rows(
+                "SELECT text, timestamp FROM log WHERE run_id = ? AND timestamp > ? "
+                "ORDER BY timestamp, id",
+                (_to_db(run_id), after_timestamp),
+            )
+        latest = float(rows[-1]["timestamp"]) if rows else 0.0
+        return "".join(row["text"] for row in rows), latest
+
+    # --- Messages -------------------------------------------------------------------------
+    async def store_message_ins(self, message: Message) -> str:
+        """Store an instruction (already validated); assign and return its id.
+
+        ``MessageRejectedError`` if its run or destination node is unknown.
+        """
+        meta = message.metadata
+        message_id = rules.new_message_id()
+        async with self._transaction():
+            if not await self._run_exists(meta.run_id):
+                raise MessageRejectedError(f"Invalid run ID for Message: {meta.run_id}")
+            if not await self._node_exists(meta.dst_node_id):
+                raise MessageRejectedError(
+                    f"Invalid destination node ID for Message: {meta.dst_node_id}"
+                )
+            await self._change(
+                f"INSERT INTO message_ins ({_MESSAGE_FIELDS}) VALUES ({_MESSAGE_PLACEHOLDERS})",
+                _message_params(message, message_id),
+            )
+        return message_id
+
+    async def store_message_res(self, message: Message) -> str:
+        """Store a node's reply (already validated); assign and return its id.
+
+        ``MessageRejectedError`` if the instruction is unknown or expired, was sent to another
+        node or run, already has a reply, or the reply's TTL outlives the instruction's.
+        """
+        meta = message.metadata
+        ins_id = meta.reply_to_message_id
+        message_id = rules.new_message_id()
+        async with self._transaction():
+            row = await self._row(
+                f"SELECT {_MESSAGE_FIELDS}, EXISTS (SELECT 1 FROM message_res "
+                "WHERE reply_to_message_id = ins.message_id) AS answered "
+                "FROM message_ins AS ins WHERE message_id = ?",
+                (ins_id,),
+            )
+            if row is None:
+                raise MessageRejectedError(f"Message with ID {ins_id} does not exist.")
+            instruction = _message_from_row(row).metadata
+            if rules.is_expired(instruction, self._clock()):
+                raise MessageRejectedError(
+                    "Failed to store Message: the message it is replying to "
+                    f"(with ID {ins_id}) has expired"
+                )
+            if instruction.dst_node_id != meta.src_node_id:
+                raise MessageRejectedError(
+                    f"Message with ID {ins_id} was not sent to node {meta.src_node_id}"
+                )
+            if instruction.run_id != meta.run_id:
+                raise MessageRejectedError("`metadata.run_id` is invalid")
+            if row["answered"]:
+                raise MessageRejectedError(f"Message with ID {ins_id} already has a reply")
+            if (error := rules.reply_ttl_error(instruction, meta)) is not None:
+                raise MessageRejectedError(error)
+            await self._change(
+                f"INSERT INTO message_res ({_MESSAGE_FIELDS}) VALUES ({_MESSAGE_PLACEHOLDERS})",
+                _message_params(message, message_id),
+            )
+        return message_id
+
+    async def pull_message_ins(self, node_id: int, limit: int = 1) -> list[Message]:
+        """Hand out up to ``limit`` undelivered, unexpired instructions for a node, oldest first.
+
+        Choosing and marking happen in one statement, so no instruction is handed out twice.
+        """
+        now = self._clock()
+        async with self._locked():
+            rows = await self._rows(
+                "UPDATE message_ins SET delivered_at = ? WHERE seq IN ("
+                "SELECT seq FROM message_ins WHERE dst_node_id = ? AND delivered_at IS NULL "
+                "AND created_at + ttl > ? ORDER BY seq LIMIT ?) "
+                f"RETURNING seq, {_MESSAGE_FIELDS}",
+                (now, _to_db(node_id), now, max(limit, 0)),  # SQLite reads LIMIT -1 as "all"
+            )
+        rows.sort(key=lambda row: int(row["seq"]))
+        return [_message_from_row(row) for row in rows]
+
+    async def take_replies(self, run_id: int, message_ids: Sequence[str]) -> list[Message]:
+        """Replies for the given instruction ids of ``run_id``, then forget those exchanges.
+
+        Ids with no reply yet (and a live destination) are skipped. Missing or expired
+        instructions, offline or deleted destinations and expired replies produce synthetic
+        error replies (``rules``). Every instruction and reply returned is deleted. Raises
+        ``RunMismatchError`` (and changes nothing) if an id belongs to another run.
+        """
+        wanted = list(dict.fromkeys(message_ids))
+        ids_json = _json_ids(wanted)
+        now = self._clock()
+        async with self._transaction():
+            ins_rows = await self._rows(
+                f"SELECT {_MESSAGE_FIELDS}, node.online_until FROM message_ins "
+                "LEFT JOIN node ON node.node_id = message_ins.dst_node_id "
+                "WHERE message_id IN (SELECT value FROM json_each(?))",
+                (ids_json,),
+            )
+            for row in ins_rows:
+                if _from_db(row["run_id"]) != run_id:
+                    raise RunMismatchError(
+                        f"Message {row['message_id']} does not belong to run {run_id}"
+                    )
+            res_rows = await self._rows(
+                f"SELECT {_MESSAGE_FIELDS} FROM message_res "
+                "WHERE reply_to_message_id IN (SELECT value FROM json_each(?))",
+                (ids_json,),
+            )
+            instructions = {row["message_id"]: row for row in ins_rows}
+            replies = {row["reply_to_message_id"]: row for row in res_rows}
+            results: list[Message] = []
+            for ins_id in wanted:
+                result = _reply_for(instructions.get(ins_id), replies.get(ins_id), ins_id, now)
+                if result is not None:
+                    results.append(result)
+            await self._change(
+                "DELETE FROM message_ins WHERE message_id IN (SELECT value FROM json_each(?))",
+                (_json_ids(reply.metadata.reply_to_message_id for reply in results),),
+            )
+        return results
+
+    async def delete_run_messages(self, run_id: int) -> int:
+        """Delete all instructions of a run and their replies; return how many instructions."""
+        async with self._locked():
+            # The replies go with their instructions (ON DELETE CASCADE).
+            return await self._change("DELETE FROM message_ins WHERE run_id = ?", (_to_db(run_id),))
+
+    async def purge_expired_messages(self) -> int:
+        """Delete instructions and replies whose TTL has lapsed; return how many rows went."""
+        now = self._clock()
+        async with self._transaction():
+            # Replies are counted explicitly: rows removed by a cascade are not reported.
+            replies = await self._change(
+                "DELETE FROM message_res WHERE created_at + ttl <= ? OR reply_to_message_id IN "
+                "(SELECT message_id FROM message_ins WHERE created_at + ttl <= ?)",
+                (now, now),
+            )
+            instructions = await self._change(
+                "DELETE FROM message_ins WHERE created_at + ttl <= ?", (now,)
+            )
+        return replies + instructions
+
+
+def _reply_for(
+    ins_row: sqlite3.Row | None, res_row: sqlite3.Row | None, ins_id: str, now: float
+) -> Message | None:
+    """What ``take_replies`` hands out for one instruction id, in the reference's order."""
+    if ins_row is None:
+        return rules.message_unavailable(ins_id, now)
+    instruction = _message_from_row(ins_row)
+    if rules.is_expired(instruction.metadata, now):
+        return rules.message_unavailable(ins_id, now)
+    online_until = ins_row["online_until"]
+    if online_until is None or online_until < now:
+        return rules.node_unavailable(instruction, now)
+    if res_row is None:
+        return None
+    reply = _message_from_row(res_row)
+    if rules.is_expired(reply.metadata, now):
+        return rules.reply_unavailable(instruction, now)
+    return reply
+
+
+async def _prepare_schema(db: aiosqlite.Connection, database: str) -> None:
+    """Create the schema in a fresh database; refuse one written by another schema version."""
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        version = await _single_int(db, "PRAGMA user_version")
+        objects = await _single_int(db, "SELECT count(*) FROM sqlite_master")
+        if version == 0 and objects == 0:
+            for statement in _SCHEMA:
+                await db.execute(statement)
+            await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif version != SCHEMA_VERSION:
+            origin = " (not created by superlink-async)" if version == 0 else ""
+            raise SchemaVersionError(
+                f"Database {database!r} has schema version {version}{origin}, but this "
+                f"superlink-async expects version {SCHEMA_VERSION}; refusing to open it"
+            )
+        await db.commit()
+    except BaseException:
+        await db.rollback()
+        raise
+
+
+async def _enable_wal(db: aiosqlite.Connection, database: str) -> None:
+    """WAL lets readers of the file run beside the writer; NORMAL sync is safe under WAL."""
+    mode = await _single_value(db, "PRAGMA journal_mode = WAL")
+    if str(mode).lower() != "wal":
+        logger.warning("Database %r could not switch to WAL (journal mode %s)", database, mode)
+    await db.execute("PRAGMA synchronous = NORMAL")
+
+
+async def _single_value(db: aiosqlite.Connection, sql: str) -> Any:
+    rows = list(await db.execute_fetchall(sql))
+    return rows[0][0]
+
+
+async def _single_int(db: aiosqlite.Connection, sql: str) -> int:
+    return int(await _single_value(db, sql))

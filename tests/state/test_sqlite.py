@@ -1,0 +1,366 @@
+"""Behaviour only the SQLite backend has: files, reopening, schema versions, int64 storage.
+
+The behaviour shared with the in-memory backend is pinned by ``test_linkstate.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from superlink_async.state import rules
+from superlink_async.state.base import (
+    FINISHED,
+    PENDING,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    SUPERLINK_NODE_ID,
+    RunStatus,
+    SchemaVersionError,
+    StateError,
+    UserConfig,
+)
+from superlink_async.state.sqlite import SCHEMA_VERSION, SqliteLinkState
+from superlink_async.wire.message_pb2 import Context, Message, Metadata
+from superlink_async.wire.recorddict_pb2 import ConfigRecord, ConfigRecordValue, RecordDict
+from superlink_async.wire.transport_pb2 import Scalar
+from tests.state.conftest import FakeClock
+
+pytestmark = pytest.mark.anyio
+
+TTL = 600.0
+
+
+@asynccontextmanager
+async def opened(database: str | Path, clock: FakeClock) -> AsyncIterator[SqliteLinkState]:
+    state = await SqliteLinkState.open(str(database), clock=clock)
+    try:
+        yield state
+    finally:
+        await state.aclose()
+
+
+def instruction(run_id: int, node_id: int, clock: FakeClock, group: str = "g") -> Message:
+    return Message(
+        metadata=Metadata(
+            run_id=run_id,
+            src_node_id=SUPERLINK_NODE_ID,
+            dst_node_id=node_id,
+            group_id=group,
+            message_type="train",
+            created_at=clock(),
+            ttl=TTL,
+        ),
+        content=RecordDict(),
+    )
+
+
+def reply(to: Message, clock: FakeClock) -> Message:
+    return Message(
+        metadata=Metadata(
+            run_id=to.metadata.run_id,
+            src_node_id=to.metadata.dst_node_id,
+            dst_node_id=SUPERLINK_NODE_ID,
+            reply_to_message_id=to.metadata.message_id,
+            group_id=to.metadata.group_id,
+            message_type=to.metadata.message_type,
+            created_at=clock(),
+            ttl=TTL / 2,
+        ),
+        content=RecordDict(),
+    )
+
+
+def pragma(path: Path, name: str) -> object:
+    """Read a pragma with a plain sqlite3 connection, independent of the backend."""
+    with sqlite3.connect(path) as db:
+        value: object = db.execute(f"PRAGMA {name}").fetchone()[0]
+    db.close()
+    return value
+
+
+async def test_reopened_file_keeps_runs_nodes_keys_messages_contexts_and_logs(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Everything the reference kept across a restart is still there after close + open."""
+    path = tmp_path / "state.db"
+    override: UserConfig = {"bytes": b"\x00\xff", "flag": True, "one": 1, "half": 0.5, "text": "t"}
+    options = ConfigRecord()
+    options.data["num-server-rounds"].CopyFrom(ConfigRecordValue(sint64=3))
+    context = Context(run_id=0, node_id=0)
+    context.run_config["lr"].CopyFrom(Scalar(double=0.1))
+
+    async with opened(path, clock) as state:
+        node_id = await state.create_node(ping_interval=30.0)
+        await state.set_node_public_key(node_id, b"node-key")
+        await state.replace_known_public_keys([b"known-1", b"known-2"])
+        run_id = await state.create_run("flwr/app", "1.0.0", "abc123", override, options)
+        stopped_id = await state.create_run("flwr/app", "1.0.0", "abc123", {}, ConfigRecord())
+        assert await state.update_run_status(stopped_id, RunStatus(FINISHED, STOPPED))
+        claimed = await state.claim_pending_run()
+        assert claimed is not None
+        assert claimed.run_id == run_id
+        context.run_id = run_id
+        await state.set_serverapp_context(run_id, context)
+        await state.add_serverapp_log(run_id, "first ")
+        await state.add_serverapp_log(run_id, "second")  # same timestamp: both kept
+        waiting = instruction(run_id, node_id, clock)
+        waiting.metadata.message_id = await state.store_message_ins(waiting)
+        answered = instruction(run_id, node_id, clock, group="answered")
+        answered.metadata.message_id = await state.store_message_ins(answered)
+        runs_before = await state.get_runs()
+
+    async with opened(path, clock) as state:
+        assert await state.get_runs() == runs_before
+        run = await state.get_run(run_id)
+        assert run is not None
+        assert run.override_config == override
+        assert {key: type(value) for key, value in run.override_config.items()} == {
+            key: type(value) for key, value in override.items()
+        }
+        assert run.fab_hash == "abc123"
+        assert await state.get_federation_options(run_id) == options
+        assert await state.get_serverapp_context(run_id) == context
+        assert await state.get_serverapp_log(run_id, 0.0) == ("first second", clock())
+        assert await state.get_online_nodes() == [node_id]
+        assert await state.get_node_id(b"node-key") == node_id
+        assert await state.get_known_public_keys() == {b"known-1", b"known-2"}
+        pulled = await state.pull_message_ins(node_id, limit=10)
+        assert [message.metadata.message_id for message in pulled] == [
+            waiting.metadata.message_id,
+            answered.metadata.message_id,
+        ]
+        assert pulled[0] == waiting
+
+        clock.advance(31.0)  # online_until (now + ping_interval) survived the reopen
+        assert await state.get_online_nodes() == []
+
+
+async def test_reopened_file_keeps_the_pending_queue_and_stopped_runs_out_of_it(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Statuses are stored, not derived: a run stopped while pending is never claimed (bug 2)."""
+    path = tmp_path / "state.db"
+    async with opened(path, clock) as state:
+        stopped = await state.create_run("a", "1", "", {}, ConfigRecord())
+        clock.advance(1.0)
+        pending = await state.create_run("a", "1", "", {}, ConfigRecord())
+        assert await state.update_run_status(stopped, RunStatus(FINISHED, STOPPED))
+
+    async with opened(path, clock) as state:
+        assert await state.get_run_statuses([stopped, pending]) == {
+            stopped: RunStatus(FINISHED, STOPPED),
+            pending: RunStatus(PENDING),
+        }
+        claimed = await state.claim_pending_run()
+        assert claimed is not None
+        assert claimed.run_id == pending
+        assert claimed.status == RunStatus(STARTING)
+
+
+async def test_reopened_file_keeps_replies_until_taken(tmp_path: Path, clock: FakeClock) -> None:
+    """A reply stored before a restart is handed to the ServerApp after it, exactly once."""
+    path = tmp_path / "state.db"
+    async with opened(path, clock) as state:
+        node_id = await state.create_node(ping_interval=30.0)
+        run_id = await state.create_run("a", "1", "", {}, ConfigRecord())
+        sent = instruction(run_id, node_id, clock)
+        sent.metadata.message_id = await state.store_message_ins(sent)
+        await state.pull_message_ins(node_id)
+        answer = reply(sent, clock)
+        answer.metadata.message_id = await state.store_message_res(answer)
+
+    async with opened(path, clock) as state:
+        assert await state.pull_message_ins(node_id) == []  # delivered_at survived
+        assert await state.take_replies(run_id, [sent.metadata.message_id]) == [answer]
+        [again] = await state.take_replies(run_id, [sent.metadata.message_id])
+        assert again.error.code == rules.MESSAGE_UNAVAILABLE
+
+
+async def test_memory_database_is_one_connection_shared_by_every_call(clock: FakeClock) -> None:
+    """``:memory:`` keeps its data between calls (the reference opened a new DB per call)."""
+    async with opened(":memory:", clock) as state:
+        run_id = await state.create_run("a", "1", "", {}, ConfigRecord())
+        node_id = await state.create_node(ping_interval=30.0)
+        claimed = await state.claim_pending_run()
+        assert claimed is not None
+        assert claimed.run_id == run_id
+        assert await state.update_run_status(run_id, RunStatus(RUNNING))
+        assert await state.get_online_nodes() == [node_id]
+        assert await state.get_serverapp_context(run_id) == Context(run_id=run_id)
+
+
+async def test_each_memory_database_is_private(clock: FakeClock) -> None:
+    """Two ``:memory:`` states (e.g. two test servers) never see each other's data."""
+    async with opened(":memory:", clock) as first, opened(":memory:", clock) as second:
+        await first.create_run("a", "1", "", {}, ConfigRecord())
+        assert await second.get_runs() == []
+
+
+async def test_fresh_file_gets_our_schema_version_and_wal(tmp_path: Path, clock: FakeClock) -> None:
+    """A new file is stamped with ``SCHEMA_VERSION`` and uses WAL journaling."""
+    path = tmp_path / "state.db"
+    async with opened(path, clock):
+        assert pragma(path, "journal_mode") == "wal"
+    assert pragma(path, "user_version") == SCHEMA_VERSION
+    assert pragma(path, "journal_mode") == "wal"  # persistent in the file
+
+
+async def test_newer_schema_version_is_refused_naming_file_and_versions(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A file from a newer release raises, says which file and versions, and is left alone."""
+    path = tmp_path / "future.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE something (x)")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+
+    with pytest.raises(SchemaVersionError) as caught:
+        await SqliteLinkState.open(str(path), clock=clock)
+
+    text = str(caught.value)
+    assert str(path) in text
+    assert f"schema version {SCHEMA_VERSION + 1}" in text
+    assert f"expects version {SCHEMA_VERSION}" in text
+    assert pragma(path, "journal_mode") == "delete"  # not switched to WAL behind its back
+    assert pragma(path, "user_version") == SCHEMA_VERSION + 1
+
+
+async def test_unversioned_database_with_tables_is_refused(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A SQLite file we did not create (e.g. flwr's own state.db) is not silently adopted."""
+    path = tmp_path / "flwr.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE run (run_id INTEGER UNIQUE)")
+    db.close()
+
+    with pytest.raises(SchemaVersionError, match=r"schema version 0 \(not created by"):
+        await SqliteLinkState.open(str(path), clock=clock)
+
+
+async def test_garbage_file_is_a_clear_state_error(tmp_path: Path, clock: FakeClock) -> None:
+    """A file that is not SQLite gives a ``StateError`` naming it, not a raw traceback."""
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"this is certainly not a database\n" * 200)
+
+    with pytest.raises(StateError, match=r"garbage\.db") as caught:
+        await SqliteLinkState.open(str(path), clock=clock)
+
+    assert not isinstance(caught.value, SchemaVersionError)
+    assert "not a database" in str(caught.value)
+
+
+async def test_unopenable_path_is_a_clear_state_error(tmp_path: Path, clock: FakeClock) -> None:
+    """A file in a missing directory gives a ``StateError`` naming it."""
+    path = tmp_path / "missing-dir" / "state.db"
+    with pytest.raises(StateError, match="missing-dir"):
+        await SqliteLinkState.open(str(path), clock=clock)
+
+
+@pytest.fixture
+def huge_ids(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Make the next node and run ids uint64 values with the top bit set."""
+    ids = [2**64 - 2, 2**63, 2**64 - 1]
+    node_ids = iter(ids[:2])
+    monkeypatch.setattr(rules, "new_node_id", lambda: next(node_ids))
+    monkeypatch.setattr(rules, "new_run_id", lambda: ids[2])
+    yield ids
+
+
+async def test_uint64_ids_above_2_63_round_trip(
+    tmp_path: Path, clock: FakeClock, huge_ids: list[int]
+) -> None:
+    """Ids stored as signed int64 come back as the same uint64, in unsigned order."""
+    path = tmp_path / "state.db"
+    async with opened(path, clock) as state:
+        first = await state.create_node(ping_interval=30.0)
+        second = await state.create_node(ping_interval=30.0)
+        run_id = await state.create_run("a", "1", "", {}, ConfigRecord())
+        assert [first, second, run_id] == huge_ids
+        sent = instruction(run_id, first, clock)
+        sent.metadata.message_id = await state.store_message_ins(sent)
+
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT run_id FROM run").fetchone()[0] == -1
+    db.close()
+
+    async with opened(path, clock) as state:
+        assert await state.get_online_nodes() == [2**63, 2**64 - 2]
+        assert await state.node_exists(first)
+        run = await state.get_run(run_id)
+        assert run is not None
+        assert run.run_id == run_id
+        assert list(await state.get_run_statuses([run_id])) == [run_id]
+        [pulled] = await state.pull_message_ins(first)
+        assert pulled.metadata.run_id == run_id
+        assert pulled.metadata.dst_node_id == first
+        answer = reply(pulled, clock)
+        answer.metadata.message_id = await state.store_message_res(answer)
+        assert await state.take_replies(run_id, [pulled.metadata.message_id]) == [answer]
+
+
+async def test_concurrent_pulls_never_hand_out_one_instruction_twice(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """Pulls racing on the shared connection each get distinct instructions (bug 9)."""
+    async with opened(tmp_path / "state.db", clock) as state:
+        node_id = await state.create_node(ping_interval=30.0)
+        run_id = await state.create_run("a", "1", "", {}, ConfigRecord())
+        for _ in range(20):
+            await state.store_message_ins(instruction(run_id, node_id, clock))
+
+        batches = await asyncio.gather(*(state.pull_message_ins(node_id, 3) for _ in range(10)))
+
+        ids = [message.metadata.message_id for batch in batches for message in batch]
+        assert len(ids) == 20
+        assert len(set(ids)) == 20
+
+
+class CancellingClock(FakeClock):
+    """A clock whose next reading, once armed, cancels the task that reads it."""
+
+    armed = False
+
+    def __call__(self) -> float:
+        if self.armed:
+            self.armed = False
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+        return super().__call__()
+
+
+async def test_cancelled_transaction_is_rolled_back_and_the_state_stays_usable(
+    tmp_path: Path,
+) -> None:
+    """A call cancelled inside its transaction leaves nothing behind; later calls still work.
+
+    ``create_run`` reads the clock after ``BEGIN``, so the cancellation lands mid-transaction.
+    """
+    clock = CancellingClock()
+    async with opened(tmp_path / "state.db", clock) as state:
+        clock.armed = True
+        with pytest.raises(asyncio.CancelledError):
+            await state.create_run("a", "1", "", {}, ConfigRecord())
+
+        run_id = await state.create_run("a", "1", "", {}, ConfigRecord())
+
+        assert [run.run_id for run in await state.get_runs()] == [run_id]
+        assert await state.get_serverapp_context(run_id) == Context(run_id=run_id)
+
+
+async def test_closed_state_refuses_calls_and_closes_once(clock: FakeClock) -> None:
+    """After ``aclose`` calls raise ``RuntimeError``; a second ``aclose`` is harmless."""
+    state = await SqliteLinkState.open(":memory:", clock=clock)
+    await state.aclose()
+    await state.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await state.get_runs()
