@@ -373,17 +373,11 @@ class InMemoryLinkState:
     def _result_for(self, message_id: str, now: float) -> Message | None:
         """The reply or synthetic error ``take_replies`` owes for one id; None while waiting."""
         exchange = self._tables.exchanges.get(message_id)
-        if exchange is None or rules.is_expired(exchange.instruction.metadata, now):
-            return rules.message_unavailable(message_id, now)
-        instruction = exchange.instruction
-        node = self._tables.nodes.get(instruction.metadata.dst_node_id)
-        if node is None or node.online_until < now:
-            return rules.node_unavailable(instruction, now)
-        if exchange.reply is None:
-            return None
-        if rules.is_expired(exchange.reply.metadata, now):
-            return rules.reply_unavailable(instruction, now)
-        return exchange.reply
+        if exchange is None:
+            return rules.result_for(message_id, None, None, False, now)
+        node = self._tables.nodes.get(exchange.instruction.metadata.dst_node_id)
+        online = node is not None and node.online_until >= now
+        return rules.result_for(message_id, exchange.instruction, exchange.reply, online, now)
 
 
 def _export_run(record: RunRecord) -> RunRecord:

@@ -127,6 +127,27 @@ def reply_ttl_error(instruction: Metadata, reply: Metadata) -> str | None:
     return None
 
 
+def result_for(
+    instruction_id: str,
+    instruction: Message | None,
+    reply: Message | None,
+    destination_online: bool,
+    now: float,
+) -> Message | None:
+    """What a ServerApp pull hands out for one instruction id; None while still waiting.
+
+    A stored, unexpired reply is returned even if its node has gone offline since: the
+    reference checked liveness first and threw such answers away.
+    """
+    if instruction is None or is_expired(instruction.metadata, now):
+        return message_unavailable(instruction_id, now)
+    if reply is not None:
+        return reply_unavailable(instruction, now) if is_expired(reply.metadata, now) else reply
+    if not destination_online:
+        return node_unavailable(instruction, now)
+    return None
+
+
 def message_unavailable(instruction_id: str, now: float) -> Message:
     """The synthetic reply for an instruction that is missing or expired."""
     return _error_reply(

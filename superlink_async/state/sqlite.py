@@ -741,21 +741,12 @@ class SqliteLinkState:
 def _reply_for(
     ins_row: sqlite3.Row | None, res_row: sqlite3.Row | None, ins_id: str, now: float
 ) -> Message | None:
-    """What ``take_replies`` hands out for one instruction id, in the reference's order."""
-    if ins_row is None:
-        return rules.message_unavailable(ins_id, now)
-    instruction = _message_from_row(ins_row)
-    if rules.is_expired(instruction.metadata, now):
-        return rules.message_unavailable(ins_id, now)
-    online_until = ins_row["online_until"]
-    if online_until is None or online_until < now:
-        return rules.node_unavailable(instruction, now)
-    if res_row is None:
-        return None
-    reply = _message_from_row(res_row)
-    if rules.is_expired(reply.metadata, now):
-        return rules.reply_unavailable(instruction, now)
-    return reply
+    """What ``take_replies`` hands out for one instruction id (``rules.result_for``)."""
+    instruction = _message_from_row(ins_row) if ins_row is not None else None
+    reply = _message_from_row(res_row) if res_row is not None else None
+    online_until = ins_row["online_until"] if ins_row is not None else None
+    online = online_until is not None and online_until >= now
+    return rules.result_for(ins_id, instruction, reply, online, now)
 
 
 async def _prepare_schema(db: aiosqlite.Connection, database: str) -> None:

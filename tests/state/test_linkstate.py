@@ -746,13 +746,16 @@ async def test_deleted_destination_gets_node_unavailable_not_a_crash(
     assert result.error.code == rules.NODE_UNAVAILABLE
 
 
-async def test_offline_destination_outranks_a_stored_reply(
+async def test_a_stored_reply_survives_its_node_going_offline(
     state: LinkState, clock: FakeClock
 ) -> None:
-    ins, _ = await answered(state, clock)
+    """The reference answered NODE_UNAVAILABLE here and dropped the node's real answer."""
+    ins = await send(state, clock)
+    await state.store_message_res(reply(ins, clock.now, ttl=TTL - 1.0))
     clock.advance(PING + 1.0)
     [result] = await state.take_replies(ins.metadata.run_id, [ins.metadata.message_id])
-    assert result.error.code == rules.NODE_UNAVAILABLE
+    assert not result.HasField("error")
+    assert result.metadata.reply_to_message_id == ins.metadata.message_id
 
 
 async def test_expired_reply_gets_reply_unavailable(state: LinkState, clock: FakeClock) -> None:
