@@ -50,7 +50,7 @@ class ServerAppScheduler:
     ) -> None:
         self._state = state
         self._events = events
-        self._argv = [
+        self.argv = [
             *command,
             "--run-once",
             "--serverappio-api-address",
@@ -67,6 +67,11 @@ class ServerAppScheduler:
     def alive(self) -> int:
         """How many children are running."""
         return len(self._children)
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the children still being watched."""
+        return [child.process.pid for child in self._children]
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Launch children for pending runs until cancelled, then end them all."""
@@ -113,9 +118,9 @@ class ServerAppScheduler:
             self._dial_address,
         )
         try:
-            process = await spawn(self._argv)
+            process = await spawn(self.argv)
         except OSError as exc:
-            await self._fail_run(run_id, f"Could not launch `{self._argv[0]}`: {exc}")
+            await self._fail_run(run_id, f"Could not launch `{self.argv[0]}`: {exc}")
             return
         child = _Child(process)
         self._children.append(child)

@@ -1,0 +1,126 @@
+"""The ServerApp scheduler with real child processes (not flwr-serverapp: commands that fail)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+
+from superlink_async.config import Address
+from superlink_async.runtime.scheduler import MAX_LAUNCH_FAILURES, ServerAppScheduler
+from superlink_async.services.runs import RunEvents
+from superlink_async.state import LinkState, RunRecord, open_state
+from superlink_async.wire.recorddict_pb2 import ConfigRecord
+from tests.polling import eventually
+
+pytestmark = pytest.mark.anyio
+
+ADDRESS = Address("0.0.0.0", 9091)
+
+
+@pytest.fixture
+async def state() -> AsyncIterator[LinkState]:
+    async with open_state(":flwr-in-memory-state:") as opened:
+        yield opened
+
+
+async def pending_run(state: LinkState) -> int:
+    return await state.create_run("a/b", "1.0", "0" * 64, {}, ConfigRecord())
+
+
+async def wait_until_finished(state: LinkState, run_id: int, seconds: float) -> RunRecord:
+    with anyio.fail_after(seconds):
+        while True:
+            run = await state.get_run(run_id)
+            assert run is not None
+            if run.status.status == "finished":
+                return run
+            await anyio.sleep(0.05)
+
+
+async def run_scheduler(state: LinkState, command: tuple[str, ...], run_id: int) -> RunRecord:
+    scheduler = ServerAppScheduler(state, RunEvents(), command, ADDRESS)
+    async with anyio.create_task_group() as group:
+        await group.start(scheduler.run)
+        run = await wait_until_finished(state, run_id, seconds=20)
+        group.cancel_scope.cancel()
+    return run
+
+
+async def test_children_dial_loopback_when_the_server_binds_all_interfaces(
+    state: LinkState,
+) -> None:
+    scheduler = ServerAppScheduler(state, RunEvents(), ("flwr-serverapp",), ADDRESS)
+    assert scheduler.argv == [
+        "flwr-serverapp",
+        "--run-once",
+        "--serverappio-api-address",
+        "127.0.0.1:9091",
+        "--insecure",
+    ]
+
+
+async def test_a_missing_command_fails_the_run_with_the_reason(state: LinkState) -> None:
+    run_id = await pending_run(state)
+    run = await run_scheduler(state, ("/nonexistent/flwr-serverapp",), run_id)
+    assert run.status.sub_status == "failed"
+    assert "Could not launch `/nonexistent/flwr-serverapp`" in run.status.details
+
+
+async def test_a_child_that_keeps_dying_before_claiming_fails_the_run(state: LinkState) -> None:
+    run_id = await pending_run(state)
+    dies = (sys.executable, "-c", "raise SystemExit(3)")
+    run = await run_scheduler(state, dies, run_id)
+    assert run.status.sub_status == "failed"
+    assert f"exited {MAX_LAUNCH_FAILURES} times (last exit code 3)" in run.status.details
+
+
+async def test_a_child_dying_mid_run_fails_that_run(state: LinkState) -> None:
+    run_id = await pending_run(state)
+    scheduler = ServerAppScheduler(
+        state, RunEvents(), (sys.executable, "-c", "import time; time.sleep(1)"), ADDRESS
+    )
+    async with anyio.create_task_group() as group:
+        await group.start(scheduler.run)
+        await eventually(lambda: scheduler.alive > 0, seconds=10)
+        claimed = await state.claim_pending_run()
+        assert claimed is not None
+        scheduler.run_claimed(run_id)
+        run = await wait_until_finished(state, run_id, seconds=10)
+        group.cancel_scope.cancel()
+    assert run.status.sub_status == "failed"
+    assert run.status.details == "ServerApp process exited with code 0 before the run finished"
+
+
+async def test_stopping_a_run_ends_its_child(state: LinkState) -> None:
+    run_id = await pending_run(state)
+    scheduler = ServerAppScheduler(
+        state, RunEvents(), (sys.executable, "-c", "import time; time.sleep(60)"), ADDRESS
+    )
+    async with anyio.create_task_group() as group:
+        await group.start(scheduler.run)
+        await eventually(lambda: scheduler.alive > 0, seconds=10)
+        scheduler.run_claimed(run_id)
+        with anyio.fail_after(10):
+            await scheduler.stop_run(run_id)
+        await eventually(lambda: scheduler.alive == 0, seconds=10)
+        group.cancel_scope.cancel()
+
+
+async def test_cancelling_the_scheduler_ends_every_child(state: LinkState) -> None:
+    await pending_run(state)
+    scheduler = ServerAppScheduler(
+        state, RunEvents(), (sys.executable, "-c", "import time; time.sleep(60)"), ADDRESS
+    )
+    with anyio.fail_after(15):
+        async with anyio.create_task_group() as group:
+            await group.start(scheduler.run)
+            await eventually(lambda: scheduler.alive > 0, seconds=10)
+            pids = scheduler.pids
+            group.cancel_scope.cancel()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
