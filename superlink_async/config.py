@@ -48,12 +48,18 @@ class Address:
 
     @classmethod
     def parse(cls, address: str) -> Address:
-        """Split ``host:port`` at the last colon, as the reference does; ``[v6]:port`` too."""
+        """Split ``host:port`` at the last colon, as the reference does; ``[v6]:port`` too.
+
+        An empty host (``:9091``) means every interface, as it does for the reference.
+        """
         host, sep, port_text = address.rpartition(":")
-        host = host.strip("[]")
-        if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        try:
+            port = int(port_text)
+        except ValueError:
+            port = 0
+        if not sep or not 0 < port < 65536:
             raise AddressError(address)
-        return cls(host, int(port_text))
+        return cls(host.strip("[]"), port)
 
     @property
     def is_ipv6(self) -> bool:
@@ -64,8 +70,8 @@ class Address:
             return False
 
     def dialable(self) -> Address:
-        """The address a local child process should dial: ``0.0.0.0`` becomes ``127.0.0.1``."""
-        return Address("127.0.0.1", self.port) if self.host == "0.0.0.0" else self
+        """The address a local child should dial: all-interfaces hosts become ``127.0.0.1``."""
+        return Address("127.0.0.1", self.port) if self.host in ("", "0.0.0.0") else self
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if self.is_ipv6 else f"{self.host}:{self.port}"

@@ -1,0 +1,424 @@
+"""The ``superlink-async`` command: ``flower-superlink`` 1.18.0's options, checks and log lines.
+
+Start-up follows the reference's order (first log line, ``--flwr-dir`` warning, addresses,
+certificates, Fleet API checks), so scripts written against ``flower-superlink`` see the same
+output and statuses.
+Everything is checked before :func:`superlink_async.runtime.serve` binds a port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import click
+import typer
+
+from superlink_async.config import (
+    DEFAULT_EXEC_ADDRESS,
+    DEFAULT_FLEET_GRPC_ADDRESS,
+    DEFAULT_FLEET_REST_ADDRESS,
+    DEFAULT_SERVERAPPIO_ADDRESS,
+    DEFAULT_SIMULATIONIO_ADDRESS,
+    DEPLOYMENT_EXECUTOR,
+    FLEET_API_TYPES,
+    FLEET_GRPC_RERE,
+    ISOLATION_MODES,
+    ISOLATION_SUBPROCESS,
+    Address,
+    AddressError,
+    Config,
+    default_serverapp_command,
+    default_storage_dir,
+)
+from superlink_async.exit_codes import ExitCode, SuperLinkExit
+from superlink_async.logs import configure_logging, logger
+from superlink_async.state.factory import IN_MEMORY_DATABASE
+
+_SSL_FLAGS = ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile")
+_PATH = "PATH"
+_ADDRESS = "HOST:PORT"
+_NOT_YET = "Not supported yet by superlink-async: "
+
+
+def _expand_long_option_prefix(name: str) -> str:
+    """Accept a unique prefix of a long option (``--insec``), as the reference's argparse does.
+
+    Click hands every option name here without its dashes, short ones (``h``) included; those
+    single letters are left alone so they keep meaning the short option.
+    """
+    ctx = click.get_current_context()
+    names = [opt.lstrip("-") for param in ctx.command.get_params(ctx) for opt in param.opts]
+    matches = [known for known in names if known.startswith(name)]
+    if len(name) > 1 and name not in names and len(matches) == 1:
+        return matches[0]
+    return name
+
+
+class CommandLine(click.ParamType):
+    """A whole command given as one string, split as a POSIX shell would split it."""
+
+    name = "command"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, ...]:
+        """Split ``value``; an unbalanced quote or an empty command is a usage error."""
+        if isinstance(value, tuple):  # click's contract: already converted values pass through
+            return value
+        try:
+            words = tuple(shlex.split(value))
+        except ValueError as exc:
+            self.fail(f"{exc} in {value!r}", param, ctx)
+        if not words:
+            self.fail("the command is empty", param, ctx)
+        return words
+
+
+# Plain click output (no rich panels): help wraps instead of truncating long option names,
+# and errors are one grep-able line, as with the reference's argparse.
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "token_normalize_func": _expand_long_option_prefix,
+    },
+)
+
+
+@app.command()
+def superlink(
+    *,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Serve the Exec and Fleet APIs over plaintext gRPC (no TLS), even if "
+            "certificate paths are given. Traffic is unencrypted; use only on trusted "
+            "networks.",
+        ),
+    ] = False,
+    flwr_dir: Annotated[
+        str | None,
+        typer.Option(
+            metavar=_PATH,
+            show_default=False,
+            help="Accepted for compatibility and ignored with a warning, as flower-superlink "
+            "1.18.0 does (it would name the directory of installed Flower Apps).",
+        ),
+    ] = None,
+    ssl_certfile: Annotated[
+        str | None,
+        typer.Option(
+            metavar=_PATH,
+            show_default=False,
+            help="Server certificate for the Exec and Fleet APIs. Without --insecure all three "
+            f"--ssl-* files are required. {_NOT_YET}TLS.",
+        ),
+    ] = None,
+    ssl_keyfile: Annotated[
+        str | None,
+        typer.Option(
+            metavar=_PATH,
+            show_default=False,
+            help=f"Private key of the server certificate. {_NOT_YET}TLS.",
+        ),
+    ] = None,
+    ssl_ca_certfile: Annotated[
+        str | None,
+        typer.Option(
+            metavar=_PATH,
+            show_default=False,
+            help=f"CA certificate that signed the server certificate. {_NOT_YET}TLS.",
+        ),
+    ] = None,
+    isolation: Annotated[
+        str,
+        typer.Option(
+            click_type=click.Choice(ISOLATION_MODES),
+            help="Who starts the ServerApp of a run: `subprocess` launches --serverapp-command "
+            "for each pending run; `process` leaves that to an independently started "
+            "flwr-serverapp.",
+        ),
+    ] = ISOLATION_SUBPROCESS,
+    database: Annotated[
+        str,
+        typer.Option(
+            help=f"Where runs, messages and nodes are kept: `{IN_MEMORY_DATABASE}` keeps them "
+            "in this process's memory, `:memory:` is an in-memory SQLite database, anything "
+            "else is a SQLite file, created if missing.",
+        ),
+    ] = IN_MEMORY_DATABASE,
+    storage_dir: Annotated[
+        str | None,
+        typer.Option(
+            metavar=_PATH,
+            show_default="<Flower home>/superlink/ffs",
+            help="Directory for uploaded FABs (Flower File Storage). Flower home is "
+            "`$FLWR_HOME`, else `$XDG_DATA_HOME/.flwr`, else `~/.flwr`.",
+        ),
+    ] = None,
+    auth_list_public_keys: Annotated[
+        str | None,
+        typer.Option(
+            metavar=_PATH,
+            show_default=False,
+            help="CSV file of the SuperNode public keys allowed to connect (node "
+            f"authentication). {_NOT_YET}node authentication.",
+        ),
+    ] = None,
+    auth_superlink_private_key: Annotated[
+        str | None,
+        typer.Option(
+            metavar=_PATH,
+            show_default=False,
+            help="Deprecated in flower-superlink 1.18.0: accepted and ignored with a warning.",
+        ),
+    ] = None,
+    auth_superlink_public_key: Annotated[
+        str | None,
+        typer.Option(
+            metavar=_PATH,
+            show_default=False,
+            help="Deprecated in flower-superlink 1.18.0: accepted and ignored with a warning.",
+        ),
+    ] = None,
+    serverappio_api_address: Annotated[
+        str,
+        typer.Option(
+            metavar=_ADDRESS,
+            help="Bind address of the ServerAppIo API (plaintext gRPC), which flwr-serverapp "
+            "dials. The host may be IPv4, IPv6 or a name.",
+        ),
+    ] = DEFAULT_SERVERAPPIO_ADDRESS,
+    fleet_api_type: Annotated[
+        str,
+        typer.Option(
+            click_type=click.Choice(FLEET_API_TYPES),
+            help="Transport of the Fleet API that SuperNodes connect to. "
+            f"{_NOT_YET}`grpc-adapter`, `rest`.",
+        ),
+    ] = FLEET_GRPC_RERE,
+    fleet_api_address: Annotated[
+        str | None,
+        typer.Option(
+            metavar=_ADDRESS,
+            show_default=f"{DEFAULT_FLEET_GRPC_ADDRESS}, or {DEFAULT_FLEET_REST_ADDRESS} for rest",
+            help="Bind address of the Fleet API.",
+        ),
+    ] = None,
+    fleet_api_num_workers: Annotated[
+        int,
+        typer.Option(
+            help="Accepted for compatibility; as in flower-superlink 1.18.0, any value other "
+            "than 1 is warned about and one worker is used.",
+        ),
+    ] = 1,
+    exec_api_address: Annotated[
+        str,
+        typer.Option(
+            metavar=_ADDRESS,
+            help="Bind address of the Exec API, which the `flwr` CLI dials.",
+        ),
+    ] = DEFAULT_EXEC_ADDRESS,
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="Executor that turns `flwr run` requests into runs, as `module:attribute`. "
+            f"{_NOT_YET}any other than the default (deployment) executor.",
+        ),
+    ] = DEPLOYMENT_EXECUTOR,
+    executor_dir: Annotated[
+        str,
+        typer.Option(
+            metavar=_PATH,
+            help="Directory from which a custom executor would be imported.",
+        ),
+    ] = ".",
+    executor_config: Annotated[
+        str | None,
+        typer.Option(
+            show_default=False,
+            help="Executor settings as space-separated key=value pairs, e.g. "
+            "'root-certificates=\"ca.crt\"'.",
+        ),
+    ] = None,
+    simulationio_api_address: Annotated[
+        str,
+        typer.Option(
+            metavar=_ADDRESS,
+            help="Bind address of the SimulationIo API (used by the simulation executor only).",
+        ),
+    ] = DEFAULT_SIMULATIONIO_ADDRESS,
+    serverapp_command: Annotated[
+        Sequence[str] | None,
+        typer.Option(
+            click_type=CommandLine(),
+            show_default="flwr-serverapp from PATH, else beside this Python",
+            help="(superlink-async only) Program launched for each run in `subprocess` "
+            "isolation, as one shell-quoted string; it is given `--run-once "
+            "--serverappio-api-address <address> --insecure`.",
+        ),
+    ] = None,
+    shutdown_grace: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            metavar="SECONDS",
+            help="(superlink-async only) Seconds that calls in flight may take to finish "
+            "after a stop signal before they are cancelled.",
+        ),
+    ] = 5.0,
+) -> None:
+    """Start a Flower SuperLink: a drop-in replacement for flower-superlink 1.18.0."""
+    _start(
+        Config(
+            insecure=insecure,
+            ssl_certfile=_optional_path(ssl_certfile),
+            ssl_keyfile=_optional_path(ssl_keyfile),
+            ssl_ca_certfile=_optional_path(ssl_ca_certfile),
+            flwr_dir=flwr_dir,
+            isolation=isolation,
+            database=database,
+            storage_dir=default_storage_dir() if storage_dir is None else Path(storage_dir),
+            auth_list_public_keys=_optional_path(auth_list_public_keys),
+            auth_superlink_private_key=_optional_path(auth_superlink_private_key),
+            auth_superlink_public_key=_optional_path(auth_superlink_public_key),
+            serverappio_api_address=serverappio_api_address,
+            fleet_api_type=fleet_api_type,
+            fleet_api_address=fleet_api_address,
+            fleet_api_num_workers=fleet_api_num_workers,
+            exec_api_address=exec_api_address,
+            executor=executor,
+            executor_dir=executor_dir,
+            executor_config=executor_config,
+            simulationio_api_address=simulationio_api_address,
+            serverapp_command=tuple(serverapp_command or default_serverapp_command()),
+            shutdown_grace=shutdown_grace,
+        )
+    )
+
+
+def _optional_path(value: str | None) -> Path | None:
+    """An empty path counts as not given, as it does for the reference's truthiness checks."""
+    return Path(value) if value else None
+
+
+def _start(config: Config) -> None:
+    """Log, warn and check as ``flower-superlink`` does, then serve until the exit code is known.
+
+    Every end of the server arrives as ``SuperLinkExit``; its message is logged (ERROR for
+    failures) and the process ends with its status. Other failures end with status 1.
+    """
+    configure_logging()
+    logger.info("Starting Flower SuperLink")
+    if config.flwr_dir is not None:
+        logger.warning("The `--flwr-dir` option is currently not in use and will be ignored.")
+    try:
+        _check(config)
+        # Imported here so that `--help` and rejected options don't load the server stack.
+        from superlink_async.runtime import serve  # noqa: PLC0415
+
+        asyncio.run(serve(config))
+    except SuperLinkExit as exc:
+        logger.log(logging.ERROR if exc.is_failure else logging.INFO, exc.args[0])
+        sys.exit(exc.process_status)
+
+
+def _check(config: Config) -> None:
+    """The reference's start-up checks and warnings, in its order, plus what we lack yet."""
+    for address in (
+        config.serverappio_api_address,
+        config.exec_api_address,
+        config.simulationio_api_address,
+    ):
+        _parse_address(address)
+    _check_certificates(config)
+    if config.executor != DEPLOYMENT_EXECUTOR:
+        _unsupported(
+            f"`--executor {config.executor}`",
+            f"only the default `{DEPLOYMENT_EXECUTOR}` is",
+        )
+    _parse_address(config.fleet_address)
+    if config.fleet_api_num_workers != 1:
+        logger.warning(
+            "The Fleet API currently supports only 1 worker. You have specified %d workers. "
+            "Support for multiple workers will be added in future releases. "
+            "Proceeding with a single worker.",
+            config.fleet_api_num_workers,
+        )
+    if config.fleet_api_type != FLEET_GRPC_RERE:
+        _unsupported(f"`--fleet-api-type {config.fleet_api_type}`", f"use `{FLEET_GRPC_RERE}`")
+    if config.auth_superlink_private_key or config.auth_superlink_public_key:
+        logger.warning(
+            "The `--auth-superlink-private-key` and `--auth-superlink-public-key` arguments "
+            "are deprecated and will be removed in a future release. Node authentication no "
+            "longer requires these arguments."
+        )
+    if config.auth_list_public_keys:
+        _unsupported(
+            "Node authentication (`--auth-list-public-keys`)",
+            "omit the option to let every SuperNode connect",
+        )
+
+
+def _parse_address(address: str) -> None:
+    """A bad address ends start-up with exit code 600, before anything binds."""
+    try:
+        Address.parse(address)
+    except AddressError as exc:
+        raise SuperLinkExit(ExitCode.COMMON_ADDRESS_INVALID, str(exc)) from exc
+
+
+def _check_certificates(config: Config) -> None:
+    """Warn about plaintext, or apply the reference's certificate checks with its texts.
+
+    Two of them are plain ``sys.exit`` texts on stderr in the reference (no log format);
+    they stay that way. Certificates that pass the checks are refused: TLS comes later.
+    """
+    if config.insecure:
+        logger.warning(
+            "Option `--insecure` was set. Starting insecure HTTP server with unencrypted "
+            "communication (TLS disabled). Proceed only if you understand the risks."
+        )
+        return
+    paths = (config.ssl_ca_certfile, config.ssl_certfile, config.ssl_keyfile)
+    given = {flag: path for flag, path in zip(_SSL_FLAGS, paths, strict=True) if path}
+    if len(given) == len(_SSL_FLAGS):
+        for flag, path in given.items():
+            if not path.is_file():
+                sys.exit(f"Path argument `{flag}` does not point to a file.")
+        _unsupported(
+            "TLS (`--ssl-certfile`, `--ssl-keyfile`, `--ssl-ca-certfile`)", "use `--insecure`"
+        )
+    # Both texts below keep the reference's typo verbatim: an em dash before `-ssl-ca-certfile`.
+    if given:
+        sys.exit(
+            "You need to provide valid file paths to `--ssl-certfile`, `--ssl-keyfile`, and "
+            "`\u2014-ssl-ca-certfile` to create a secure connection in Fleet API server "
+            "(gRPC-rere)."
+        )
+    logger.error(
+        "Certificates are required unless running in insecure mode. Please provide "
+        "certificate paths to `--ssl-certfile`, `--ssl-keyfile`, and `\u2014-ssl-ca-certfile` "
+        "or run the server in insecure mode using '--insecure' if you understand the risks."
+    )
+    sys.exit(1)
+
+
+def _unsupported(what: str, hint: str) -> NoReturn:
+    """Refuse, in one ERROR line, an option this version cannot honour yet (never ignore it)."""
+    logger.error("%s is not supported yet by superlink-async; %s.", what, hint)
+    sys.exit(1)
+
+
+def main() -> None:
+    """Console-script entry point (``superlink-async``; also ``python -m superlink_async``)."""
+    app()
