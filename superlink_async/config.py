@@ -101,6 +101,18 @@ def default_serverapp_command() -> tuple[str, ...]:
     return ("flwr-serverapp",)
 
 
+class ConfigError(ValueError):
+    """Options that cannot work together; the text says which and why."""
+
+
+@dataclass(frozen=True)
+class FleetListener:
+    """One Fleet API transport and the address it binds."""
+
+    api_type: str
+    address: Address
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything the server needs to start; defaults are flower-superlink 1.18.0's."""
@@ -131,9 +143,49 @@ class Config:
 
     @property
     def fleet_address(self) -> str:
-        """The Fleet bind address, defaulting per API type as the reference does."""
+        """The first Fleet bind address, defaulting per API type as the reference does."""
+        return self._fleet_addresses()[0]
+
+    @property
+    def fleet_api_types(self) -> list[str]:
+        """The Fleet transports to serve: one type, or several separated by commas."""
+        return [part.strip() for part in self.fleet_api_type.split(",")]
+
+    def fleet_listeners(self) -> list[FleetListener]:
+        """Every Fleet transport with its parsed address.
+
+        ``--fleet-api-type grpc-rere,rest`` serves both from one process and one state;
+        ``--fleet-api-address`` then lists one address per type, in the same order, or is
+        left out so each type gets its default. ``AddressError`` or ``ConfigError``.
+        """
+        types = self.fleet_api_types
+        unknown = [kind for kind in types if kind not in FLEET_API_TYPES]
+        if unknown:
+            raise ConfigError(
+                f"Unknown Fleet API type(s) {', '.join(unknown)}; "
+                f"choose from {', '.join(FLEET_API_TYPES)}"
+            )
+        if len(set(types)) != len(types):
+            raise ConfigError(f"A Fleet API type is listed twice: {self.fleet_api_type}")
+        addresses = [Address.parse(text) for text in self._fleet_addresses()]
+        if len(addresses) != len(types):
+            raise ConfigError(
+                f"--fleet-api-address lists {len(addresses)} address(es) for "
+                f"{len(types)} Fleet API type(s); give one per type, in the same order"
+            )
+        if len({(a.host, a.port) for a in addresses}) != len(addresses):
+            raise ConfigError(
+                "Two Fleet API types would bind the same address; "
+                "give --fleet-api-address one address per type"
+            )
+        return [
+            FleetListener(kind, address) for kind, address in zip(types, addresses, strict=True)
+        ]
+
+    def _fleet_addresses(self) -> list[str]:
         if self.fleet_api_address:
-            return self.fleet_api_address
-        if self.fleet_api_type == FLEET_REST:
-            return DEFAULT_FLEET_REST_ADDRESS
-        return DEFAULT_FLEET_GRPC_ADDRESS
+            return [part.strip() for part in self.fleet_api_address.split(",")]
+        return [
+            DEFAULT_FLEET_REST_ADDRESS if kind == FLEET_REST else DEFAULT_FLEET_GRPC_ADDRESS
+            for kind in self.fleet_api_types
+        ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -27,6 +28,7 @@ from superlink_async.config import (
     Address,
     AddressError,
     Config,
+    FleetListener,
 )
 from superlink_async.exit_codes import ExitCode, SuperLinkExit
 from superlink_async.logs import logger
@@ -111,9 +113,17 @@ class SuperLink:
             self._supervisor.cancel()
         return await self._stack.__aexit__(exc_type, exc, traceback)
 
-    async def _start(
-        self, exec_address: Address, serverappio_address: Address, fleet_address: Address
-    ) -> None:
+    async def _start(self, exec_address: Address, serverappio_address: Address) -> None:
+        parts = await self._open_parts(serverappio_address)
+        self._supervisor = await self._stack.enter_async_context(Supervisor())
+        await self._start_exec(parts, exec_address)
+        await self._start_serverappio(parts, serverappio_address)
+        for listener in self.config.fleet_listeners():
+            await self._start_fleet(parts, listener)
+        await self._start_background(parts)
+
+    async def _open_parts(self, serverappio_address: Address) -> _Parts:
+        """Open the state and build the services every listener delegates to."""
         config = self.config
         state = await self._stack.enter_async_context(open_state(config.database, self._clock))
         self._state = state
@@ -126,49 +136,77 @@ class SuperLink:
             if config.isolation == ISOLATION_SUBPROCESS
             else None
         )
-        exec_service = ExecService(
-            state,
-            fabs,
-            events,
-            on_stop=scheduler.stop_run if scheduler else _nothing_to_stop,
-            clock=self._clock,
+        return _Parts(
+            state=state,
+            scheduler=scheduler,
+            exec=ExecService(
+                state,
+                fabs,
+                events,
+                on_stop=scheduler.stop_run if scheduler else _nothing_to_stop,
+                clock=self._clock,
+            ),
+            serverappio=ServerAppIoService(
+                state,
+                fabs,
+                events,
+                on_claim=scheduler.run_claimed if scheduler else _ignore_claim,
+                clock=self._clock,
+            ),
+            fleet=FleetService(state, fabs, clock=self._clock),
         )
-        serverappio_service = ServerAppIoService(
-            state,
-            fabs,
-            events,
-            on_claim=scheduler.run_claimed if scheduler else _ignore_claim,
-            clock=self._clock,
-        )
-        fleet_service = FleetService(state, fabs, clock=self._clock)
 
-        supervisor = await self._stack.enter_async_context(Supervisor())
-        self._supervisor = supervisor
-        gate = self._gate
-        await supervisor.start(
+    async def _start_exec(self, parts: _Parts, address: Address) -> None:
+        await self._require_supervisor().start(
             "exec-api",
             serve_grpc,
-            [ExecServicer(exec_service, gate)],
-            exec_address,
+            [ExecServicer(parts.exec, self._gate)],
+            address,
             "Flower Deployment Engine: Starting Exec API",
         )
-        await supervisor.start(
+
+    async def _start_serverappio(self, parts: _Parts, address: Address) -> None:
+        await self._require_supervisor().start(
             "serverappio-api",
             serve_grpc,
-            [ServerAppIoServicer(serverappio_service, gate)],
-            serverappio_address,
+            [ServerAppIoServicer(parts.serverappio, self._gate)],
+            address,
             "Flower ECE: Starting ServerAppIo API (gRPC-rere)",
         )
-        await supervisor.start(
-            "fleet-api",
-            serve_grpc,
-            [FleetServicer(fleet_service, gate)],
-            fleet_address,
-            "Flower ECE: Starting Fleet API (gRPC-rere)",
-        )
-        if scheduler is not None:
-            await supervisor.start("scheduler", scheduler.run)
-        supervisor.start_soon("message-purger", _purge_expired_messages, state)
+
+    async def _start_fleet(self, parts: _Parts, listener: FleetListener) -> None:
+        """One Fleet transport; several may run side by side over the same services."""
+        if listener.api_type == FLEET_GRPC_RERE:
+            await self._require_supervisor().start(
+                "fleet-api",
+                serve_grpc,
+                [FleetServicer(parts.fleet, self._gate)],
+                listener.address,
+                "Flower ECE: Starting Fleet API (gRPC-rere)",
+            )
+
+    async def _start_background(self, parts: _Parts) -> None:
+        """Tasks that serve no port: the ServerApp scheduler and the message purger."""
+        supervisor = self._require_supervisor()
+        if parts.scheduler is not None:
+            await supervisor.start("scheduler", parts.scheduler.run)
+        supervisor.start_soon("message-purger", _purge_expired_messages, parts.state)
+
+    def _require_supervisor(self) -> Supervisor:
+        if self._supervisor is None:
+            raise RuntimeError("SuperLink is not running")
+        return self._supervisor
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """What the listeners and background tasks of one SuperLink share."""
+
+    state: LinkState
+    scheduler: ServerAppScheduler | None
+    exec: ExecService
+    serverappio: ServerAppIoService
+    fleet: FleetService
 
 
 async def _nothing_to_stop(run_id: int) -> None:
@@ -186,14 +224,11 @@ async def _purge_expired_messages(state: LinkState) -> None:
             logger.debug("Purged %d expired message(s)", removed)
 
 
-def _parse_addresses(config: Config) -> tuple[Address, Address, Address]:
+def _parse_addresses(config: Config) -> tuple[Address, Address]:
     """Every address, parsed before anything binds (exit code 600 on the first bad one)."""
     try:
-        return (
-            Address.parse(config.exec_api_address),
-            Address.parse(config.serverappio_api_address),
-            Address.parse(config.fleet_address),
-        )
+        config.fleet_listeners()
+        return Address.parse(config.exec_api_address), Address.parse(config.serverappio_api_address)
     except AddressError as exc:
         raise SuperLinkExit(ExitCode.COMMON_ADDRESS_INVALID, str(exc)) from exc
 
@@ -203,7 +238,7 @@ def _reject_unsupported(config: Config) -> None:
     problems = []
     if not config.insecure:
         problems.append("TLS (run with --insecure)")
-    if config.fleet_api_type != FLEET_GRPC_RERE:
+    if config.fleet_api_types != [FLEET_GRPC_RERE]:
         problems.append(f"--fleet-api-type {config.fleet_api_type}")
     if config.auth_list_public_keys is not None:
         problems.append("node authentication (--auth-list-public-keys)")
