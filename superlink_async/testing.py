@@ -1,0 +1,873 @@
+"""A local Flower federation of real processes on 127.0.0.1, for end-to-end tests and demos.
+
+Everything here drives *processes* — a SuperLink (ours or the reference ``flower-superlink``),
+real flwr 1.18.0 SuperNodes and the ``flwr`` CLI — exactly as a user would from a shell, so it
+imports nothing from ``flwr`` and works against any SuperLink command line that accepts the
+``flower-superlink`` flags. Each process gets its own ``FLWR_HOME`` and a log file holding its
+combined stdout and stderr (for the SuperLink that includes the ``flwr-serverapp`` children,
+which inherit its output). Every wait is a bounded poll, and :meth:`LocalFederation.close`
+ends every process it started, including the children they spawned.
+
+Linux only: process discovery reads ``/proc``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import functools
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, TypeVar
+
+__all__ = [
+    "LOOPBACK",
+    "FlowerApp",
+    "FlowerCli",
+    "FlowerCliError",
+    "LocalFederation",
+    "ManagedProcess",
+    "ProcessInfo",
+    "RunInfo",
+    "SuperLinkPorts",
+    "UnexpectedRunStatus",
+    "WaitTimeout",
+    "descendants",
+    "flower_env",
+    "free_port",
+    "is_running",
+    "our_superlink_command",
+    "port_is_open",
+    "process_info",
+    "resolve_command",
+    "scan_processes",
+    "strip_ansi",
+    "venv_bin",
+    "wait_for",
+    "wait_for_port",
+]
+
+T = TypeVar("T")
+
+#: The only interface anything in a local federation binds to or dials.
+LOOPBACK = "127.0.0.1"
+
+#: How long a process gets to exit after SIGTERM before its process group is killed.
+STOP_GRACE = 10.0
+
+#: Upper bound for any single ``flwr`` CLI invocation (they take about a second).
+CLI_TIMEOUT = 60.0
+
+#: Seconds between two ``flwr ls`` polls while waiting for a run status.
+STATUS_POLL_INTERVAL = 0.5
+
+_FINISHED = "finished"
+
+
+class WaitTimeout(TimeoutError):
+    """A bounded wait ran out before its condition held."""
+
+
+class FlowerCliError(RuntimeError):
+    """A ``flwr`` command failed (non-zero exit status or ``"success": false``)."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, stdout: str, stderr: str) -> None:
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        super().__init__(
+            f"{shlex.join(argv)} exited with {returncode}\n"
+            f"--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+        )
+
+
+class UnexpectedRunStatus(AssertionError):
+    """A run reached a final status other than the one being waited for."""
+
+
+def wait_for(
+    condition: Callable[[], T | None],
+    timeout: float,
+    *,
+    interval: float = 0.1,
+    what: str = "condition",
+) -> T:
+    """Poll ``condition`` until it returns a truthy value (``True``, a non-empty list, …).
+
+    Raises :class:`WaitTimeout` once ``timeout`` seconds have passed; the condition is always
+    evaluated at least once, and once more at the deadline.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise WaitTimeout(f"timed out after {timeout:.1f}s waiting for {what}")
+        time.sleep(min(interval, remaining))
+
+
+# ---------------------------------------------------------------------------------------------
+# Ports and environment
+
+_handed_out: set[int] = set()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now and not yet handed out by this process."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((LOOPBACK, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("could not find a free TCP port on 127.0.0.1")
+
+
+def port_is_open(port: int, host: str = LOOPBACK) -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_port(port: int, timeout: float, *, alive: Callable[[], bool] | None = None) -> None:
+    """Wait until ``127.0.0.1:port`` accepts connections; fail early if ``alive()`` turns false."""
+
+    def ready() -> bool:
+        if alive is not None and not alive():
+            raise RuntimeError(f"process exited before 127.0.0.1:{port} accepted connections")
+        return port_is_open(port)
+
+    wait_for(ready, timeout, interval=0.05, what=f"127.0.0.1:{port} to accept connections")
+
+
+def venv_bin() -> Path:
+    """The directory of the running interpreter, where flwr's console scripts are installed."""
+    return Path(sys.executable).parent
+
+
+def flower_env(flwr_home: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of one Flower process: its own ``FLWR_HOME``, our venv first on PATH.
+
+    The venv must come first so that children started by name (``flwr-serverapp`` launched by
+    the SuperLink, ``flwr-clientapp`` by the SuperNode) are flwr 1.18.0 with ``click<8.2``.
+    Output is unbuffered so that log files are complete when a process is killed.
+    """
+    env = dict(os.environ if base is None else base)
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    env["FLWR_HOME"] = str(flwr_home)
+    env["PATH"] = os.pathsep.join([str(venv_bin()), env.get("PATH", os.defpath)])
+    env["PYTHONUNBUFFERED"] = "1"
+    env["FLWR_TELEMETRY_ENABLED"] = "0"
+    env["GRPC_VERBOSITY"] = "error"
+    env["COLUMNS"] = "200"
+    env.pop("FLWR_LOG_LEVEL", None)
+    return env
+
+
+def our_superlink_command() -> list[str]:
+    """How to start this project's server: ``python -m superlink_async``."""
+    return [sys.executable, "-m", "superlink_async"]
+
+
+def resolve_command(command: Sequence[str] | str) -> list[str]:
+    """Split a command line and resolve a bare program name against our venv, then PATH."""
+    argv = shlex.split(command) if isinstance(command, str) else list(command)
+    if not argv:
+        raise ValueError("empty command")
+    program = argv[0]
+    if os.sep not in program:
+        candidate = venv_bin() / program
+        if candidate.exists():
+            argv[0] = str(candidate)
+    return argv
+
+
+# ---------------------------------------------------------------------------------------------
+# /proc
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """One live process as seen in ``/proc`` (``start_time`` tells a reused pid apart)."""
+
+    pid: int
+    ppid: int
+    state: str
+    start_time: int
+    cmdline: tuple[str, ...]
+
+    @property
+    def command_line(self) -> str:
+        """The argv joined by spaces."""
+        return " ".join(self.cmdline)
+
+
+def process_info(pid: int) -> ProcessInfo | None:
+    """What ``/proc/<pid>`` says about a process, or ``None`` if there is no such process."""
+    proc = Path("/proc") / str(pid)
+    try:
+        stat = (proc / "stat").read_text()
+        raw_cmdline = (proc / "cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name (field 2) is in parentheses and may itself contain spaces or ')'.
+    fields = stat.rpartition(")")[2].split()
+    cmdline = tuple(part.decode(errors="replace") for part in raw_cmdline.split(b"\0") if part)
+    return ProcessInfo(
+        pid=pid,
+        ppid=int(fields[1]),
+        state=fields[0],
+        start_time=int(fields[19]),
+        cmdline=cmdline,
+    )
+
+
+def scan_processes() -> list[ProcessInfo]:
+    """Every process currently visible in ``/proc``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            info = process_info(int(entry.name))
+            if info is not None:
+                found.append(info)
+    return found
+
+
+def descendants(pid: int, processes: Sequence[ProcessInfo] | None = None) -> list[ProcessInfo]:
+    """All live descendants of ``pid`` (children first)."""
+    table = scan_processes() if processes is None else processes
+    children: dict[int, list[ProcessInfo]] = {}
+    for info in table:
+        children.setdefault(info.ppid, []).append(info)
+    result: list[ProcessInfo] = []
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop(0)
+        for child in children.get(parent, []):
+            result.append(child)
+            frontier.append(child.pid)
+    return result
+
+
+def is_running(info: ProcessInfo) -> bool:
+    """Whether that very process (same pid *and* start time) exists and has not exited.
+
+    A zombie has exited; it only waits for its parent to collect its status.
+    """
+    now = process_info(info.pid)
+    return now is not None and now.start_time == info.start_time and now.state != "Z"
+
+
+def _kill(info: ProcessInfo) -> None:
+    if is_running(info):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(info.pid, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+_PR_SET_PDEATHSIG = 1
+
+
+@functools.cache
+def _die_with_us() -> Callable[[], None] | None:
+    """A pre-exec hook making the kernel SIGKILL the child when we die (Linux only).
+
+    Covers what no cleanup code can: the test runner itself being killed. Everything is
+    resolved here, before any fork, so the hook only makes one libc call.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.util.find_library("c")
+    if libc is None:
+        return None
+    prctl = ctypes.CDLL(libc, use_errno=True).prctl
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    return hook
+
+
+class ManagedProcess:
+    """A child in its own process group whose combined stdout and stderr go to a log file.
+
+    It gets SIGKILLed by the kernel if this process dies first, so nothing outlives a crashed
+    or killed test run.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str],
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log: IO[bytes] = log_path.open("ab")
+        try:
+            self.popen = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                env=dict(env),
+                cwd=cwd,
+                start_new_session=True,
+                preexec_fn=_die_with_us(),  # noqa: PLW1509 - one async-signal-safe libc call
+            )
+        except BaseException:
+            self._log.close()
+            raise
+        self.started_at = time.monotonic()
+
+    @property
+    def pid(self) -> int:
+        """The process id (also its process group id)."""
+        return self.popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status, or ``None`` while it runs (negative: killed by that signal)."""
+        return self.popen.poll()
+
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        return self.popen.poll() is None
+
+    def output(self) -> str:
+        """Everything the process (and children sharing its output) wrote so far."""
+        self._log.flush()
+        return self.log_path.read_bytes().decode(errors="replace")
+
+    def tail(self, lines: int = 60) -> str:
+        """The last ``lines`` lines of :meth:`output`, headed by the process name and status."""
+        text = "\n".join(self.output().splitlines()[-lines:])
+        return f"===== {self.name} (pid {self.pid}, exit {self.returncode}) {self.log_path}\n{text}"
+
+    def wait_for_output(self, text: str, timeout: float) -> None:
+        """Wait until ``text`` appears in the output."""
+        wait_for(
+            lambda: text in self.output(),
+            timeout,
+            interval=0.1,
+            what=f"{text!r} in the output of {self.name}",
+        )
+
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the process itself (not its group)."""
+        if self.alive():
+            self.popen.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the exit status; :class:`WaitTimeout` if it is still running afterwards."""
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise WaitTimeout(f"{self.name} still running after {timeout:.1f}s") from exc
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_GRACE) -> int:
+        """Send ``sig``, wait up to ``timeout`` seconds, then kill; return the exit status."""
+        self.send_signal(sig)
+        try:
+            return self.wait(timeout)
+        except WaitTimeout:
+            self.kill()
+            return self.popen.wait(timeout=5)
+
+    def kill(self) -> None:
+        """SIGKILL the process group and every descendant, wherever it moved to."""
+        family = descendants(self.pid) if self.alive() else []
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        for info in family:
+            _kill(info)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=5)
+
+    def close(self) -> None:
+        """Kill what is left and close the log file; safe to call twice."""
+        if self.alive():
+            self.kill()
+        else:
+            # The leader is gone, but its group may live on (e.g. orphaned children).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+        self._log.close()
+
+
+@dataclass(frozen=True)
+class SuperLinkPorts:
+    """The three API ports of one SuperLink, all on 127.0.0.1."""
+
+    serverappio: int
+    fleet: int
+    exec: int
+
+    @classmethod
+    def allocate(cls) -> SuperLinkPorts:
+        """Three fresh free ports."""
+        return cls(serverappio=free_port(), fleet=free_port(), exec=free_port())
+
+    def address(self, port: int) -> str:
+        """``127.0.0.1:<port>``."""
+        return f"{LOOPBACK}:{port}"
+
+    def flags(self) -> list[str]:
+        """The ``flower-superlink`` flags binding the APIs to these ports."""
+        return [
+            "--serverappio-api-address",
+            self.address(self.serverappio),
+            "--fleet-api-address",
+            self.address(self.fleet),
+            "--exec-api-address",
+            self.address(self.exec),
+        ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The Flower App and the CLI
+
+
+@dataclass(frozen=True)
+class FlowerApp:
+    """A Flower App directory created by ``flwr new``, with an ``e2e`` federation added.
+
+    The federation's address is a placeholder: :class:`FlowerCli` passes the real Exec address
+    of its SuperLink with ``--federation-config``, so one app serves any number of federations.
+    """
+
+    path: Path
+    federation: str = "e2e"
+
+    @classmethod
+    def create(
+        cls,
+        parent: Path,
+        name: str = "e2eapp",
+        *,
+        framework: str = "NumPy",
+        rounds: int = 2,
+        federation: str = "e2e",
+        timeout: float = CLI_TIMEOUT,
+    ) -> FlowerApp:
+        """Run ``flwr new`` in ``parent`` (offline), then set the rounds and add the federation."""
+        parent.mkdir(parents=True, exist_ok=True)
+        argv = [
+            str(venv_bin() / "flwr"),
+            "new",
+            name,
+            "--framework",
+            framework,
+            "--username",
+            "test",
+        ]
+        env = flower_env(parent / f".flwr-home-{name}")
+        done = subprocess.run(
+            argv, cwd=parent, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        app_dir = parent / name
+        if done.returncode != 0 or not (app_dir / "pyproject.toml").is_file():
+            raise FlowerCliError(argv, done.returncode, done.stdout, done.stderr)
+        app = cls(path=app_dir, federation=federation)
+        app.configure(rounds=rounds)
+        return app
+
+    @property
+    def pyproject(self) -> Path:
+        """The app's ``pyproject.toml``."""
+        return self.path / "pyproject.toml"
+
+    def configure(self, *, rounds: int) -> None:
+        """Set ``num-server-rounds`` and make sure the federation table exists."""
+        text = self.pyproject.read_text()
+        text, count = re.subn(
+            r"(?m)^num-server-rounds\s*=\s*\d+\s*$", f"num-server-rounds = {rounds}", text
+        )
+        if count != 1:
+            raise ValueError(f"no num-server-rounds setting in {self.pyproject}")
+        table = f"[tool.flwr.federations.{self.federation}]"
+        if table not in text:
+            text += (
+                f"\n{table}\n"
+                f'address = "{LOOPBACK}:9093"  # replaced with --federation-config per call\n'
+                "insecure = true\n"
+            )
+        self.pyproject.write_text(text)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One row of ``flwr ls --format json``."""
+
+    run_id: int
+    status: str
+    raw: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run reached a final status (``finished:<sub-status>``)."""
+        return self.status.startswith(_FINISHED)
+
+
+def _json_document(text: str) -> Any:
+    """The JSON object in ``text``, ignoring anything printed before it."""
+    start = text.find("{")
+    if start < 0:
+        raise ValueError(f"no JSON object in {text!r}")
+    return json.loads(text[start:])
+
+
+class FlowerCli:
+    """The ``flwr`` CLI pointed at one SuperLink's Exec API, with its own ``FLWR_HOME``."""
+
+    def __init__(self, app: FlowerApp, exec_address: str, flwr_home: Path) -> None:
+        self.app = app
+        self.exec_address = exec_address
+        self.env = flower_env(flwr_home)
+        self.program = str(venv_bin() / "flwr")
+
+    def _target(self) -> list[str]:
+        return [
+            str(self.app.path),
+            self.app.federation,
+            "--federation-config",
+            f'address="{self.exec_address}"',
+        ]
+
+    def invoke(
+        self, *args: str, timeout: float = CLI_TIMEOUT, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``flwr <args>``; with ``check``, raise :class:`FlowerCliError` on failure."""
+        argv = [self.program, *args]
+        try:
+            done = subprocess.run(
+                argv,
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise WaitTimeout(f"{shlex.join(argv)} did not finish within {timeout}s") from exc
+        if check and done.returncode != 0:
+            raise FlowerCliError(argv, done.returncode, done.stdout, done.stderr)
+        return done
+
+    def _invoke_json(self, *args: str, timeout: float = CLI_TIMEOUT) -> Mapping[str, Any]:
+        done = self.invoke(*args, "--format", "json", timeout=timeout, check=False)
+        try:
+            document = _json_document(done.stdout)
+        except ValueError:
+            document = None
+        if done.returncode != 0 or not isinstance(document, dict) or not document.get("success"):
+            raise FlowerCliError(
+                [self.program, *args, "--format", "json"], done.returncode, done.stdout, done.stderr
+            )
+        return document
+
+    def run(self, run_config: Mapping[str, int | float | str | bool] | None = None) -> int:
+        """``flwr run`` the app, optionally overriding run config values; return the run id."""
+        args = ["run", *self._target()]
+        if run_config:
+            args += ["--run-config", " ".join(f"{k}={_toml(v)}" for k, v in run_config.items())]
+        return int(self._invoke_json(*args)["run-id"])
+
+    def runs(self) -> list[RunInfo]:
+        """``flwr ls``: every run, oldest first."""
+        return self._runs(self._invoke_json("ls", *self._target()))
+
+    def runs_table(self) -> str:
+        """``flwr ls`` in its default (table) format, for people to read."""
+        return self.invoke("ls", *self._target()).stdout
+
+    def run_info(self, run_id: int) -> RunInfo | None:
+        """``flwr ls --run-id``: one run, or ``None`` if the SuperLink does not know it."""
+        document = self._invoke_json("ls", *self._target(), "--run-id", str(run_id))
+        return next((run for run in self._runs(document) if run.run_id == run_id), None)
+
+    @staticmethod
+    def _runs(document: Mapping[str, Any]) -> list[RunInfo]:
+        return [
+            RunInfo(run_id=int(row["run-id"]), status=str(row["status"]), raw=row)
+            for row in document.get("runs", [])
+        ]
+
+    def status(self, run_id: int) -> str | None:
+        """The run's status as ``flwr ls`` shows it (``running``, ``finished:completed``, …)."""
+        info = self.run_info(run_id)
+        return None if info is None else info.status
+
+    def wait_for_status(self, run_id: int, expected: str | Collection[str], timeout: float) -> str:
+        """Poll ``flwr ls`` until the run shows one of the ``expected`` statuses.
+
+        Fails early with :class:`UnexpectedRunStatus` if the run reaches a different final
+        (``finished:…``) status, since it can never leave it.
+        """
+        wanted = {expected} if isinstance(expected, str) else set(expected)
+        seen: list[str | None] = []
+
+        def reached() -> str | None:
+            status = self.status(run_id)
+            if not seen or seen[-1] != status:
+                seen.append(status)
+            if status in wanted:
+                return status
+            if status is not None and status.startswith(_FINISHED):
+                raise UnexpectedRunStatus(
+                    f"run {run_id} is {status}, expected {sorted(wanted)} (seen {seen})"
+                )
+            return None
+
+        try:
+            return wait_for(
+                reached,
+                timeout,
+                interval=STATUS_POLL_INTERVAL,
+                what=f"run {run_id} to be {sorted(wanted)}",
+            )
+        except WaitTimeout as exc:
+            raise WaitTimeout(f"{exc} (statuses seen: {seen})") from None
+
+    def log_show(self, run_id: int) -> str:
+        """``flwr log --show``: the run's logs so far, as one printout."""
+        return self.invoke("log", str(run_id), *self._target(), "--show").stdout
+
+    def log_stream_argv(self, run_id: int) -> list[str]:
+        """The argv of ``flwr log`` (streaming), which ends when the run finishes."""
+        return [self.program, "log", str(run_id), *self._target(), "--stream"]
+
+    def stop(self, run_id: int) -> Mapping[str, Any]:
+        """``flwr stop``; raises :class:`FlowerCliError` unless the SuperLink stopped it."""
+        return self._invoke_json("stop", str(run_id), *self._target())
+
+
+def _toml(value: int | float | str | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The federation
+
+
+class LocalFederation:
+    """One SuperLink and N SuperNodes on 127.0.0.1, each with its own ``FLWR_HOME`` and log.
+
+    Use it as a context manager (or call :meth:`close`): whatever happens, every process it
+    started and every descendant of them is gone afterwards.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        superlink_command: Sequence[str],
+        *,
+        num_supernodes: int = 2,
+        superlink_args: Sequence[str] = (),
+        ready_timeout: float = 30.0,
+    ) -> None:
+        self.workdir = workdir
+        self.superlink_command = list(superlink_command)
+        self.superlink_args = list(superlink_args)
+        self.num_supernodes = num_supernodes
+        self.ready_timeout = ready_timeout
+        self.ports = SuperLinkPorts.allocate()
+        self.superlink: ManagedProcess | None = None
+        #: Every SuperLink process started, in order (a restart adds one).
+        self.superlinks: list[ManagedProcess] = []
+        self.supernodes: list[ManagedProcess] = []
+        self._closed = False
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalFederation:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start the SuperLink, wait until it listens, then start the SuperNodes."""
+        self.start_superlink()
+        for _ in range(self.num_supernodes):
+            self.start_supernode()
+
+    @property
+    def superlink_argv(self) -> list[str]:
+        """The SuperLink's full command line."""
+        return [
+            *self.superlink_command,
+            "--insecure",
+            *self.ports.flags(),
+            "--storage-dir",
+            str(self.workdir / "superlink-ffs"),
+            *self.superlink_args,
+        ]
+
+    def start_superlink(self) -> ManagedProcess:
+        """Start a SuperLink (again, after a stop: same ports, state and FFS) and wait for it."""
+        if self.superlink is not None and self.superlink.alive():
+            raise RuntimeError("the SuperLink is already running")
+        index = len(self.superlinks)
+        process = ManagedProcess(
+            "superlink" if index == 0 else f"superlink-{index}",
+            self.superlink_argv,
+            self.workdir / ("superlink.log" if index == 0 else f"superlink-{index}.log"),
+            flower_env(self.workdir / "superlink-home"),
+            cwd=self.workdir,
+        )
+        self.superlink = process
+        self.superlinks.append(process)
+        self.wait_until_ready()
+        return process
+
+    def wait_until_ready(self) -> None:
+        """Poll the Exec, ServerAppIo and Fleet ports until all accept connections."""
+        process = self.require_superlink()
+        deadline = time.monotonic() + self.ready_timeout
+        try:
+            for port in (self.ports.exec, self.ports.serverappio, self.ports.fleet):
+                wait_for_port(port, max(deadline - time.monotonic(), 0.0), alive=process.alive)
+        except (RuntimeError, WaitTimeout) as exc:
+            raise RuntimeError(f"SuperLink did not become ready: {exc}\n{process.tail()}") from exc
+
+    def start_supernode(self) -> ManagedProcess:
+        """Start one more ``flower-supernode`` with its own ClientAppIo port and ``FLWR_HOME``."""
+        index = len(self.supernodes)
+        argv = [
+            str(venv_bin() / "flower-supernode"),
+            "--insecure",
+            "--superlink",
+            self.ports.address(self.ports.fleet),
+            "--clientappio-api-address",
+            f"{LOOPBACK}:{free_port()}",
+        ]
+        process = ManagedProcess(
+            f"supernode-{index}",
+            argv,
+            self.workdir / f"supernode-{index}.log",
+            flower_env(self.workdir / f"supernode-{index}-home"),
+            cwd=self.workdir,
+        )
+        self.supernodes.append(process)
+        return process
+
+    def require_superlink(self) -> ManagedProcess:
+        """The current SuperLink process."""
+        if self.superlink is None:
+            raise RuntimeError("no SuperLink was started")
+        return self.superlink
+
+    def cli(self, app: FlowerApp) -> FlowerCli:
+        """The ``flwr`` CLI for ``app`` against this federation's Exec API."""
+        return FlowerCli(app, self.ports.address(self.ports.exec), self.workdir / "cli-home")
+
+    def processes(self) -> list[ManagedProcess]:
+        """Every process started so far, SuperNodes first."""
+        return [*self.supernodes, *self.superlinks]
+
+    def serverapp_processes(self) -> list[ProcessInfo]:
+        """The live ``flwr-serverapp`` processes serving this SuperLink.
+
+        Either the real ``flwr-serverapp`` program dialling our ServerAppIo port (wherever it
+        sits in the process tree), or a ``multiprocessing`` child of the SuperLink (how the
+        reference runs ``flwr_serverapp()``; its resource tracker is not counted).
+        """
+        table = [info for info in scan_processes() if info.state != "Z"]
+        port = f":{self.ports.serverappio}"
+        found = {
+            info.pid: info
+            for info in table
+            if any(Path(arg).name == "flwr-serverapp" for arg in info.cmdline)
+            and any(arg.endswith(port) for arg in info.cmdline)
+        }
+        superlink = self.superlink
+        if superlink is not None and superlink.alive():
+            for info in descendants(superlink.pid, table):
+                if "multiprocessing.spawn" in info.command_line:
+                    found[info.pid] = info
+        return sorted(found.values(), key=lambda info: info.pid)
+
+    def tails(self, lines: int = 60) -> str:
+        """The end of every process log, for failure reports."""
+        return "\n".join(process.tail(lines) for process in self.processes())
+
+    def close(self) -> None:
+        """SIGTERM all SuperNodes, then the SuperLink; kill anything that lingers."""
+        if self._closed:
+            return
+        self._closed = True
+        everyone = self.processes()
+        family: list[ProcessInfo] = []
+        for process in everyone:
+            if process.alive():
+                family += descendants(process.pid)
+        try:
+            _stop_all(self.supernodes)
+            _stop_all(self.superlinks)
+        finally:
+            for process in everyone:
+                process.close()
+            for info in family:
+                _kill(info)
+
+
+def _stop_all(processes: Sequence[ManagedProcess], timeout: float = STOP_GRACE) -> None:
+    """SIGTERM all at once, then wait for each (killing those still alive at the deadline)."""
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        try:
+            process.wait(max(deadline - time.monotonic(), 0.0))
+        except WaitTimeout:
+            process.kill()
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without ANSI colour codes (Flower colours every log line)."""
+    return _ANSI.sub("", text)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
