@@ -745,8 +745,12 @@ class LocalFederation:
             *self.superlink_args,
         ]
 
-    def start_superlink(self) -> ManagedProcess:
-        """Start a SuperLink (again, after a stop: same ports, state and FFS) and wait for it."""
+    def start_superlink(self, *, wait: bool = True) -> ManagedProcess:
+        """Start a SuperLink (again, after a stop: same ports, state and FFS).
+
+        With ``wait`` (the default) return once it listens; without, at once (for tests of a
+        SuperLink that is expected to fail at startup).
+        """
         if self.superlink is not None and self.superlink.alive():
             raise RuntimeError("the SuperLink is already running")
         index = len(self.superlinks)
@@ -759,7 +763,8 @@ class LocalFederation:
         )
         self.superlink = process
         self.superlinks.append(process)
-        self.wait_until_ready()
+        if wait:
+            self.wait_until_ready()
         return process
 
     def wait_until_ready(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -163,3 +164,39 @@ def test_sqlite_in_memory_database_completes_a_run(
     cli = federation.cli(flower_app)
     run_id = cli.run()
     assert cli.wait_for_status(run_id, COMPLETED, Timeouts.RUN_COMPLETES) == COMPLETED
+
+
+def test_supernodes_outlive_a_superlink_restart_on_sqlite(
+    make_federation: FederationFactory,
+    flower_app: FlowerApp,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Flower's test_reconnection.sh (sqlite): SuperNodes keep retrying while the SuperLink is
+    down, carry on with their stored node ids after it restarts, and a run then completes."""
+    database = tmp_path_factory.mktemp("reconnect") / "state.db"
+    federation = make_federation(superlink_args=["--database", str(database)])
+    first = federation.require_superlink()
+    assert first.stop(signal.SIGTERM, Timeouts.SUPERLINK_EXITS) == 0, first.tail()
+    federation.start_superlink()
+    cli = federation.cli(flower_app)
+    run_id = cli.run()
+    assert cli.wait_for_status(run_id, COMPLETED, Timeouts.RUN_COMPLETES) == COMPLETED
+
+
+def test_a_crashed_listener_exits_with_code_100_naming_it(
+    make_federation: FederationFactory,
+) -> None:
+    """A supervised task that crashes (here the Fleet listener, whose port is taken) ends the
+    process with status 1 and the exit-code-100 block naming the task and the cause."""
+    federation = make_federation(num_supernodes=0)
+    superlink = federation.require_superlink()
+    assert superlink.stop(signal.SIGTERM, Timeouts.SUPERLINK_EXITS) == 0
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", federation.ports.fleet))
+        blocker.listen()
+        crashed = federation.start_superlink(wait=False)
+        assert crashed.wait(Timeouts.SUPERLINK_EXITS) == 1, crashed.tail()
+    output = strip_ansi(crashed.output())
+    assert "Exit Code: 100" in output
+    assert "An important background thread has crashed." in output
+    assert "Task 'fleet-api' crashed: OSError" in output
