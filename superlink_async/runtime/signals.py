@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
+from types import FrameType
 
 import anyio
 
@@ -15,14 +18,20 @@ GRACEFUL_SIGNALS = {
 }
 
 
-async def wait_for_stop_signal() -> ExitCode:
-    """Wait for the first stop signal; afterwards a second one kills the process at once.
+def _force_exit(signum: int, frame: FrameType | None) -> None:
+    """A second stop signal cuts a stuck shutdown short (children die with us)."""
+    sys.stderr.write(f"Received {signal.Signals(signum).name} again: exiting now.\n")
+    os._exit(128 + signum)
 
-    Restoring the default handlers is what makes the second signal forceful, as in the
-    reference: a stuck shutdown can always be cut short.
+
+async def wait_for_stop_signal() -> ExitCode:
+    """Wait for the first stop signal; afterwards a second one ends the process at once.
+
+    The second signal gets an explicit handler rather than the default action because, as
+    PID 1 in a container, a process without a handler would ignore SIGTERM entirely.
     """
     with anyio.open_signal_receiver(*GRACEFUL_SIGNALS) as received:
         first = await anext(aiter(received))
     for sig in GRACEFUL_SIGNALS:
-        signal.signal(sig, signal.SIG_DFL)
+        signal.signal(sig, _force_exit)
     return GRACEFUL_SIGNALS[signal.Signals(first)]
