@@ -39,6 +39,7 @@ from superlink_async.config import (
 from superlink_async.exit_codes import ExitCode, SuperLinkExit
 from superlink_async.logs import configure_logging, logger
 from superlink_async.state.factory import IN_MEMORY_DATABASE
+from superlink_async.tls import TlsError, listener_tls
 
 _SSL_FLAGS = ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile")
 _PATH = "PATH"
@@ -100,9 +101,9 @@ def superlink(
         bool,
         typer.Option(
             "--insecure",
-            help="Serve the Exec and Fleet APIs over plaintext gRPC (no TLS), even if "
-            "certificate paths are given. Traffic is unencrypted; use only on trusted "
-            "networks.",
+            help="Serve every API in plaintext (no TLS), even if certificate paths are "
+            "given; unlike flower-superlink 1.18.0, the REST Fleet API too. Traffic is "
+            "unencrypted; use only on trusted networks.",
         ),
     ] = False,
     flwr_dir: Annotated[
@@ -119,8 +120,8 @@ def superlink(
         typer.Option(
             metavar=_PATH,
             show_default=False,
-            help="Server certificate for the Exec and Fleet APIs. Without --insecure all three "
-            f"--ssl-* files are required. {_NOT_YET}TLS.",
+            help="Server certificate (PEM; intermediates may follow it) for the Exec and "
+            "Fleet APIs. Without --insecure all three --ssl-* files are required.",
         ),
     ] = None,
     ssl_keyfile: Annotated[
@@ -128,7 +129,7 @@ def superlink(
         typer.Option(
             metavar=_PATH,
             show_default=False,
-            help=f"Private key of the server certificate. {_NOT_YET}TLS.",
+            help="Private key of the server certificate (PEM, unencrypted).",
         ),
     ] = None,
     ssl_ca_certfile: Annotated[
@@ -136,7 +137,9 @@ def superlink(
         typer.Option(
             metavar=_PATH,
             show_default=False,
-            help=f"CA certificate that signed the server certificate. {_NOT_YET}TLS.",
+            help="CA certificate that signed the server certificate (PEM). It is loaded "
+            "and checked, but, as in flower-superlink 1.18.0, clients are never asked for "
+            "certificates.",
         ),
     ] = None,
     isolation: Annotated[
@@ -194,10 +197,21 @@ def superlink(
         str,
         typer.Option(
             metavar=_ADDRESS,
-            help="Bind address of the ServerAppIo API (plaintext gRPC), which flwr-serverapp "
-            "dials. The host may be IPv4, IPv6 or a name.",
+            help="Bind address of the ServerAppIo API (plaintext gRPC unless "
+            "--serverappio-tls), which flwr-serverapp dials. The host may be IPv4, IPv6 or "
+            "a name.",
         ),
     ] = DEFAULT_SERVERAPPIO_ADDRESS,
+    serverappio_tls: Annotated[
+        bool,
+        typer.Option(
+            "--serverappio-tls",
+            help="(superlink-async only) Serve the ServerAppIo API over TLS too, with the "
+            "--ssl-* files. Only for ServerApps you start yourself (--isolation process): "
+            "flwr-serverapp 1.18.0 cannot dial TLS (it exits with code 602 without "
+            "--insecure), so this is refused with --isolation subprocess and with --insecure.",
+        ),
+    ] = False,
     fleet_api_type: Annotated[
         str,
         typer.Option(
@@ -292,6 +306,7 @@ def superlink(
             auth_superlink_private_key=_optional_path(auth_superlink_private_key),
             auth_superlink_public_key=_optional_path(auth_superlink_public_key),
             serverappio_api_address=serverappio_api_address,
+            serverappio_tls=serverappio_tls,
             fleet_api_type=fleet_api_type,
             fleet_api_address=fleet_api_address,
             fleet_api_num_workers=fleet_api_num_workers,
@@ -378,26 +393,39 @@ def _parse_address(address: str) -> None:
 
 
 def _check_certificates(config: Config) -> None:
-    """Warn about plaintext, or apply the reference's certificate checks with its texts.
+    """Warn about plaintext or apply the reference's checks, then load what TLS needs.
 
-    Two of them are plain ``sys.exit`` texts on stderr in the reference (no log format);
-    they stay that way. Certificates that pass the checks are refused: TLS comes later.
+    Loading here, where the reference only checks that the files exist, turns files that
+    OpenSSL cannot use into one ERROR line before anything binds (the reference dies with a
+    traceback from gRPC); ``--serverappio-tls`` in a setup that cannot use it ends the same way.
     """
     if config.insecure:
         logger.warning(
             "Option `--insecure` was set. Starting insecure HTTP server with unencrypted "
             "communication (TLS disabled). Proceed only if you understand the risks."
         )
-        return
+    else:
+        _require_certificate_files(config)
+    try:
+        listener_tls(config)
+    except TlsError as exc:
+        logger.error("%s", exc)
+        sys.exit(1)
+
+
+def _require_certificate_files(config: Config) -> None:
+    """The reference's three checks, with its texts; it returns once all three are files.
+
+    Two of them are plain ``sys.exit`` texts on stderr in the reference (no log format);
+    they stay that way.
+    """
     paths = (config.ssl_ca_certfile, config.ssl_certfile, config.ssl_keyfile)
     given = {flag: path for flag, path in zip(_SSL_FLAGS, paths, strict=True) if path}
     if len(given) == len(_SSL_FLAGS):
         for flag, path in given.items():
             if not path.is_file():
                 sys.exit(f"Path argument `{flag}` does not point to a file.")
-        _unsupported(
-            "TLS (`--ssl-certfile`, `--ssl-keyfile`, `--ssl-ca-certfile`)", "use `--insecure`"
-        )
+        return
     # Both texts below keep the reference's typo verbatim: an em dash before `-ssl-ca-certfile`.
     if given:
         sys.exit(

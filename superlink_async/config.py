@@ -140,6 +140,7 @@ class Config:
     # Our additions (not in flower-superlink):
     serverapp_command: tuple[str, ...] = field(default_factory=default_serverapp_command)
     shutdown_grace: float = 5.0
+    serverappio_tls: bool = False
 
     @property
     def fleet_address(self) -> str:

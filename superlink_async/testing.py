@@ -27,10 +27,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from superlink_async.tls import CertificateFiles
 
 __all__ = [
     "LOOPBACK",
@@ -510,14 +513,38 @@ class FlowerApp:
         )
         if count != 1:
             raise ValueError(f"no num-server-rounds setting in {self.pyproject}")
-        table = f"[tool.flwr.federations.{self.federation}]"
-        if table not in text:
-            text += (
-                f"\n{table}\n"
-                f'address = "{LOOPBACK}:9093"  # replaced with --federation-config per call\n'
-                "insecure = true\n"
-            )
+        if _federation_header(self.federation) not in text:
+            text += _federation_table(self.federation, "insecure = true")
         self.pyproject.write_text(text)
+
+    def with_tls_federation(self, root_certificates: Path) -> FlowerApp:
+        """The app seen through a federation that dials TLS, trusting ``root_certificates``.
+
+        ``flwr --federation-config`` only overrides keys the table already has, so the CA path
+        is written into ``pyproject.toml`` (a later call with another CA rewrites it).
+        """
+        name = f"{self.federation}-tls"
+        setting = f"root-certificates = {_toml(str(root_certificates))}"
+        text = self.pyproject.read_text()
+        if _federation_header(name) in text:
+            text = re.sub(r"(?m)^root-certificates = .*$", lambda _: setting, text)
+        else:
+            text += _federation_table(name, setting)
+        self.pyproject.write_text(text)
+        return replace(self, federation=name)
+
+
+def _federation_header(name: str) -> str:
+    return f"[tool.flwr.federations.{name}]"
+
+
+def _federation_table(name: str, security: str) -> str:
+    """A federation with a placeholder address: :class:`FlowerCli` passes the real one."""
+    return (
+        f"\n{_federation_header(name)}\n"
+        f'address = "{LOOPBACK}:9093"  # replaced with --federation-config per call\n'
+        f"{security}\n"
+    )
 
 
 @dataclass(frozen=True)
@@ -683,6 +710,9 @@ def _toml(value: int | float | str | bool) -> str:
 class LocalFederation:
     """One SuperLink and N SuperNodes on 127.0.0.1, each with its own ``FLWR_HOME`` and log.
 
+    Plaintext (``--insecure``) unless ``tls`` is given: then the SuperLink serves with those
+    files and the SuperNodes and the CLI trust their CA.
+
     Use it as a context manager (or call :meth:`close`): whatever happens, every process it
     started and every descendant of them is gone afterwards.
     """
@@ -695,8 +725,10 @@ class LocalFederation:
         num_supernodes: int = 2,
         superlink_args: Sequence[str] = (),
         ready_timeout: float = 30.0,
+        tls: CertificateFiles | None = None,
     ) -> None:
         self.workdir = workdir
+        self.tls = tls
         self.superlink_command = list(superlink_command)
         self.superlink_args = list(superlink_args)
         self.num_supernodes = num_supernodes
@@ -738,11 +770,23 @@ class LocalFederation:
         """The SuperLink's full command line."""
         return [
             *self.superlink_command,
-            "--insecure",
+            *self._superlink_security_flags(),
             *self.ports.flags(),
             "--storage-dir",
             str(self.workdir / "superlink-ffs"),
             *self.superlink_args,
+        ]
+
+    def _superlink_security_flags(self) -> list[str]:
+        if self.tls is None:
+            return ["--insecure"]
+        return [
+            "--ssl-ca-certfile",
+            str(self.tls.ca_certfile),
+            "--ssl-certfile",
+            str(self.tls.certfile),
+            "--ssl-keyfile",
+            str(self.tls.keyfile),
         ]
 
     def start_superlink(self, *, wait: bool = True) -> ManagedProcess:
@@ -782,7 +826,7 @@ class LocalFederation:
         index = len(self.supernodes)
         argv = [
             str(venv_bin() / "flower-supernode"),
-            "--insecure",
+            *(["--root-certificates", str(self.tls.ca_certfile)] if self.tls else ["--insecure"]),
             "--superlink",
             self.ports.address(self.ports.fleet),
             "--clientappio-api-address",
@@ -806,6 +850,8 @@ class LocalFederation:
 
     def cli(self, app: FlowerApp) -> FlowerCli:
         """The ``flwr`` CLI for ``app`` against this federation's Exec API."""
+        if self.tls is not None:
+            app = app.with_tls_federation(self.tls.ca_certfile)
         return FlowerCli(app, self.ports.address(self.ports.exec), self.workdir / "cli-home")
 
     def processes(self) -> list[ManagedProcess]:

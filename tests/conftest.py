@@ -2,6 +2,9 @@
 
 import pytest
 
+from superlink_async.tls import CertificateFiles
+from tests.certificates import make_certificates
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
@@ -15,3 +18,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> CertificateFiles:
+    """A test CA and a server certificate for 127.0.0.1 signed by it (made once, not committed)."""
+    return make_certificates(tmp_path_factory.mktemp("tls"))

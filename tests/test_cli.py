@@ -28,9 +28,10 @@ from superlink_async.cli import app
 from superlink_async.config import Config, default_serverapp_command
 from superlink_async.exit_codes import ExitCode, SuperLinkExit, format_exit_message
 from superlink_async.logs import FlwrConsoleFormatter, logger
+from superlink_async.tls import CertificateFiles
 
-OUR_OPTIONS = {"--serverapp-command", "--shutdown-grace"}
-OUR_FIELDS = {"serverapp_command", "shutdown_grace"}
+OUR_OPTIONS = {"--serverapp-command", "--shutdown-grace", "--serverappio-tls"}
+OUR_FIELDS = {"serverapp_command", "shutdown_grace", "serverappio_tls"}
 SSL_FLAGS = ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile")
 ADDRESS_FLAGS = (
     "--serverappio-api-address",
@@ -103,7 +104,7 @@ def our_options() -> dict[str, click.Parameter]:
 # --- options, defaults and choices -------------------------------------------------------
 
 
-def test_option_names_are_flower_superlinks_plus_our_two(
+def test_option_names_are_flower_superlinks_plus_ours(
     reference_parser: argparse.ArgumentParser,
 ) -> None:
     """Every flower-superlink 1.18.0 option (and -h) exists; the only extras are ours."""
@@ -346,22 +347,69 @@ def test_certificate_that_is_not_a_file_is_named(
     assert not served
 
 
-def assert_refused_as_unsupported(result: Result) -> None:
-    """Status 1, and the last line is one ERROR record saying what is not supported yet."""
+def last_error_line(result: Result) -> str:
+    """Status 1, and the last line is one ERROR record (no traceback): its text."""
     assert result.exit_code == 1
     last = plain(result.output).splitlines()[-1]
     assert last.startswith(logged(logging.ERROR, ""))
-    assert "is not supported yet by superlink-async;" in last
+    return last
 
 
-def test_tls_is_refused_once_the_certificates_pass_the_checks(
+def assert_refused_as_unsupported(result: Result) -> None:
+    """Status 1, and the last line is one ERROR record saying what is not supported yet."""
+    assert "is not supported yet by superlink-async;" in last_error_line(result)
+
+
+def test_files_openssl_cannot_use_end_in_one_error_line(
     certificates: dict[str, Path], served: list[Config]
 ) -> None:
-    """Valid certificate files without --insecure: TLS is refused (not ignored); status 1."""
-    result = invoke(*as_args(certificates))
-    assert_refused_as_unsupported(result)
-    assert "TLS" in result.output
+    """Files that pass the reference's checks but hold no PEM (the reference then dies with a
+    gRPC traceback): one ERROR line naming the flag and the file; status 1."""
+    last = last_error_line(invoke(*as_args(certificates)))
+    assert f"--ssl-certfile {certificates['--ssl-certfile']} holds no PEM certificate" in last
     assert not served
+
+
+def tls_args(files: CertificateFiles) -> list[str]:
+    return as_args(
+        {
+            "--ssl-ca-certfile": files.ca_certfile,
+            "--ssl-certfile": files.certfile,
+            "--ssl-keyfile": files.keyfile,
+        }
+    )
+
+
+def test_usable_certificates_start_without_the_insecure_warning(
+    tls_files: CertificateFiles, served: list[Config]
+) -> None:
+    result = invoke(*tls_args(tls_files))
+    assert result.exit_code == 0, result.output
+    (config,) = served
+    assert not config.insecure
+    assert (config.ssl_certfile, config.ssl_keyfile, config.ssl_ca_certfile) == (
+        tls_files.certfile,
+        tls_files.keyfile,
+        tls_files.ca_certfile,
+    )
+    assert "--insecure" not in result.output
+
+
+def test_serverappio_tls_is_refused_with_subprocess_isolation(
+    tls_files: CertificateFiles, served: list[Config]
+) -> None:
+    """The flwr-serverapp children of --isolation subprocess cannot dial TLS (code 602)."""
+    last = last_error_line(invoke(*tls_args(tls_files), "--serverappio-tls"))
+    assert "--serverappio-tls cannot be used with --isolation subprocess" in last
+    assert not served
+
+
+def test_serverappio_tls_reaches_the_config_with_process_isolation(
+    tls_files: CertificateFiles, served: list[Config]
+) -> None:
+    result = invoke(*tls_args(tls_files), "--serverappio-tls", "--isolation", "process")
+    assert result.exit_code == 0, result.output
+    assert served[0].serverappio_tls
 
 
 @pytest.mark.parametrize(

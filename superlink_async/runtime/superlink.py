@@ -41,6 +41,7 @@ from superlink_async.services.serverappio import ServerAppIoService
 from superlink_async.state.base import LinkState
 from superlink_async.state.factory import open_state
 from superlink_async.storage import FabStore
+from superlink_async.tls import ListenerTls, listener_tls
 from superlink_async.transports.gate import CallGate
 from superlink_async.transports.grpc.server import serve_grpc
 from superlink_async.transports.grpc.servicers import (
@@ -125,6 +126,7 @@ class SuperLink:
     async def _open_parts(self, serverappio_address: Address) -> _Parts:
         """Open the state and build the services every listener delegates to."""
         config = self.config
+        tls = listener_tls(config)  # first: unusable certificates leave the database untouched
         state = await self._stack.enter_async_context(open_state(config.database, self._clock))
         self._state = state
         if interrupted := await state.fail_interrupted_runs(INTERRUPTED_RUN_DETAILS):
@@ -137,6 +139,7 @@ class SuperLink:
             else None
         )
         return _Parts(
+            tls=tls,
             state=state,
             scheduler=scheduler,
             exec=ExecService(
@@ -163,6 +166,7 @@ class SuperLink:
             [ExecServicer(parts.exec, self._gate)],
             address,
             "Flower Deployment Engine: Starting Exec API",
+            parts.tls.grpc,
         )
 
     async def _start_serverappio(self, parts: _Parts, address: Address) -> None:
@@ -172,6 +176,7 @@ class SuperLink:
             [ServerAppIoServicer(parts.serverappio, self._gate)],
             address,
             "Flower ECE: Starting ServerAppIo API (gRPC-rere)",
+            parts.tls.serverappio,
         )
 
     async def _start_fleet(self, parts: _Parts, listener: FleetListener) -> None:
@@ -183,6 +188,7 @@ class SuperLink:
                 [FleetServicer(parts.fleet, self._gate)],
                 listener.address,
                 "Flower ECE: Starting Fleet API (gRPC-rere)",
+                parts.tls.grpc,
             )
 
     async def _start_background(self, parts: _Parts) -> None:
@@ -202,6 +208,7 @@ class SuperLink:
 class _Parts:
     """What the listeners and background tasks of one SuperLink share."""
 
+    tls: ListenerTls
     state: LinkState
     scheduler: ServerAppScheduler | None
     exec: ExecService
@@ -236,8 +243,6 @@ def _parse_addresses(config: Config) -> tuple[Address, Address]:
 def _reject_unsupported(config: Config) -> None:
     """Options this version does not serve yet fail loudly instead of being ignored."""
     problems = []
-    if not config.insecure:
-        problems.append("TLS (run with --insecure)")
     if config.fleet_api_types != [FLEET_GRPC_RERE]:
         problems.append(f"--fleet-api-type {config.fleet_api_type}")
     if config.auth_list_public_keys is not None:

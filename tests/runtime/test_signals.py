@@ -40,7 +40,8 @@ def test_first_signal_is_graceful_and_a_second_forces_the_exit(
         assert process.stdout.readline().strip() == f"graceful {code}"
         process.send_signal(signum)
         assert process.wait(timeout=10) == 128 + signum
-        assert f"Received {signum.name} again: exiting now." in (process.stderr.read() or "")
+        assert process.stderr is not None
+        assert f"Received {signum.name} again: exiting now." in process.stderr.read()
     finally:
         process.kill()
         process.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl as _ssl
 from collections.abc import Collection
 from typing import Any
 
@@ -17,16 +18,18 @@ async def serve_grpc(
     handlers: Collection[Any],
     address: Address,
     banner: str,
+    ssl: _ssl.SSLContext | None = None,
     *,
     task_status: TaskStatus[None],
 ) -> None:
     """Listen on ``address`` until cancelled; report ``started`` once listening.
 
     A port that cannot be bound raises here, before ``started``, so the supervisor sees
-    the listener's crash with its cause.
+    the listener's crash with its cause. With ``ssl`` every connection must be TLS
+    (positional, because the supervisor passes arguments positionally).
     """
     server = Server(list(handlers))
-    await server.start(address.host, address.port, reuse_address=True)
+    await server.start(address.host, address.port, reuse_address=True, ssl=ssl)
     logger.info("%s on %s", banner, address)
     task_status.started()
     try:
