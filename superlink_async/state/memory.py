@@ -69,6 +69,23 @@ class _Tables:
     contexts: dict[int, Context] = field(default_factory=dict)
     logs: dict[int, list[tuple[float, str]]] = field(default_factory=dict)
     exchanges: dict[str, _Exchange] = field(default_factory=dict)  # in storage order
+    # Per node, the ids of its undelivered instructions in storage order (a dict as an
+    # ordered set), so a pull costs what the node has waiting, not what everyone has.
+    waiting: dict[int, dict[str, None]] = field(default_factory=dict)
+
+    def forget(self, message_id: str) -> None:
+        """Drop an exchange and its place in the waiting index."""
+        exchange = self.exchanges.pop(message_id, None)
+        if exchange is not None and not exchange.delivered:
+            self.unwait(exchange.instruction.metadata.dst_node_id, message_id)
+
+    def unwait(self, node_id: int, message_id: str) -> None:
+        """Take an instruction out of its node's queue (delivered or gone)."""
+        queue = self.waiting.get(node_id)
+        if queue is not None:
+            queue.pop(message_id, None)
+            if not queue:
+                del self.waiting[node_id]
 
 
 class InMemoryLinkState:
@@ -265,6 +282,9 @@ class InMemoryLinkState:
         stored = _copy(message)
         stored.metadata.message_id = rules.new_message_id()
         tables.exchanges[stored.metadata.message_id] = _Exchange(stored)
+        tables.waiting.setdefault(stored.metadata.dst_node_id, {})[stored.metadata.message_id] = (
+            None
+        )
         return stored.metadata.message_id
 
     async def store_message_res(self, message: Message) -> str:
@@ -285,18 +305,17 @@ class InMemoryLinkState:
     async def pull_message_ins(self, node_id: int, limit: int = 1) -> list[Message]:
         """Hand out and mark delivered, in one step, a node's oldest waiting instructions."""
         now = self._clock()
+        tables = self._tables
         pulled: list[Message] = []
-        for exchange in self._tables.exchanges.values():
+        for message_id in list(tables.waiting.get(node_id, ())):
             if len(pulled) >= limit:
                 break
-            metadata = exchange.instruction.metadata
-            if (
-                not exchange.delivered
-                and metadata.dst_node_id == node_id
-                and not rules.is_expired(metadata, now)
-            ):
-                exchange.delivered = True
-                pulled.append(_copy(exchange.instruction))
+            exchange = tables.exchanges[message_id]
+            if rules.is_expired(exchange.instruction.metadata, now):
+                continue
+            tables.unwait(node_id, message_id)
+            exchange.delivered = True
+            pulled.append(_copy(exchange.instruction))
         return pulled
 
     async def take_replies(self, run_id: int, message_ids: Sequence[str]) -> list[Message]:
@@ -315,7 +334,7 @@ class InMemoryLinkState:
         for message_id in wanted:
             result = self._result_for(message_id, now)
             if result is not None:
-                exchanges.pop(message_id, None)
+                self._tables.forget(message_id)
                 results.append(result)
         return results
 
@@ -328,7 +347,7 @@ class InMemoryLinkState:
             if exchange.instruction.metadata.run_id == run_id
         ]
         for message_id in doomed:
-            del exchanges[message_id]
+            self._tables.forget(message_id)
         return len(doomed)
 
     async def purge_expired_messages(self) -> int:
@@ -338,7 +357,7 @@ class InMemoryLinkState:
         removed = 0
         for message_id, exchange in list(exchanges.items()):
             if rules.is_expired(exchange.instruction.metadata, now):
-                del exchanges[message_id]
+                self._tables.forget(message_id)
                 removed += 1 if exchange.reply is None else 2
             elif exchange.reply is not None and rules.is_expired(exchange.reply.metadata, now):
                 exchange.reply = None
