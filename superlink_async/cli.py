@@ -33,6 +33,7 @@ from superlink_async.config import (
     Address,
     AddressError,
     Config,
+    ConfigError,
     default_serverapp_command,
     default_storage_dir,
 )
@@ -59,6 +60,24 @@ def _expand_long_option_prefix(name: str) -> str:
     if len(name) > 1 and name not in names and len(matches) == 1:
         return matches[0]
     return name
+
+
+class FleetApiTypes(click.ParamType):
+    """One Fleet API type, as in the reference, or several separated by commas."""
+
+    name = "{" + ",".join(FLEET_API_TYPES) + "}[,...]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """Check every listed type; an unknown one is a usage error (status 2)."""
+        unknown = [part for part in str(value).split(",") if part.strip() not in FLEET_API_TYPES]
+        if unknown:
+            self.fail(
+                f"{', '.join(map(repr, unknown))} is not one of "
+                f"{', '.join(map(repr, FLEET_API_TYPES))}.",
+                param,
+                ctx,
+            )
+        return str(value)
 
 
 class CommandLine(click.ParamType):
@@ -215,9 +234,10 @@ def superlink(
     fleet_api_type: Annotated[
         str,
         typer.Option(
-            click_type=click.Choice(FLEET_API_TYPES),
-            help="Transport of the Fleet API that SuperNodes connect to. "
-            f"{_NOT_YET}`grpc-adapter`, `rest`.",
+            click_type=FleetApiTypes(),
+            help="Transport of the Fleet API that SuperNodes connect to. (superlink-async) "
+            "Several, separated by commas (e.g. grpc-rere,rest), are served side by side "
+            "from one process and one state.",
         ),
     ] = FLEET_GRPC_RERE,
     fleet_api_address: Annotated[
@@ -225,7 +245,8 @@ def superlink(
         typer.Option(
             metavar=_ADDRESS,
             show_default=f"{DEFAULT_FLEET_GRPC_ADDRESS}, or {DEFAULT_FLEET_REST_ADDRESS} for rest",
-            help="Bind address of the Fleet API.",
+            help="Bind address of the Fleet API. With several --fleet-api-type values, one "
+            "address per type, separated by commas, in the same order.",
         ),
     ] = None,
     fleet_api_num_workers: Annotated[
@@ -361,7 +382,7 @@ def _check(config: Config) -> None:
             f"`--executor {config.executor}`",
             f"only the default `{DEPLOYMENT_EXECUTOR}` is",
         )
-    _parse_address(config.fleet_address)
+    _check_fleet_listeners(config)
     if config.fleet_api_num_workers != 1:
         logger.warning(
             "The Fleet API currently supports only 1 worker. You have specified %d workers. "
@@ -369,8 +390,6 @@ def _check(config: Config) -> None:
             "Proceeding with a single worker.",
             config.fleet_api_num_workers,
         )
-    if config.fleet_api_type != FLEET_GRPC_RERE:
-        _unsupported(f"`--fleet-api-type {config.fleet_api_type}`", f"use `{FLEET_GRPC_RERE}`")
     if config.auth_superlink_private_key or config.auth_superlink_public_key:
         logger.warning(
             "The `--auth-superlink-private-key` and `--auth-superlink-public-key` arguments "
@@ -382,6 +401,17 @@ def _check(config: Config) -> None:
             "Node authentication (`--auth-list-public-keys`)",
             "omit the option to let every SuperNode connect",
         )
+
+
+def _check_fleet_listeners(config: Config) -> None:
+    """Fleet types and addresses that cannot work together end start-up with one line."""
+    try:
+        config.fleet_listeners()
+    except AddressError as exc:
+        raise SuperLinkExit(ExitCode.COMMON_ADDRESS_INVALID, str(exc)) from exc
+    except ConfigError as exc:
+        logger.error("%s", exc)
+        sys.exit(1)
 
 
 def _parse_address(address: str) -> None:

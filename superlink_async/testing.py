@@ -32,6 +32,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
+from superlink_async.config import FLEET_GRPC_ADAPTER, FLEET_GRPC_RERE, FLEET_REST
+
 if TYPE_CHECKING:
     from superlink_async.tls import CertificateFiles
 
@@ -726,14 +728,22 @@ class LocalFederation:
         superlink_args: Sequence[str] = (),
         ready_timeout: float = 30.0,
         tls: CertificateFiles | None = None,
+        fleet_api_types: Sequence[str] = (FLEET_GRPC_RERE,),
     ) -> None:
         self.workdir = workdir
         self.tls = tls
+        #: Fleet transports the SuperLink serves; SuperNodes take them in turn.
+        self.fleet_api_types = list(fleet_api_types)
         self.superlink_command = list(superlink_command)
         self.superlink_args = list(superlink_args)
         self.num_supernodes = num_supernodes
         self.ready_timeout = ready_timeout
         self.ports = SuperLinkPorts.allocate()
+        #: One Fleet port per transport; the first is ``ports.fleet``.
+        self.fleet_ports = {
+            kind: self.ports.fleet if index == 0 else free_port()
+            for index, kind in enumerate(self.fleet_api_types)
+        }
         self.superlink: ManagedProcess | None = None
         #: Every SuperLink process started, in order (a restart adds one).
         self.superlinks: list[ManagedProcess] = []
@@ -772,10 +782,18 @@ class LocalFederation:
             *self.superlink_command,
             *self._superlink_security_flags(),
             *self.ports.flags(),
+            *self._fleet_flags(),
             "--storage-dir",
             str(self.workdir / "superlink-ffs"),
             *self.superlink_args,
         ]
+
+    def _fleet_flags(self) -> list[str]:
+        """Several Fleet transports (superlink-async only); later flags override ports.flags()."""
+        if self.fleet_api_types == [FLEET_GRPC_RERE]:
+            return []
+        addresses = ",".join(self.ports.address(port) for port in self.fleet_ports.values())
+        return ["--fleet-api-type", ",".join(self.fleet_ports), "--fleet-api-address", addresses]
 
     def _superlink_security_flags(self) -> list[str]:
         if self.tls is None:
@@ -816,7 +834,7 @@ class LocalFederation:
         process = self.require_superlink()
         deadline = time.monotonic() + self.ready_timeout
         try:
-            for port in (self.ports.exec, self.ports.serverappio, self.ports.fleet):
+            for port in (self.ports.exec, self.ports.serverappio, *self.fleet_ports.values()):
                 wait_for_port(port, max(deadline - time.monotonic(), 0.0), alive=process.alive)
         except (RuntimeError, WaitTimeout) as exc:
             raise RuntimeError(f"SuperLink did not become ready: {exc}\n{process.tail()}") from exc
@@ -824,11 +842,21 @@ class LocalFederation:
     def start_supernode(self) -> ManagedProcess:
         """Start one more ``flower-supernode`` with its own ClientAppIo port and ``FLWR_HOME``."""
         index = len(self.supernodes)
+        kind = self.fleet_api_types[index % len(self.fleet_api_types)]
+        address = self.ports.address(self.fleet_ports[kind])
+        transport = {
+            FLEET_GRPC_RERE: [],
+            FLEET_GRPC_ADAPTER: ["--grpc-adapter"],
+            FLEET_REST: ["--rest"],
+        }[kind]
+        if kind == FLEET_REST:
+            address = f"{'https' if self.tls else 'http'}://{address}"
         argv = [
             str(venv_bin() / "flower-supernode"),
             *(["--root-certificates", str(self.tls.ca_certfile)] if self.tls else ["--insecure"]),
+            *transport,
             "--superlink",
-            self.ports.address(self.ports.fleet),
+            address,
             "--clientappio-api-address",
             f"{LOOPBACK}:{free_port()}",
         ]

@@ -111,14 +111,35 @@ def test_option_names_are_flower_superlinks_plus_ours(
     assert set(our_options()) == reference_options(reference_parser) | OUR_OPTIONS
 
 
-@pytest.mark.parametrize("option", ["--isolation", "--fleet-api-type"])
-def test_choices_equal_the_reference(
-    reference_parser: argparse.ArgumentParser, option: str
+def test_isolation_choices_equal_the_reference(
+    reference_parser: argparse.ArgumentParser,
 ) -> None:
-    """Options with a fixed set of values accept exactly the reference's values."""
-    param_type = our_options()[option].type
+    """--isolation accepts exactly the reference's values."""
+    param_type = our_options()["--isolation"].type
     assert isinstance(param_type, click.Choice)
-    assert tuple(param_type.choices) == reference_choices(reference_parser, option)
+    assert tuple(param_type.choices) == reference_choices(reference_parser, "--isolation")
+
+
+def test_every_reference_fleet_api_type_is_accepted_alone_or_listed(
+    reference_parser: argparse.ArgumentParser, served: list[Config]
+) -> None:
+    """Each of the reference's --fleet-api-type values works as is; ours also takes lists."""
+    types = reference_choices(reference_parser, "--fleet-api-type")
+    for kind in types:
+        assert invoke("--insecure", "--fleet-api-type", kind).exit_code == 0
+    listed = ",".join(types)
+    addresses = "127.0.0.1:9201,127.0.0.1:9202,127.0.0.1:9203"
+    result = invoke("--insecure", "--fleet-api-type", listed, "--fleet-api-address", addresses)
+    assert result.exit_code == 0, result.output
+    assert [listener.api_type for listener in served[-1].fleet_listeners()] == list(types)
+
+
+def test_fleet_types_without_enough_addresses_are_one_error_line(served: list[Config]) -> None:
+    """Two gRPC transports would both default to port 9092: refused before serving."""
+    result = invoke("--insecure", "--fleet-api-type", "grpc-rere,grpc-adapter")
+    assert result.exit_code == 1
+    assert "would bind the same address" in last_error_line(result)
+    assert not served
 
 
 def test_defaults_equal_the_reference(
@@ -415,8 +436,6 @@ def test_serverappio_tls_reaches_the_config_with_process_isolation(
 @pytest.mark.parametrize(
     "args",
     [
-        ["--fleet-api-type", "rest"],
-        ["--fleet-api-type", "grpc-adapter"],
         ["--auth-list-public-keys", "keys.csv"],
         ["--executor", "flwr.superexec.simulation:executor"],
     ],
@@ -424,7 +443,7 @@ def test_serverappio_tls_reaches_the_config_with_process_isolation(
 def test_unsupported_options_are_refused_in_one_error_line(
     args: list[str], served: list[Config]
 ) -> None:
-    """REST, GrpcAdapter, node auth and other executors end with one ERROR line, status 1."""
+    """Node auth and other executors end with one ERROR line, status 1."""
     result = invoke("--insecure", *args)
     assert_refused_as_unsupported(result)
     assert args[0] in result.output

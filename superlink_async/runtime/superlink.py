@@ -23,7 +23,9 @@ from typing import Any
 import anyio
 
 from superlink_async.config import (
+    FLEET_GRPC_ADAPTER,
     FLEET_GRPC_RERE,
+    FLEET_REST,
     ISOLATION_SUBPROCESS,
     Address,
     AddressError,
@@ -43,12 +45,14 @@ from superlink_async.state.factory import open_state
 from superlink_async.storage import FabStore
 from superlink_async.tls import ListenerTls, listener_tls
 from superlink_async.transports.gate import CallGate
+from superlink_async.transports.grpc.adapter import GrpcAdapterServicer
 from superlink_async.transports.grpc.server import serve_grpc
 from superlink_async.transports.grpc.servicers import (
     ExecServicer,
     FleetServicer,
     ServerAppIoServicer,
 )
+from superlink_async.transports.rest import fleet_rest_app, serve_rest
 
 #: How often expired messages are swept from the state (the reference never does).
 PURGE_INTERVAL = 60.0
@@ -190,6 +194,24 @@ class SuperLink:
                 "Flower ECE: Starting Fleet API (gRPC-rere)",
                 parts.tls.grpc,
             )
+        elif listener.api_type == FLEET_GRPC_ADAPTER:
+            await self._require_supervisor().start(
+                "fleet-grpc-adapter-api",
+                serve_grpc,
+                [GrpcAdapterServicer(parts.fleet, self._gate)],
+                listener.address,
+                "Flower ECE: Starting Fleet API (GrpcAdapter)",
+                parts.tls.grpc,
+            )
+        elif listener.api_type == FLEET_REST:
+            await self._require_supervisor().start(
+                "fleet-rest-api",
+                serve_rest,
+                fleet_rest_app(parts.fleet, self._gate),
+                listener.address,
+                "Starting Flower REST server",
+                parts.tls.rest,
+            )
 
     async def _start_background(self, parts: _Parts) -> None:
         """Tasks that serve no port: the ServerApp scheduler and the message purger."""
@@ -243,8 +265,6 @@ def _parse_addresses(config: Config) -> tuple[Address, Address]:
 def _reject_unsupported(config: Config) -> None:
     """Options this version does not serve yet fail loudly instead of being ignored."""
     problems = []
-    if config.fleet_api_types != [FLEET_GRPC_RERE]:
-        problems.append(f"--fleet-api-type {config.fleet_api_type}")
     if config.auth_list_public_keys is not None:
         problems.append("node authentication (--auth-list-public-keys)")
     if problems:

@@ -14,6 +14,7 @@ class Status(Enum):
     FAILED_PRECONDITION = "failed_precondition"
     UNIMPLEMENTED = "unimplemented"
     UNAVAILABLE = "unavailable"
+    UNAUTHENTICATED = "unauthenticated"
 
 
 class ServiceError(Exception):

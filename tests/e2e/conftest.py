@@ -92,12 +92,18 @@ def make_federation(
     """Start federations on demand; afterwards every process is gone (logs shown on failure)."""
     created: list[LocalFederation] = []
 
-    def make(*, num_supernodes: int = 2, superlink_args: Sequence[str] = ()) -> LocalFederation:
+    def make(
+        *,
+        num_supernodes: int = 2,
+        superlink_args: Sequence[str] = (),
+        fleet_api_types: Sequence[str] = ("grpc-rere",),
+    ) -> LocalFederation:
         federation = LocalFederation(
             tmp_path / f"federation-{len(created)}",
             superlink_command,
             num_supernodes=num_supernodes,
             superlink_args=superlink_args,
+            fleet_api_types=fleet_api_types,
         )
         created.append(federation)
         federation.start()

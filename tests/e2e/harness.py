@@ -103,7 +103,11 @@ class FederationFactory(Protocol):
     """Starts a federation that the fixture closes after the test."""
 
     def __call__(
-        self, *, num_supernodes: int = 2, superlink_args: Sequence[str] = ()
+        self,
+        *,
+        num_supernodes: int = 2,
+        superlink_args: Sequence[str] = (),
+        fleet_api_types: Sequence[str] = ("grpc-rere",),
     ) -> LocalFederation: ...
 
 
