@@ -34,11 +34,13 @@ from superlink_async.config import (
     AddressError,
     Config,
     ConfigError,
+    check_node_auth_transports,
     default_serverapp_command,
     default_storage_dir,
 )
 from superlink_async.exit_codes import ExitCode, SuperLinkExit
 from superlink_async.logs import configure_logging, logger
+from superlink_async.services.node_auth import KeyListError, load_known_public_keys
 from superlink_async.state.factory import IN_MEMORY_DATABASE
 from superlink_async.tls import TlsError, listener_tls
 
@@ -397,10 +399,15 @@ def _check(config: Config) -> None:
             "longer requires these arguments."
         )
     if config.auth_list_public_keys:
-        _unsupported(
-            "Node authentication (`--auth-list-public-keys`)",
-            "omit the option to let every SuperNode connect",
-        )
+        try:
+            load_known_public_keys(config.auth_list_public_keys)
+        except KeyListError as exc:
+            sys.exit(str(exc))  # plain text on stderr, as the reference exits
+    try:
+        check_node_auth_transports(config)
+    except ConfigError as exc:
+        logger.error("%s", exc)
+        sys.exit(1)
 
 
 def _check_fleet_listeners(config: Config) -> None:

@@ -190,3 +190,18 @@ class Config:
             DEFAULT_FLEET_REST_ADDRESS if kind == FLEET_REST else DEFAULT_FLEET_GRPC_ADDRESS
             for kind in self.fleet_api_types
         ]
+
+
+def check_node_auth_transports(config: Config) -> None:
+    """With a key list, refuse Fleet transports whose 1.18 clients cannot authenticate.
+
+    The reference silently ignored the list for REST and the GrpcAdapter, letting any node
+    in; refusing the combination keeps unknown nodes away from work.
+    """
+    unsigned = [kind for kind in config.fleet_api_types if kind != FLEET_GRPC_RERE]
+    if config.auth_list_public_keys is not None and unsigned:
+        raise ConfigError(
+            f"--auth-list-public-keys cannot be used with --fleet-api-type {','.join(unsigned)}: "
+            "REST and GrpcAdapter SuperNodes cannot authenticate, so unknown nodes would get "
+            "work. Serve those SuperNodes over grpc-rere, or drop the key list."
+        )

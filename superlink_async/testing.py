@@ -839,7 +839,7 @@ class LocalFederation:
         except (RuntimeError, WaitTimeout) as exc:
             raise RuntimeError(f"SuperLink did not become ready: {exc}\n{process.tail()}") from exc
 
-    def start_supernode(self) -> ManagedProcess:
+    def start_supernode(self, extra_args: Sequence[str] = ()) -> ManagedProcess:
         """Start one more ``flower-supernode`` with its own ClientAppIo port and ``FLWR_HOME``."""
         index = len(self.supernodes)
         kind = self.fleet_api_types[index % len(self.fleet_api_types)]
@@ -859,6 +859,7 @@ class LocalFederation:
             address,
             "--clientappio-api-address",
             f"{LOOPBACK}:{free_port()}",
+            *extra_args,
         ]
         process = ManagedProcess(
             f"supernode-{index}",

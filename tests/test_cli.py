@@ -436,14 +436,13 @@ def test_serverappio_tls_reaches_the_config_with_process_isolation(
 @pytest.mark.parametrize(
     "args",
     [
-        ["--auth-list-public-keys", "keys.csv"],
         ["--executor", "flwr.superexec.simulation:executor"],
     ],
 )
 def test_unsupported_options_are_refused_in_one_error_line(
     args: list[str], served: list[Config]
 ) -> None:
-    """Node auth and other executors end with one ERROR line, status 1."""
+    """Other executors end with one ERROR line, status 1."""
     result = invoke("--insecure", *args)
     assert_refused_as_unsupported(result)
     assert args[0] in result.output
@@ -518,3 +517,27 @@ def test_configuration_reference_lists_every_option() -> None:
     for option in our_options():
         if option.startswith("--") and option != "--help":
             assert f"| `{option}` |" in page
+
+
+def test_a_missing_key_list_exits_with_the_reference_text(
+    tmp_path: Path, served: list[Config]
+) -> None:
+    missing = tmp_path / "keys.csv"
+    result = invoke("--insecure", "--auth-list-public-keys", str(missing))
+    assert result.exit_code == 1
+    assert f"known public keys CSV file does not exist: {missing}." in result.output
+    assert not served
+
+
+def test_a_key_list_with_rest_is_refused_in_one_error_line(
+    tmp_path: Path, served: list[Config]
+) -> None:
+    """REST SuperNodes cannot sign their calls: with a key list they would bypass it."""
+    keys = tmp_path / "keys.csv"
+    keys.write_text("")
+    result = invoke("--insecure", "--auth-list-public-keys", str(keys), "--fleet-api-type", "rest")
+    assert result.exit_code == 1
+    assert "--auth-list-public-keys cannot be used with --fleet-api-type rest" in last_error_line(
+        result
+    )
+    assert not served

@@ -31,6 +31,7 @@ from superlink_async.config import (
     AddressError,
     Config,
     FleetListener,
+    check_node_auth_transports,
 )
 from superlink_async.exit_codes import ExitCode, SuperLinkExit
 from superlink_async.logs import logger
@@ -38,6 +39,7 @@ from superlink_async.runtime.scheduler import ServerAppScheduler
 from superlink_async.runtime.supervisor import Supervisor, TaskFunction
 from superlink_async.services.exec import ExecService
 from superlink_async.services.fleet import FleetService
+from superlink_async.services.node_auth import NodeAuthenticator, load_known_public_keys
 from superlink_async.services.runs import RunEvents
 from superlink_async.services.serverappio import ServerAppIoService
 from superlink_async.state.base import LinkState
@@ -90,7 +92,7 @@ class SuperLink:
 
     async def __aenter__(self) -> SuperLink:
         addresses = _parse_addresses(self.config)
-        _reject_unsupported(self.config)
+        check_node_auth_transports(self.config)
         await self._stack.__aenter__()
         try:
             await self._start(*addresses)
@@ -137,6 +139,7 @@ class SuperLink:
             logger.warning("Marked interrupted run(s) as failed: %s", interrupted)
         fabs = FabStore(config.storage_dir)
         events = RunEvents()
+        node_auth = await _node_authenticator(config, state, self._clock)
         scheduler = (
             ServerAppScheduler(state, events, config.serverapp_command, serverappio_address)
             if config.isolation == ISOLATION_SUBPROCESS
@@ -161,6 +164,7 @@ class SuperLink:
                 clock=self._clock,
             ),
             fleet=FleetService(state, fabs, clock=self._clock),
+            node_auth=node_auth,
         )
 
     async def _start_exec(self, parts: _Parts, address: Address) -> None:
@@ -189,7 +193,7 @@ class SuperLink:
             await self._require_supervisor().start(
                 "fleet-api",
                 serve_grpc,
-                [FleetServicer(parts.fleet, self._gate)],
+                [FleetServicer(parts.fleet, self._gate, parts.node_auth)],
                 listener.address,
                 "Flower ECE: Starting Fleet API (gRPC-rere)",
                 parts.tls.grpc,
@@ -236,6 +240,7 @@ class _Parts:
     exec: ExecService
     serverappio: ServerAppIoService
     fleet: FleetService
+    node_auth: NodeAuthenticator
 
 
 async def _nothing_to_stop(run_id: int) -> None:
@@ -262,10 +267,14 @@ def _parse_addresses(config: Config) -> tuple[Address, Address]:
         raise SuperLinkExit(ExitCode.COMMON_ADDRESS_INVALID, str(exc)) from exc
 
 
-def _reject_unsupported(config: Config) -> None:
-    """Options this version does not serve yet fail loudly instead of being ignored."""
-    problems = []
-    if config.auth_list_public_keys is not None:
-        problems.append("node authentication (--auth-list-public-keys)")
-    if problems:
-        raise ValueError("Not supported yet by superlink-async: " + ", ".join(problems))
+async def _node_authenticator(
+    config: Config, state: LinkState, clock: Callable[[], float]
+) -> NodeAuthenticator:
+    """Load the known keys (replacing the stored list, as the reference does), if any."""
+    if config.auth_list_public_keys is None:
+        logger.debug("Automatic node authentication enabled")
+        return NodeAuthenticator(state, clock=clock)
+    keys = load_known_public_keys(config.auth_list_public_keys)
+    await state.replace_known_public_keys(keys)
+    logger.info("Node authentication enabled with %d known public keys", len(set(keys)))
+    return NodeAuthenticator(state, keys, clock=clock)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from superlink_async.testing import venv_bin
+from superlink_async.tls import CertificateFiles
 from tests.e2e.harness import (
     APP_ROUNDS,
     FederationFactory,
@@ -97,6 +98,7 @@ def make_federation(
         num_supernodes: int = 2,
         superlink_args: Sequence[str] = (),
         fleet_api_types: Sequence[str] = ("grpc-rere",),
+        tls: CertificateFiles | None = None,
     ) -> LocalFederation:
         federation = LocalFederation(
             tmp_path / f"federation-{len(created)}",
@@ -104,6 +106,7 @@ def make_federation(
             num_supernodes=num_supernodes,
             superlink_args=superlink_args,
             fleet_api_types=fleet_api_types,
+            tls=tls,
         )
         created.append(federation)
         federation.start()

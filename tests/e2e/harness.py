@@ -33,6 +33,7 @@ from superlink_async.testing import (
     strip_ansi,
     wait_for,
 )
+from superlink_async.tls import CertificateFiles
 
 __all__ = [
     "COMPLETED",
@@ -108,6 +109,7 @@ class FederationFactory(Protocol):
         num_supernodes: int = 2,
         superlink_args: Sequence[str] = (),
         fleet_api_types: Sequence[str] = ("grpc-rere",),
+        tls: CertificateFiles | None = None,
     ) -> LocalFederation: ...
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from grpclib.client import Channel
 from superlink_async import Config, ExitCode, SuperLink, SuperLinkExit
 from superlink_async.config import ISOLATION_PROCESS, Address
 from superlink_async.wire import exec_grpc, exec_pb2, fleet_grpc, fleet_pb2
+from tests.node_keys import NodeKey
 from tests.ports import loopback
 
 pytestmark = pytest.mark.anyio
@@ -46,7 +48,8 @@ async def test_serves_every_api_while_the_block_runs(config: Config) -> None:
         assert config.fleet_api_address is not None
         with channel_to(config.fleet_api_address) as channel:
             node = await fleet_grpc.FleetStub(channel).CreateNode(
-                fleet_pb2.CreateNodeRequest(ping_interval=30)
+                fleet_pb2.CreateNodeRequest(ping_interval=30),
+                metadata=NodeKey().metadata(time.time()),
             )
         assert node.node.node_id > 1
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from grpclib.server import Stream
 
 from superlink_async.services.exec import ExecService
 from superlink_async.services.fleet import FleetService
+from superlink_async.services.node_auth import NodeAuthenticator
 from superlink_async.services.serverappio import ServerAppIoService
 from superlink_async.transports.gate import CallGate
 from superlink_async.transports.grpc.calls import server_streaming, unary
@@ -17,32 +19,48 @@ AnyStream = Stream[Any, Any]
 
 
 class FleetServicer(fleet_grpc.FleetBase):
-    """``flwr.proto.Fleet`` (grpc-rere)."""
+    """``flwr.proto.Fleet`` (grpc-rere); with an authenticator, every call is signed."""
 
-    def __init__(self, service: FleetService, gate: CallGate) -> None:
+    def __init__(
+        self, service: FleetService, gate: CallGate, auth: NodeAuthenticator | None = None
+    ) -> None:
         self._service = service
         self._gate = gate
+        self._auth = auth
+
+    async def _serve(
+        self, stream: AnyStream, method: str, handler: Callable[[Any], Awaitable[Any]]
+    ) -> None:
+        auth = self._auth
+        if auth is None:
+            await unary(stream, handler, self._gate)
+            return
+
+        async def authenticated(request: Any) -> Any:
+            return await auth.call(method, stream.metadata or {}, request, handler)
+
+        await unary(stream, authenticated, self._gate)
 
     async def CreateNode(self, stream: AnyStream) -> None:
-        await unary(stream, self._service.create_node, self._gate)
+        await self._serve(stream, "CreateNode", self._service.create_node)
 
     async def DeleteNode(self, stream: AnyStream) -> None:
-        await unary(stream, self._service.delete_node, self._gate)
+        await self._serve(stream, "DeleteNode", self._service.delete_node)
 
     async def Ping(self, stream: AnyStream) -> None:
-        await unary(stream, self._service.ping, self._gate)
+        await self._serve(stream, "Ping", self._service.ping)
 
     async def PullMessages(self, stream: AnyStream) -> None:
-        await unary(stream, self._service.pull_messages, self._gate)
+        await self._serve(stream, "PullMessages", self._service.pull_messages)
 
     async def PushMessages(self, stream: AnyStream) -> None:
-        await unary(stream, self._service.push_messages, self._gate)
+        await self._serve(stream, "PushMessages", self._service.push_messages)
 
     async def GetRun(self, stream: AnyStream) -> None:
-        await unary(stream, self._service.get_run, self._gate)
+        await self._serve(stream, "GetRun", self._service.get_run)
 
     async def GetFab(self, stream: AnyStream) -> None:
-        await unary(stream, self._service.get_fab, self._gate)
+        await self._serve(stream, "GetFab", self._service.get_fab)
 
 
 class ServerAppIoServicer(serverappio_grpc.ServerAppIoBase):

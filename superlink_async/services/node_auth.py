@@ -1,0 +1,177 @@
+"""Node authentication, flwr 1.18 scheme, for the gRPC Fleet API.
+
+Every Fleet call of a 1.18 SuperNode carries its public key (PEM), the current time (ISO)
+and an ECDSA-SHA256 signature over that time. With a key list (``--auth-list-public-keys``)
+only listed keys may call; without one any well-signed call is accepted and the key is the
+node's identity ("automatic node authentication"). The key is bound to the node that
+CreateNode made, and every later call must name that node.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from superlink_async.config import ConfigError
+from superlink_async.logs import logger
+from superlink_async.services.errors import ServiceError, Status
+from superlink_async.state.base import LinkState, PublicKeyInUseError, StateError
+
+PUBLIC_KEY_HEADER = "flwr-public-key-bin"
+TIMESTAMP_HEADER = "flwr-timestamp"
+SIGNATURE_HEADER = "flwr-signature-bin"
+
+#: A timestamp may be this far ahead of our clock (seconds)...
+MAX_CLOCK_AHEAD = 5.0
+#: ...and this old: the reference's 10 s tolerance plus 5 s of clock skew.
+MAX_AGE = 15.0
+
+ResponseT = TypeVar("ResponseT")
+
+
+class KeyListError(ConfigError):
+    """The ``--auth-list-public-keys`` file is missing or holds something else than EC keys."""
+
+
+def load_known_public_keys(path: Path) -> list[bytes]:
+    """Every OpenSSH EC public key in the CSV, as PEM SubjectPublicKeyInfo bytes."""
+    if not path.exists():
+        raise KeyListError(
+            "The provided path to the known public keys CSV file does not exist: "
+            f"{path}. Please provide the CSV file path containing known public keys "
+            "to '--auth-list-public-keys'."
+        )
+    keys = []
+    with path.open(newline="", encoding="utf-8") as csv_file:
+        for cell in (cell for row in csv.reader(csv_file) for cell in row):
+            try:
+                key = serialization.load_ssh_public_key(cell.strip().encode())
+            except (ValueError, UnsupportedAlgorithm):
+                key = None
+            if not isinstance(key, ec.EllipticCurvePublicKey):
+                # The reference crashed with a traceback on malformed cells; one line instead.
+                raise KeyListError(
+                    "Error: Unable to parse the public keys in the CSV file. Please ensure "
+                    "that the CSV file path points to a valid known SSH public keys files "
+                    "and try again."
+                )
+            keys.append(
+                key.public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+            )
+    return keys
+
+
+@functools.lru_cache(maxsize=65536)
+def _public_key(pem: bytes) -> ec.EllipticCurvePublicKey | None:
+    """Parse a key once per distinct PEM: every call of a node carries the same bytes."""
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except (ValueError, UnsupportedAlgorithm):
+        return None
+    return key if isinstance(key, ec.EllipticCurvePublicKey) else None
+
+
+def _unauthenticated(message: str) -> ServiceError:
+    return ServiceError(Status.UNAUTHENTICATED, message)
+
+
+class NodeAuthenticator:
+    """Checks the signed metadata of Fleet calls and binds keys to nodes."""
+
+    def __init__(
+        self,
+        state: LinkState,
+        known_keys: Collection[bytes] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._state = state
+        self._known = None if known_keys is None else frozenset(known_keys)
+        self._clock = clock
+
+    async def call(
+        self,
+        method: str,
+        metadata: Mapping[str, Any],
+        request: Any,
+        handler: Callable[[Any], Awaitable[ResponseT]],
+    ) -> ResponseT:
+        """Authenticate one Fleet call, run it, and bind the key after CreateNode."""
+        public_key = self.verify(metadata)
+        if method == "CreateNode":
+            response = await handler(request)
+            await self._bind(public_key, response.node.node_id)  # type: ignore[attr-defined]
+            return response
+        node_id = await self._state.get_node_id(public_key)
+        if node_id is None or request.node.node_id != node_id:
+            raise _unauthenticated("Invalid node ID")
+        return await handler(request)
+
+    def verify(self, metadata: Mapping[str, Any]) -> bytes:
+        """The caller's PEM key if its metadata is complete, known, signed and fresh."""
+        public_key = metadata.get(PUBLIC_KEY_HEADER)
+        timestamp = metadata.get(TIMESTAMP_HEADER)
+        signature = metadata.get(SIGNATURE_HEADER)
+        if not (
+            isinstance(public_key, bytes)
+            and isinstance(timestamp, str)
+            and isinstance(signature, bytes)
+        ):
+            raise _unauthenticated("Missing authentication metadata")
+        if self._known is not None and public_key not in self._known:
+            raise _unauthenticated("Public key not recognized")
+        key = _public_key(public_key)
+        try:
+            if key is None:
+                raise InvalidSignature
+            key.verify(signature, timestamp.encode("ascii"), ec.ECDSA(hashes.SHA256()))
+        except (InvalidSignature, UnicodeEncodeError) as exc:
+            raise _unauthenticated("Invalid signature") from exc
+        if not self._is_fresh(timestamp):
+            raise _unauthenticated("Invalid timestamp")
+        return public_key
+
+    def _is_fresh(self, timestamp: str) -> bool:
+        """Within (-5 s, +15 s) of now; a malformed or naive time is not (no crash)."""
+        try:
+            sent = datetime.fromisoformat(timestamp)
+        except ValueError:
+            return False
+        if sent.tzinfo is None:
+            return False
+        age = self._clock() - sent.timestamp()
+        return -MAX_CLOCK_AHEAD < age < MAX_AGE
+
+    async def _bind(self, public_key: bytes, node_id: int) -> None:
+        """Bind the key to the new node; a holder that is offline gives the key up.
+
+        The reference refused forever ("Public key already in use") once a fixed-key
+        SuperNode died without DeleteNode; here it may rejoin when its old node is offline.
+        """
+        try:
+            await self._bind_or_free(public_key, node_id)
+        except StateError as exc:
+            await self._state.delete_node(node_id)
+            raise _unauthenticated(str(exc)) from exc
+
+    async def _bind_or_free(self, public_key: bytes, node_id: int) -> None:
+        try:
+            await self._state.set_node_public_key(node_id, public_key)
+            return
+        except PublicKeyInUseError:
+            holder = await self._state.get_node_id(public_key)
+            if holder is None or holder in await self._state.get_online_nodes():
+                raise
+        logger.info("Node %s rejoins with the key of offline node %s", node_id, holder)
+        await self._state.delete_node(holder)
+        await self._state.set_node_public_key(node_id, public_key)

@@ -1,0 +1,202 @@
+"""Node authentication (1.18 scheme) on the gRPC Fleet API, with real keys and signatures."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from grpclib import GRPCError, Status
+from grpclib.testing import ChannelFor
+
+from superlink_async.services.fleet import FleetService
+from superlink_async.services.node_auth import (
+    KeyListError,
+    NodeAuthenticator,
+    load_known_public_keys,
+)
+from superlink_async.transports.gate import CallGate
+from superlink_async.transports.grpc.servicers import FleetServicer
+from superlink_async.wire import fleet_grpc, fleet_pb2
+from superlink_async.wire.node_pb2 import Node
+from tests.node_keys import NodeKey
+from tests.services.conftest import Link
+
+pytestmark = pytest.mark.anyio
+
+
+async def fleet_with(link: Link, known: list[bytes] | None) -> AsyncIterator[fleet_grpc.FleetStub]:
+    auth = NodeAuthenticator(link.state, known, clock=link.clock)
+    servicer = FleetServicer(
+        FleetService(link.state, link.fabs, clock=link.clock), CallGate(), auth
+    )
+    async with ChannelFor([servicer]) as channel:
+        yield fleet_grpc.FleetStub(channel)
+
+
+@pytest.fixture
+async def auto_fleet(link: Link) -> AsyncIterator[fleet_grpc.FleetStub]:
+    async for stub in fleet_with(link, None):
+        yield stub
+
+
+KNOWN = NodeKey()
+
+
+@pytest.fixture
+async def listed_fleet(link: Link) -> AsyncIterator[fleet_grpc.FleetStub]:
+    async for stub in fleet_with(link, [KNOWN.pem]):
+        yield stub
+
+
+async def create_node(stub: fleet_grpc.FleetStub, key: NodeKey, link: Link) -> int:
+    response = await stub.CreateNode(
+        fleet_pb2.CreateNodeRequest(ping_interval=30), metadata=key.metadata(link.clock.now)
+    )
+    return response.node.node_id
+
+
+async def assert_unauthenticated(call: object, message: str) -> None:
+    with pytest.raises(GRPCError) as error:
+        await call  # type: ignore[misc]
+    assert (error.value.status, error.value.message) == (Status.UNAUTHENTICATED, message)
+
+
+async def test_automatic_mode_binds_the_key_and_accepts_its_node(
+    auto_fleet: fleet_grpc.FleetStub, link: Link
+) -> None:
+    key = NodeKey()
+    node_id = await create_node(auto_fleet, key, link)
+    assert await link.state.get_node_id(key.pem) == node_id
+    ping = fleet_pb2.PingRequest(node=Node(node_id=node_id), ping_interval=30)
+    assert (await auto_fleet.Ping(ping, metadata=key.metadata(link.clock.now))).success
+
+
+async def test_missing_metadata_is_rejected(auto_fleet: fleet_grpc.FleetStub) -> None:
+    await assert_unauthenticated(
+        auto_fleet.CreateNode(fleet_pb2.CreateNodeRequest()), "Missing authentication metadata"
+    )
+
+
+async def test_an_unlisted_key_is_not_recognized(
+    listed_fleet: fleet_grpc.FleetStub, link: Link
+) -> None:
+    await assert_unauthenticated(
+        create_node(listed_fleet, NodeKey(), link), "Public key not recognized"
+    )
+    assert await link.state.get_online_nodes() == []
+    assert await create_node(listed_fleet, KNOWN, link) > 1
+
+
+async def test_a_signature_by_another_key_is_invalid(
+    auto_fleet: fleet_grpc.FleetStub, link: Link
+) -> None:
+    metadata = NodeKey().metadata(link.clock.now)
+    metadata["flwr-public-key-bin"] = NodeKey().pem
+    await assert_unauthenticated(
+        auto_fleet.CreateNode(fleet_pb2.CreateNodeRequest(), metadata=metadata), "Invalid signature"
+    )
+
+
+@pytest.mark.parametrize("skew", [-15.5, -20.0, 5.5, 30.0])
+async def test_timestamps_outside_the_window_are_rejected(
+    auto_fleet: fleet_grpc.FleetStub, link: Link, skew: float
+) -> None:
+    metadata = NodeKey().metadata(link.clock.now, skew=skew)
+    await assert_unauthenticated(
+        auto_fleet.CreateNode(fleet_pb2.CreateNodeRequest(), metadata=metadata), "Invalid timestamp"
+    )
+
+
+@pytest.mark.parametrize("skew", [-14.0, 4.0])
+async def test_timestamps_inside_the_window_are_accepted(
+    auto_fleet: fleet_grpc.FleetStub, link: Link, skew: float
+) -> None:
+    metadata = NodeKey().metadata(link.clock.now, skew=skew)
+    await auto_fleet.CreateNode(fleet_pb2.CreateNodeRequest(), metadata=metadata)
+
+
+@pytest.mark.parametrize(
+    "timestamp", ["2026-01-01T00:00:00", "yesterday", "2026-13-45T99:00:00+00:00"]
+)
+async def test_naive_or_garbage_timestamps_are_rejected_not_crashed_on(
+    auto_fleet: fleet_grpc.FleetStub, link: Link, timestamp: str
+) -> None:
+    """The reference answered a naive timestamp with UNKNOWN (a crash in its interceptor)."""
+    metadata = NodeKey().metadata(link.clock.now, timestamp=timestamp)
+    await assert_unauthenticated(
+        auto_fleet.CreateNode(fleet_pb2.CreateNodeRequest(), metadata=metadata), "Invalid timestamp"
+    )
+
+
+async def test_calls_must_name_the_node_their_key_is_bound_to(
+    auto_fleet: fleet_grpc.FleetStub, link: Link
+) -> None:
+    key = NodeKey()
+    node_id = await create_node(auto_fleet, key, link)
+    other = await create_node(auto_fleet, NodeKey(), link)
+    for request in (
+        fleet_pb2.PullMessagesRequest(node=Node(node_id=other)),
+        fleet_pb2.PullMessagesRequest(),
+    ):
+        await assert_unauthenticated(
+            auto_fleet.PullMessages(request, metadata=key.metadata(link.clock.now)),
+            "Invalid node ID",
+        )
+    unbound = NodeKey()
+    request = fleet_pb2.PullMessagesRequest(node=Node(node_id=node_id))
+    await assert_unauthenticated(
+        auto_fleet.PullMessages(request, metadata=unbound.metadata(link.clock.now)),
+        "Invalid node ID",
+    )
+
+
+async def test_a_key_in_use_by_an_online_node_is_refused(
+    auto_fleet: fleet_grpc.FleetStub, link: Link
+) -> None:
+    key = NodeKey()
+    first = await create_node(auto_fleet, key, link)
+    await assert_unauthenticated(create_node(auto_fleet, key, link), "Public key already in use")
+    assert await link.state.get_online_nodes() == [first]
+
+
+async def test_a_fixed_key_node_rejoins_once_its_old_node_is_offline(
+    auto_fleet: fleet_grpc.FleetStub, link: Link
+) -> None:
+    """The reference refused such a node forever ("Public key already in use")."""
+    key = NodeKey()
+    old = await create_node(auto_fleet, key, link)
+    link.clock.now += 31
+    new = await create_node(auto_fleet, key, link)
+    assert new != old
+    assert not await link.state.node_exists(old)
+    assert await link.state.get_node_id(key.pem) == new
+
+
+def test_key_list_loads_openssh_ec_keys(tmp_path: Path) -> None:
+    first, second = NodeKey(), NodeKey()
+    csv_file = tmp_path / "keys.csv"
+    csv_file.write_text(f"{first.ssh()},{second.ssh()}\n")
+    assert load_known_public_keys(csv_file) == [first.pem, second.pem]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "not a key",
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode(),
+    ],
+    ids=["garbage", "rsa"],
+)
+def test_key_list_with_anything_but_ec_keys_is_one_clear_error(
+    tmp_path: Path, content: str
+) -> None:
+    csv_file = tmp_path / "keys.csv"
+    csv_file.write_text(content)
+    with pytest.raises(KeyListError, match="Unable to parse the public keys in the CSV file"):
+        load_known_public_keys(csv_file)
