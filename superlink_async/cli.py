@@ -313,6 +313,17 @@ def superlink(
             "after a stop signal before they are cancelled.",
         ),
     ] = 5.0,
+    max_message_bytes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=2_147_483_647,
+            metavar="BYTES",
+            help="(superlink-async only) Largest request accepted: a gRPC message on any API, "
+            "or a REST body. Larger ones are refused (RESOURCE_EXHAUSTED / 413) before they "
+            "are buffered. The default is the reference's gRPC limit, 2 GiB - 1.",
+        ),
+    ] = 2_147_483_647,
 ) -> None:
     """Start a Flower SuperLink: a drop-in replacement for flower-superlink 1.18.0."""
     _start(
@@ -340,6 +351,7 @@ def superlink(
             simulationio_api_address=simulationio_api_address,
             serverapp_command=tuple(serverapp_command or default_serverapp_command()),
             shutdown_grace=shutdown_grace,
+            max_message_bytes=max_message_bytes,
         )
     )
 

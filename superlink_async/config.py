@@ -141,6 +141,7 @@ class Config:
     serverapp_command: tuple[str, ...] = field(default_factory=default_serverapp_command)
     shutdown_grace: float = 5.0
     serverappio_tls: bool = False
+    max_message_bytes: int = 2_147_483_647
 
     @property
     def fleet_address(self) -> str:

@@ -30,8 +30,13 @@ from superlink_async.exit_codes import ExitCode, SuperLinkExit, format_exit_mess
 from superlink_async.logs import FlwrConsoleFormatter, logger
 from superlink_async.tls import CertificateFiles
 
-OUR_OPTIONS = {"--serverapp-command", "--shutdown-grace", "--serverappio-tls"}
-OUR_FIELDS = {"serverapp_command", "shutdown_grace", "serverappio_tls"}
+OUR_OPTIONS = {
+    "--serverapp-command",
+    "--shutdown-grace",
+    "--serverappio-tls",
+    "--max-message-bytes",
+}
+OUR_FIELDS = {"serverapp_command", "shutdown_grace", "serverappio_tls", "max_message_bytes"}
 SSL_FLAGS = ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile")
 ADDRESS_FLAGS = (
     "--serverappio-api-address",

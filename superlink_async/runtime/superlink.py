@@ -70,7 +70,7 @@ class SuperLink:
         self.config = config
         self._clock = clock
         self._stack = AsyncExitStack()
-        self._gate = CallGate()
+        self._gate = CallGate(config.max_message_bytes)
         self._supervisor: Supervisor | None = None
         self._state: LinkState | None = None
 

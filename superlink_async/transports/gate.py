@@ -11,6 +11,9 @@ from contextlib import asynccontextmanager
 
 import anyio
 
+#: The reference's limit for gRPC messages in both directions (2 GiB - 1).
+MAX_MESSAGE_BYTES = 2_147_483_647
+
 
 class ShuttingDownError(Exception):
     """A call arrived while the server drains; clients should retry elsewhere or later."""
@@ -19,7 +22,9 @@ class ShuttingDownError(Exception):
 class CallGate:
     """Tracks in-flight calls so a shutdown can drain them (hypercorn's bounded drain)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+        #: Largest request message admitted (gRPC message or REST body).
+        self.max_message_bytes = max_message_bytes
         self._in_flight = 0
         self._draining = False
         self._idle = anyio.Event()

@@ -25,8 +25,6 @@ from superlink_async.wire import fab_pb2, fleet_pb2, run_pb2
 
 PROTOBUF = "application/protobuf"
 ROUTE_PREFIX = "/api/v0/fleet/"
-#: Largest request body accepted; a pushed reply carries model parameters.
-DEFAULT_MAX_BODY_BYTES = 512 * 1024 * 1024
 
 HTTP_STATUS = {
     Status.INVALID_ARGUMENT: 400,
@@ -83,10 +81,11 @@ def _route_for(request: web.Request) -> type[ProtoMessage] | web.Response:
     return route
 
 
-def fleet_rest_app(
-    service: FleetService, gate: CallGate, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-) -> web.Application:
-    """The Fleet REST application; one catch-all route so every path is answered here."""
+def fleet_rest_app(service: FleetService, gate: CallGate) -> web.Application:
+    """The Fleet REST application; one catch-all route so every path is answered here.
+
+    Bodies over the gate's ``max_message_bytes`` are refused with 413 before being read.
+    """
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
         request_type = _route_for(request)
@@ -104,7 +103,7 @@ def fleet_rest_app(
             return _text(HTTP_STATUS[exc.status], exc.message)
         return web.Response(body=response.SerializeToString(), content_type=PROTOBUF)
 
-    app = web.Application(client_max_size=max_body_bytes)
+    app = web.Application(client_max_size=gate.max_message_bytes)
     app.router.add_route("*", "/{path:.*}", dispatch)
     return app
 

@@ -25,9 +25,8 @@ MAX_BODY = 64 * 1024
 
 @pytest.fixture
 async def client(link: Link) -> AsyncIterator[TestClient[Any, Any]]:
-    app = fleet_rest_app(
-        FleetService(link.state, link.fabs, clock=link.clock), CallGate(), MAX_BODY
-    )
+    gate = CallGate(max_message_bytes=MAX_BODY)
+    app = fleet_rest_app(FleetService(link.state, link.fabs, clock=link.clock), gate)
     async with TestClient(TestServer(app)) as test_client:
         yield test_client
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
+from google.protobuf.message import DecodeError
 from grpclib import GRPCError
 from grpclib import Status as GrpcStatus
 from grpclib.server import Stream
@@ -37,6 +38,36 @@ def to_grpc_error(exc: Exception) -> GRPCError:
     return GRPCError(GrpcStatus.INTERNAL, f"Internal error: {type(exc).__name__}")
 
 
+async def receive(stream: Stream[Any, Any], max_bytes: int) -> Any:
+    """Read one request message, refusing one larger than ``max_bytes`` before buffering it.
+
+    grpclib itself buffers whatever length a client announces, so one client could exhaust
+    our memory; this reads the 5-byte gRPC prefix first. It uses grpclib's stream internals
+    (``_stream``, ``_codec``, ``_recv_type``) because no public hook sees the prefix.
+    """
+    raw = stream._stream
+    prefix = await raw.recv_data(5)
+    if len(prefix) < 5:
+        raise ServiceError(Status.INVALID_ARGUMENT, "Missing request message")
+    if prefix[0]:
+        raise GRPCError(GrpcStatus.UNIMPLEMENTED, "Compressed messages are not supported")
+    size = int.from_bytes(prefix[1:], "big")
+    if size > max_bytes:
+        raise GRPCError(
+            GrpcStatus.RESOURCE_EXHAUSTED,
+            f"Received message larger than max ({size} vs. {max_bytes})",
+        )
+    data = await raw.recv_data(size)
+    if len(data) != size:
+        raise ServiceError(Status.INVALID_ARGUMENT, "Truncated request message")
+    try:
+        return stream._codec.decode(data, stream._recv_type)
+    except DecodeError as exc:
+        raise ServiceError(
+            Status.INVALID_ARGUMENT, f"Malformed {stream._recv_type.__name__}"
+        ) from exc
+
+
 async def unary(
     stream: Stream[Any, Any],
     handler: Callable[[RequestT], Awaitable[ResponseT]],
@@ -45,9 +76,7 @@ async def unary(
     """Receive one request, delegate, send one response."""
     try:
         async with gate.admit():
-            request = await stream.recv_message()
-            if request is None:
-                raise ServiceError(Status.INVALID_ARGUMENT, "Missing request message")
+            request = await receive(stream, gate.max_message_bytes)
             response = await handler(request)
             await stream.send_message(response)
     except GRPCError:
@@ -69,9 +98,7 @@ async def server_streaming(
     try:
         if gate.draining:
             raise ShuttingDownError("SuperLink is shutting down")
-        request = await stream.recv_message()
-        if request is None:
-            raise ServiceError(Status.INVALID_ARGUMENT, "Missing request message")
+        request = await receive(stream, gate.max_message_bytes)
         async for response in handler(request):
             await stream.send_message(response)
     except GRPCError:

@@ -1,0 +1,174 @@
+"""Hostile input to every Fleet handler, over gRPC and REST: always a status, never a crash.
+
+Random and mutated requests (hypothesis) must be answered with a status a client can act
+on (never INTERNAL/UNKNOWN over gRPC, never 500 over REST), and what was stored before
+must still be there, unchanged, afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from google.protobuf.message import Message as ProtoMessage
+from grpclib import GRPCError, Status
+from grpclib.client import Channel
+from grpclib.const import Cardinality
+from grpclib.encoding.proto import ProtoCodec
+from grpclib.testing import ChannelFor
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from superlink_async.services.fleet import FleetService
+from superlink_async.transports.fleet_calls import FLEET_CALLS
+from superlink_async.transports.gate import CallGate
+from superlink_async.transports.grpc.servicers import FleetServicer
+from superlink_async.transports.rest import PROTOBUF, ROUTES, fleet_rest_app
+from superlink_async.wire import fleet_pb2, serverappio_pb2
+from tests.services.conftest import Link
+
+pytestmark = pytest.mark.anyio
+
+MAX_MESSAGE = 4096
+EXAMPLES = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+GRPC_METHODS = sorted(request.__name__.removesuffix("Request") for request in FLEET_CALLS)
+#: Statuses a SuperNode can act on; INTERNAL or UNKNOWN would mean a handler crashed.
+ACCEPTABLE = {
+    Status.INVALID_ARGUMENT,
+    Status.NOT_FOUND,
+    Status.PERMISSION_DENIED,
+    Status.RESOURCE_EXHAUSTED,
+}
+
+
+class RawCodec(ProtoCodec):
+    """Bytes pass through as they are (so tests can send garbage); messages as protobuf."""
+
+    def encode(self, message: Any, message_type: Any) -> bytes:
+        return message if isinstance(message, bytes) else bytes(message.SerializeToString())
+
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        return data if message_type is bytes else super().decode(data, message_type)
+
+
+async def seeded(link: Link) -> tuple[int, str]:
+    """A running run with one undelivered instruction: what hostile input must not disturb."""
+    node_id = await link.state.create_node(3600)
+    run_id = await link.running_run()
+    instruction = link.instruction(run_id, node_id)
+    response = await link.serverappio.PushMessages(
+        serverappio_pb2.PushInsMessagesRequest(run_id=run_id, messages_list=[instruction])
+    )
+    return node_id, response.message_ids[0]
+
+
+async def assert_untouched(link: Link, node_id: int, message_id: str) -> None:
+    assert await link.state.node_exists(node_id)
+    assert len(await link.state.get_runs()) == 1
+    [pulled] = await link.state.pull_message_ins(node_id)
+    assert pulled.metadata.message_id == message_id
+
+
+@pytest.fixture
+async def raw_channel(link: Link) -> AsyncIterator[Channel]:
+    servicer = FleetServicer(
+        FleetService(link.state, link.fabs, clock=link.clock), CallGate(MAX_MESSAGE)
+    )
+    async with ChannelFor([servicer], codec=RawCodec()) as channel:
+        yield channel
+
+
+async def call_raw(channel: Channel, method: str, body: bytes) -> None:
+    async with channel.request(
+        f"/flwr.proto.Fleet/{method}", Cardinality.UNARY_UNARY, bytes, bytes
+    ) as stream:
+        await stream.send_message(body, end=True)
+        await stream.recv_message()
+
+
+methods = st.sampled_from(GRPC_METHODS)
+
+
+@EXAMPLES
+@given(method=methods, body=st.binary(max_size=256))
+async def test_random_bytes_over_grpc_get_a_status(
+    link: Link, raw_channel: Channel, method: str, body: bytes
+) -> None:
+    try:
+        await call_raw(raw_channel, method, body)
+    except GRPCError as error:
+        assert error.status in ACCEPTABLE, (error.status, error.message)
+
+
+async def test_grpc_garbage_is_invalid_argument_and_changes_nothing(
+    link: Link, raw_channel: Channel
+) -> None:
+    node_id, message_id = await seeded(link)
+    with pytest.raises(GRPCError) as error:
+        await call_raw(raw_channel, "DeleteNode", b"\xff\xff\xff")
+    assert error.value.status is Status.INVALID_ARGUMENT
+    await assert_untouched(link, node_id, message_id)
+
+
+async def test_grpc_message_over_the_limit_is_refused_before_buffering(
+    link: Link, raw_channel: Channel
+) -> None:
+    with pytest.raises(GRPCError) as error:
+        await call_raw(raw_channel, "PushMessages", b"\0" * (MAX_MESSAGE + 1))
+    assert error.value.status is Status.RESOURCE_EXHAUSTED
+    assert (
+        error.value.message
+        == f"Received message larger than max ({MAX_MESSAGE + 1} vs. {MAX_MESSAGE})"
+    )
+
+
+@pytest.fixture
+async def rest_client(link: Link) -> AsyncIterator[TestClient[Any, Any]]:
+    app = fleet_rest_app(
+        FleetService(link.state, link.fabs, clock=link.clock), CallGate(MAX_MESSAGE)
+    )
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+def mutated(message: ProtoMessage) -> st.SearchStrategy[bytes]:
+    """Valid encodings with bytes flipped, cut or appended: near-misses a parser must survive."""
+    raw = message.SerializeToString()
+    return st.one_of(
+        st.binary(max_size=256),
+        st.integers(0, max(len(raw) - 1, 0)).map(lambda cut: raw[:cut]),
+        st.tuples(st.integers(0, max(len(raw) - 1, 0)), st.integers(0, 255)).map(
+            lambda flip: raw[: flip[0]] + bytes([flip[1]]) + raw[flip[0] + 1 :]
+        ),
+    )
+
+
+@EXAMPLES
+@given(
+    route=st.sampled_from(sorted(ROUTES)),
+    body=mutated(fleet_pb2.PingRequest(ping_interval=30.0)),
+)
+async def test_random_bodies_over_rest_never_500(
+    link: Link, rest_client: TestClient[Any, Any], route: str, body: bytes
+) -> None:
+    headers = {"Content-Type": PROTOBUF, "Accept": PROTOBUF}
+    response = await rest_client.post(f"/api/v0/fleet/{route}", data=body, headers=headers)
+    assert response.status in {200, 400, 403, 404}, await response.text()
+
+
+async def test_hostile_rest_bodies_leave_stored_state_intact(
+    link: Link, rest_client: TestClient[Any, Any]
+) -> None:
+    node_id, message_id = await seeded(link)
+    headers = {"Content-Type": PROTOBUF, "Accept": PROTOBUF}
+    for route in ROUTES:
+        for body in (b"\xff" * 8, b"\x0a\xff\xff\xff\xff\x0f", b"\0" * (MAX_MESSAGE + 1)):
+            response = await rest_client.post(f"/api/v0/fleet/{route}", data=body, headers=headers)
+            assert response.status in {400, 404, 413}
+    await assert_untouched(link, node_id, message_id)
