@@ -111,3 +111,32 @@ async def test_calls_during_drain_are_unavailable(config: Config) -> None:
         assert error.value.status is Status.UNAVAILABLE
     finally:
         await link.__aexit__(None, None, None)
+
+
+async def test_a_rest_listener_that_cannot_bind_is_a_code_100_crash(config: Config) -> None:
+    """The REST Fleet API is supervised like the others (the reference's thread was not)."""
+    rest = Address.parse(loopback())
+    rest_config = replace(config, fleet_api_type="rest", fleet_api_address=str(rest))
+    with socket.socket() as blocker:
+        blocker.bind((rest.host, rest.port))
+        blocker.listen()
+        with pytest.raises(SuperLinkExit) as exit_info:
+            async with SuperLink(rest_config):
+                pass
+    assert exit_info.value.code is ExitCode.SUPERLINK_THREAD_CRASH
+    assert "Task 'fleet-rest-api' crashed: OSError" in exit_info.value.message
+
+
+async def test_a_stalled_client_does_not_hold_up_others(config: Config) -> None:
+    """A connection that sends half a request and stalls leaves every other caller served."""
+    async with SuperLink(config):
+        fleet = Address.parse(config.fleet_api_address or "")
+        stalled = await anyio.connect_tcp(fleet.host, fleet.port)
+        async with stalled:
+            await stalled.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00")
+            with anyio.fail_after(5), channel_to(str(fleet)) as channel:
+                node = await fleet_grpc.FleetStub(channel).CreateNode(
+                    fleet_pb2.CreateNodeRequest(ping_interval=30),
+                    metadata=NodeKey().metadata(time.time()),
+                )
+            assert node.node.node_id > 1
