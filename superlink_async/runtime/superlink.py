@@ -34,6 +34,7 @@ from superlink_async.config import (
     check_node_auth_transports,
 )
 from superlink_async.exit_codes import ExitCode, SuperLinkExit
+from superlink_async.health import HealthProbe
 from superlink_async.logs import logger
 from superlink_async.runtime.scheduler import ServerAppScheduler
 from superlink_async.runtime.supervisor import Supervisor, TaskFunction
@@ -165,13 +166,14 @@ class SuperLink:
             ),
             fleet=FleetService(state, fabs, clock=self._clock),
             node_auth=node_auth,
+            health=HealthProbe(state, self._gate),
         )
 
     async def _start_exec(self, parts: _Parts, address: Address) -> None:
         await self._require_supervisor().start(
             "exec-api",
             serve_grpc,
-            [ExecServicer(parts.exec, self._gate)],
+            parts.with_health(ExecServicer(parts.exec, self._gate)),
             address,
             "Flower Deployment Engine: Starting Exec API",
             parts.tls.grpc,
@@ -181,7 +183,7 @@ class SuperLink:
         await self._require_supervisor().start(
             "serverappio-api",
             serve_grpc,
-            [ServerAppIoServicer(parts.serverappio, self._gate)],
+            parts.with_health(ServerAppIoServicer(parts.serverappio, self._gate)),
             address,
             "Flower ECE: Starting ServerAppIo API (gRPC-rere)",
             parts.tls.serverappio,
@@ -193,7 +195,7 @@ class SuperLink:
             await self._require_supervisor().start(
                 "fleet-api",
                 serve_grpc,
-                [FleetServicer(parts.fleet, self._gate, parts.node_auth)],
+                parts.with_health(FleetServicer(parts.fleet, self._gate, parts.node_auth)),
                 listener.address,
                 "Flower ECE: Starting Fleet API (gRPC-rere)",
                 parts.tls.grpc,
@@ -202,7 +204,7 @@ class SuperLink:
             await self._require_supervisor().start(
                 "fleet-grpc-adapter-api",
                 serve_grpc,
-                [GrpcAdapterServicer(parts.fleet, self._gate)],
+                parts.with_health(GrpcAdapterServicer(parts.fleet, self._gate)),
                 listener.address,
                 "Flower ECE: Starting Fleet API (GrpcAdapter)",
                 parts.tls.grpc,
@@ -211,7 +213,7 @@ class SuperLink:
             await self._require_supervisor().start(
                 "fleet-rest-api",
                 serve_rest,
-                fleet_rest_app(parts.fleet, self._gate),
+                fleet_rest_app(parts.fleet, self._gate, parts.health.healthy),
                 listener.address,
                 "Starting Flower REST server",
                 parts.tls.rest,
@@ -241,6 +243,11 @@ class _Parts:
     serverappio: ServerAppIoService
     fleet: FleetService
     node_auth: NodeAuthenticator
+    health: HealthProbe
+
+    def with_health(self, servicer: Any) -> list[Any]:
+        """The servicer and a ``grpc.health.v1.Health`` for its port (needs no node auth)."""
+        return [servicer, self.health.grpc_service([servicer])]
 
 
 async def _nothing_to_stop(run_id: int) -> None:

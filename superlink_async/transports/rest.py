@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import ssl
+from collections.abc import Awaitable, Callable
 
 import anyio
 from aiohttp import web
@@ -81,10 +82,13 @@ def _route_for(request: web.Request) -> type[ProtoMessage] | web.Response:
     return route
 
 
-def fleet_rest_app(service: FleetService, gate: CallGate) -> web.Application:
+def fleet_rest_app(
+    service: FleetService, gate: CallGate, healthy: Callable[[], Awaitable[bool]] | None = None
+) -> web.Application:
     """The Fleet REST application; one catch-all route so every path is answered here.
 
     Bodies over the gate's ``max_message_bytes`` are refused with 413 before being read.
+    With ``healthy``, ``GET /health`` answers 200 SERVING or 503 NOT_SERVING.
     """
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
@@ -103,7 +107,14 @@ def fleet_rest_app(service: FleetService, gate: CallGate) -> web.Application:
             return _text(HTTP_STATUS[exc.status], exc.message)
         return web.Response(body=response.SerializeToString(), content_type=PROTOBUF)
 
+    async def health(request: web.Request) -> web.StreamResponse:
+        if healthy is not None and await healthy():
+            return _text(200, "SERVING")
+        return _text(503, "NOT_SERVING")
+
     app = web.Application(client_max_size=gate.max_message_bytes)
+    if healthy is not None:
+        app.router.add_get("/health", health)
     app.router.add_route("*", "/{path:.*}", dispatch)
     return app
 
