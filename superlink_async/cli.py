@@ -39,7 +39,7 @@ from superlink_async.config import (
     default_storage_dir,
 )
 from superlink_async.exit_codes import ExitCode, SuperLinkExit
-from superlink_async.logs import configure_logging, logger
+from superlink_async.logs import LOG_FORMATS, configure_logging, logger
 from superlink_async.services.node_auth import KeyListError, load_known_public_keys
 from superlink_async.state.factory import IN_MEMORY_DATABASE
 from superlink_async.tls import TlsError, listener_tls
@@ -324,6 +324,23 @@ def superlink(
             "are buffered. The default is the reference's gRPC limit, 2 GiB - 1.",
         ),
     ] = 2_147_483_647,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            click_type=click.Choice(LOG_FORMATS),
+            help="(superlink-async only) 'default' is flower-superlink's coloured console "
+            "format; 'json' writes one JSON object per line, with run_id and node_id fields "
+            "where they apply.",
+        ),
+    ] = "default",
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            click_type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+            show_default="$FLWR_LOG_LEVEL, else INFO",
+            help="(superlink-async only) Lowest level that is logged.",
+        ),
+    ] = None,
 ) -> None:
     """Start a Flower SuperLink: a drop-in replacement for flower-superlink 1.18.0."""
     _start(
@@ -352,6 +369,8 @@ def superlink(
             serverapp_command=tuple(serverapp_command or default_serverapp_command()),
             shutdown_grace=shutdown_grace,
             max_message_bytes=max_message_bytes,
+            log_format=log_format,
+            log_level=log_level,
         )
     )
 
@@ -367,7 +386,7 @@ def _start(config: Config) -> None:
     Every end of the server arrives as ``SuperLinkExit``; its message is logged (ERROR for
     failures) and the process ends with its status. Other failures end with status 1.
     """
-    configure_logging()
+    configure_logging(config.log_level, log_format=config.log_format)
     logger.info("Starting Flower SuperLink")
     if config.flwr_dir is not None:
         logger.warning("The `--flwr-dir` option is currently not in use and will be ignored.")

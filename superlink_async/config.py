@@ -142,6 +142,8 @@ class Config:
     shutdown_grace: float = 5.0
     serverappio_tls: bool = False
     max_message_bytes: int = 2_147_483_647
+    log_format: str = "default"
+    log_level: str | None = None
 
     @property
     def fleet_address(self) -> str:

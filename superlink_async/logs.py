@@ -6,9 +6,11 @@ reference's: ``<colour>LEVEL <reset>: <pad> message`` on stderr.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+from datetime import datetime, timezone
 from typing import TextIO
 
 logger = logging.getLogger("superlink_async")
@@ -43,14 +45,48 @@ class FlwrConsoleFormatter(logging.Formatter):
         return text
 
 
-def configure_logging(level: str | None = None, stream: TextIO | None = None) -> None:
-    """Send our logger's records to ``stream`` (stderr) at ``level`` or ``$FLWR_LOG_LEVEL``."""
+#: Record attributes (set with ``extra=``) that JSON lines carry when present.
+CONTEXT_FIELDS = ("run_id", "node_id")
+LOG_FORMATS = ("default", "json")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log collectors; run and node ids as their own fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render one record as a single line of JSON."""
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in CONTEXT_FIELDS:
+            if (value := getattr(record, name, None)) is not None:
+                entry[name] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(
+    level: str | None = None, stream: TextIO | None = None, log_format: str = "default"
+) -> None:
+    """Send our logger's records to ``stream`` (stderr) at ``level`` or ``$FLWR_LOG_LEVEL``.
+
+    ``log_format`` is the reference's coloured console format ("default") or "json".
+    """
     name = (level or os.environ.get("FLWR_LOG_LEVEL") or "INFO").upper()
     numeric = logging.getLevelName(name)
     if not isinstance(numeric, int):
         numeric = logging.INFO
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(FlwrConsoleFormatter(with_time=numeric <= logging.DEBUG))
+    formatter: logging.Formatter = (
+        JsonFormatter()
+        if log_format == "json"
+        else FlwrConsoleFormatter(with_time=numeric <= logging.DEBUG)
+    )
+    handler.setFormatter(formatter)
     logger.handlers[:] = [handler]
     logger.setLevel(numeric)
     logger.propagate = False

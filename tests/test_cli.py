@@ -8,6 +8,7 @@ either cannot hide. The texts spelled out here pin the lines operators grep for.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -35,8 +36,17 @@ OUR_OPTIONS = {
     "--shutdown-grace",
     "--serverappio-tls",
     "--max-message-bytes",
+    "--log-format",
+    "--log-level",
 }
-OUR_FIELDS = {"serverapp_command", "shutdown_grace", "serverappio_tls", "max_message_bytes"}
+OUR_FIELDS = {
+    "serverapp_command",
+    "shutdown_grace",
+    "serverappio_tls",
+    "max_message_bytes",
+    "log_format",
+    "log_level",
+}
 SSL_FLAGS = ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile")
 ADDRESS_FLAGS = (
     "--serverappio-api-address",
@@ -546,3 +556,13 @@ def test_a_key_list_with_rest_is_refused_in_one_error_line(
         result
     )
     assert not served
+
+
+def test_json_logs_are_one_object_per_line(served: list[Config]) -> None:
+    """--log-format json: every line parses as JSON with time, level, logger and message."""
+    result = invoke("--insecure", "--log-format", "json", "--log-level", "debug")
+    assert result.exit_code == 0, result.output
+    entries = [json.loads(line) for line in result.output.splitlines() if line.strip()]
+    assert entries[0]["message"] == "Starting Flower SuperLink"
+    assert {"time", "level", "logger", "message"} <= set(entries[0])
+    assert entries[-1]["message"] == "SuperLink terminated gracefully."

@@ -159,6 +159,6 @@ class ServerAppScheduler:
             )
 
     async def _fail_run(self, run_id: int, details: str) -> None:
-        logger.error("Run %s failed: %s", run_id, details)
+        logger.error("Run %s failed: %s", run_id, details, extra={"run_id": run_id})
         await self._state.update_run_status(run_id, RunStatus(FINISHED, FAILED, details))
         self._events.notify()

@@ -68,7 +68,7 @@ class ExecService:
             user_config_from_proto(request.override_config),
             request.federation_options,
         )
-        logger.info("Created run %s", run_id)
+        logger.info("Created run %s", run_id, extra={"run_id": run_id})
         self._events.notify()
         return exec_pb2.StartRunResponse(run_id=run_id)
 
@@ -94,7 +94,7 @@ class ExecService:
                 yield exec_pb2.StreamLogsResponse(log_output=text, latest_timestamp=latest)
                 after = max(latest + 1e-6, after)
             if finished:
-                logger.info("All logs for run ID `%s` returned", run_id)
+                logger.info("All logs for run ID `%s` returned", run_id, extra={"run_id": run_id})
                 return
             await self._events.wait(LOG_POLL_SECONDS)
 

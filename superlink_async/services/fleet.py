@@ -36,7 +36,7 @@ class FleetService:
         """Register a node for ``ping_interval`` seconds of liveness."""
         logger.info("[Fleet.CreateNode] Request ping_interval=%s", request.ping_interval)
         node_id = await self._state.create_node(request.ping_interval)
-        logger.info("[Fleet.CreateNode] Created node_id=%s", node_id)
+        logger.info("[Fleet.CreateNode] Created node_id=%s", node_id, extra={"node_id": node_id})
         return fleet_pb2.CreateNodeResponse(node=Node(node_id=node_id))
 
     async def delete_node(
@@ -44,7 +44,7 @@ class FleetService:
     ) -> fleet_pb2.DeleteNodeResponse:
         """Forget a node; node id 0 (unset) is a no-op as in the reference."""
         node_id = request.node.node_id
-        logger.info("[Fleet.DeleteNode] Delete node_id=%s", node_id)
+        logger.info("[Fleet.DeleteNode] Delete node_id=%s", node_id, extra={"node_id": node_id})
         if node_id:
             try:
                 await self._state.delete_node(node_id)
@@ -62,7 +62,7 @@ class FleetService:
     ) -> fleet_pb2.PullMessagesResponse:
         """Hand the node at most one instruction, marked delivered as it leaves."""
         node_id = request.node.node_id
-        logger.info("[Fleet.PullMessages] node_id=%s", node_id)
+        logger.info("[Fleet.PullMessages] node_id=%s", node_id, extra={"node_id": node_id})
         messages = await self._state.pull_message_ins(node_id, limit=1)
         return fleet_pb2.PullMessagesResponse(messages_list=messages)
 
@@ -79,9 +79,11 @@ class FleetService:
         if not request.messages_list:
             logger.info("[Fleet.PushMessages] No replies to push")
             raise ServiceError(Status.INVALID_ARGUMENT, "`messages_list` must not be empty")
+        first = request.messages_list[0].metadata
         logger.info(
             "[Fleet.PushMessages] Push replies from node_id=%s",
-            request.messages_list[0].metadata.src_node_id,
+            first.src_node_id,
+            extra={"node_id": first.src_node_id, "run_id": first.run_id},
         )
         response = fleet_pb2.PushMessagesResponse(
             reconnect=fleet_pb2.Reconnect(reconnect=RECONNECT_SECONDS)
@@ -102,7 +104,9 @@ class FleetService:
     async def get_run(self, request: run_pb2.GetRunRequest) -> run_pb2.GetRunResponse:
         """The run's identity and config, if it is running; empty for an unknown run."""
         run_id = request.run_id
-        logger.info("[Fleet.GetRun] Requesting `Run` for run_id=%s", run_id)
+        logger.info(
+            "[Fleet.GetRun] Requesting `Run` for run_id=%s", run_id, extra={"run_id": run_id}
+        )
         if await self._state.get_run(run_id) is None:
             logger.error("`run_id` does not exist.")
             return run_pb2.GetRunResponse()

@@ -158,7 +158,7 @@ class ServerAppIoService:
             if context is None:
                 await self._fail_run(run.run_id, "Failed to start run: no ServerApp context")
                 continue
-            logger.info("Starting run %d", run.run_id)
+            logger.info("Starting run %d", run.run_id, extra={"run_id": run.run_id})
             self._events.notify()
             return serverappio_pb2.PullServerAppInputsResponse(
                 context=context, run=run_to_proto(run), fab=fab
@@ -205,7 +205,7 @@ class ServerAppIoService:
         return log_pb2.PushLogsResponse()
 
     async def _fail_run(self, run_id: int, details: str) -> None:
-        logger.error("Run %d: %s", run_id, details)
+        logger.error("Run %d: %s", run_id, details, extra={"run_id": run_id})
         await self._state.update_run_status(run_id, RunStatus(FINISHED, FAILED, details))
         self._events.notify()
 
