@@ -324,6 +324,15 @@ def superlink(
             "are buffered. The default is the reference's gRPC limit, 2 GiB - 1.",
         ),
     ] = 2_147_483_647,
+    metrics_address: Annotated[
+        str | None,
+        typer.Option(
+            metavar=_ADDRESS,
+            show_default=False,
+            help="(superlink-async only) Serve Prometheus metrics at http://HOST:PORT/metrics. "
+            "Off unless given.",
+        ),
+    ] = None,
     log_format: Annotated[
         str,
         typer.Option(
@@ -370,6 +379,7 @@ def superlink(
             shutdown_grace=shutdown_grace,
             max_message_bytes=max_message_bytes,
             log_format=log_format,
+            metrics_address=metrics_address,
             log_level=log_level,
         )
     )
@@ -416,6 +426,8 @@ def _check(config: Config) -> None:
             f"only the default `{DEPLOYMENT_EXECUTOR}` is",
         )
     _check_fleet_listeners(config)
+    if config.metrics_address:
+        _parse_address(config.metrics_address)
     if config.fleet_api_num_workers != 1:
         logger.warning(
             "The Fleet API currently supports only 1 worker. You have specified %d workers. "

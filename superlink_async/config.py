@@ -143,6 +143,7 @@ class Config:
     serverappio_tls: bool = False
     max_message_bytes: int = 2_147_483_647
     log_format: str = "default"
+    metrics_address: str | None = None
     log_level: str | None = None
 
     @property

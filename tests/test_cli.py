@@ -38,6 +38,7 @@ OUR_OPTIONS = {
     "--max-message-bytes",
     "--log-format",
     "--log-level",
+    "--metrics-address",
 }
 OUR_FIELDS = {
     "serverapp_command",
@@ -46,6 +47,7 @@ OUR_FIELDS = {
     "max_message_bytes",
     "log_format",
     "log_level",
+    "metrics_address",
 }
 SSL_FLAGS = ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile")
 ADDRESS_FLAGS = (

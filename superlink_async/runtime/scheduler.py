@@ -62,6 +62,9 @@ class ServerAppScheduler:
         self._children: list[_Child] = []
         self._failures = 0
         self._next_launch_at = 0.0
+        #: Children started, and runs failed because their child never got going (metrics).
+        self.launches = 0
+        self.launch_failures = 0
 
     @property
     def alive(self) -> int:
@@ -120,8 +123,10 @@ class ServerAppScheduler:
         try:
             process = await spawn(self.argv)
         except OSError as exc:
+            self.launch_failures += 1
             await self._fail_run(run_id, f"Could not launch `{self.argv[0]}`: {exc}")
             return
+        self.launches += 1
         child = _Child(process)
         self._children.append(child)
         group.start_soon(self._reap, child)
@@ -152,6 +157,7 @@ class ServerAppScheduler:
         self._next_launch_at = 0.0
         run_id = await self._state.get_pending_run_id()
         if run_id is not None:
+            self.launch_failures += 1
             await self._fail_run(
                 run_id,
                 f"flwr-serverapp exited {MAX_LAUNCH_FAILURES} times (last exit code {code}) "

@@ -36,6 +36,7 @@ from superlink_async.config import (
 from superlink_async.exit_codes import ExitCode, SuperLinkExit
 from superlink_async.health import HealthProbe
 from superlink_async.logs import logger
+from superlink_async.metrics import Metrics, metrics_app
 from superlink_async.runtime.scheduler import ServerAppScheduler
 from superlink_async.runtime.supervisor import Supervisor, TaskFunction
 from superlink_async.services.exec import ExecService
@@ -55,7 +56,8 @@ from superlink_async.transports.grpc.servicers import (
     FleetServicer,
     ServerAppIoServicer,
 )
-from superlink_async.transports.rest import fleet_rest_app, serve_rest
+from superlink_async.transports.http import serve_http
+from superlink_async.transports.rest import fleet_rest_app
 
 #: How often expired messages are swept from the state (the reference never does).
 PURGE_INTERVAL = 60.0
@@ -71,7 +73,8 @@ class SuperLink:
         self.config = config
         self._clock = clock
         self._stack = AsyncExitStack()
-        self._gate = CallGate(config.max_message_bytes)
+        self._metrics = Metrics() if config.metrics_address else None
+        self._gate = CallGate(config.max_message_bytes, self._metrics)
         self._supervisor: Supervisor | None = None
         self._state: LinkState | None = None
 
@@ -135,6 +138,8 @@ class SuperLink:
         config = self.config
         tls = listener_tls(config)  # first: unusable certificates leave the database untouched
         state = await self._stack.enter_async_context(open_state(config.database, self._clock))
+        if self._metrics is not None:
+            state = self._metrics.timed_state(state)
         self._state = state
         if interrupted := await state.fail_interrupted_runs(INTERRUPTED_RUN_DETAILS):
             logger.warning("Marked interrupted run(s) as failed: %s", interrupted)
@@ -212,7 +217,7 @@ class SuperLink:
         elif listener.api_type == FLEET_REST:
             await self._require_supervisor().start(
                 "fleet-rest-api",
-                serve_rest,
+                serve_http,
                 fleet_rest_app(parts.fleet, self._gate, parts.health.healthy),
                 listener.address,
                 "Starting Flower REST server",
@@ -225,6 +230,19 @@ class SuperLink:
         if parts.scheduler is not None:
             await supervisor.start("scheduler", parts.scheduler.run)
         supervisor.start_soon("message-purger", _purge_expired_messages, parts.state)
+        if self._metrics is not None and self.config.metrics_address:
+            metrics, scheduler = self._metrics, parts.scheduler
+
+            async def refresh() -> None:
+                await metrics.refresh(parts.state, scheduler)
+
+            await supervisor.start(
+                "metrics",
+                serve_http,
+                metrics_app(metrics, refresh),
+                Address.parse(self.config.metrics_address),
+                "Serving Prometheus metrics at /metrics",
+            )
 
     def _require_supervisor(self) -> Supervisor:
         if self._supervisor is None:
@@ -269,6 +287,8 @@ def _parse_addresses(config: Config) -> tuple[Address, Address]:
     """Every address, parsed before anything binds (exit code 600 on the first bad one)."""
     try:
         config.fleet_listeners()
+        if config.metrics_address:
+            Address.parse(config.metrics_address)
         return Address.parse(config.exec_api_address), Address.parse(config.serverappio_api_address)
     except AddressError as exc:
         raise SuperLinkExit(ExitCode.COMMON_ADDRESS_INVALID, str(exc)) from exc

@@ -57,6 +57,18 @@ class RunRecord:
     federation_options: ConfigRecord = field(default_factory=ConfigRecord)
 
 
+@dataclass(frozen=True)
+class StateStats:
+    """Counts for monitoring: taken in one step, so they agree with each other."""
+
+    nodes_registered: int
+    nodes_online: int
+    instructions_waiting: int
+    instructions_delivered: int
+    replies_stored: int
+    messages_expired: int
+
+
 class StateError(Exception):
     """Base of every error a backend raises on purpose; its text is safe to show a client."""
 
@@ -223,6 +235,9 @@ class LinkState(Protocol):
 
     async def delete_run_messages(self, run_id: int) -> int:
         """Delete all instructions of a run and their replies; return how many instructions."""
+
+    async def get_stats(self) -> StateStats:
+        """Node and message counts, for metrics."""
 
     async def purge_expired_messages(self) -> int:
         """Delete instructions and replies whose TTL has lapsed; return how many rows went."""

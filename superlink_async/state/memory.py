@@ -30,6 +30,7 @@ from superlink_async.state.base import (
     RunNotFoundError,
     RunRecord,
     RunStatus,
+    StateStats,
     UserConfig,
 )
 from superlink_async.wire.message_pb2 import Context, Message, Metadata
@@ -349,6 +350,22 @@ class InMemoryLinkState:
         for message_id in doomed:
             self._tables.forget(message_id)
         return len(doomed)
+
+    async def get_stats(self) -> StateStats:
+        """Node and message counts, for metrics."""
+        now = self._clock()
+        tables = self._tables
+        exchanges = tables.exchanges.values()
+        return StateStats(
+            nodes_registered=len(tables.nodes),
+            nodes_online=sum(node.online_until > now for node in tables.nodes.values()),
+            instructions_waiting=sum(not exchange.delivered for exchange in exchanges),
+            instructions_delivered=sum(exchange.delivered for exchange in exchanges),
+            replies_stored=sum(exchange.reply is not None for exchange in exchanges),
+            messages_expired=sum(
+                rules.is_expired(exchange.instruction.metadata, now) for exchange in exchanges
+            ),
+        )
 
     async def purge_expired_messages(self) -> int:
         """Delete expired instructions (with their replies) and expired replies; count both."""

@@ -53,6 +53,7 @@ from superlink_async.state.base import (
     RunStatus,
     SchemaVersionError,
     StateError,
+    StateStats,
     UserConfig,
 )
 from superlink_async.wire import run_pb2
@@ -721,6 +722,22 @@ class SqliteLinkState:
         async with self._locked():
             # The replies go with their instructions (ON DELETE CASCADE).
             return await self._change("DELETE FROM message_ins WHERE run_id = ?", (_to_db(run_id),))
+
+    async def get_stats(self) -> StateStats:
+        """Node and message counts, for metrics, read in one statement."""
+        now = self._clock()
+        async with self._locked():
+            row = await self._row(
+                "SELECT (SELECT count(*) FROM node),"
+                " (SELECT count(*) FROM node WHERE online_until > ?),"
+                " (SELECT count(*) FROM message_ins WHERE delivered_at IS NULL),"
+                " (SELECT count(*) FROM message_ins WHERE delivered_at IS NOT NULL),"
+                " (SELECT count(*) FROM message_res),"
+                " (SELECT count(*) FROM message_ins WHERE created_at + ttl <= ?)",
+                (now, now),
+            )
+        assert row is not None
+        return StateStats(*(int(value) for value in row))
 
     async def purge_expired_messages(self) -> int:
         """Delete instructions and replies whose TTL has lapsed; return how many rows went."""

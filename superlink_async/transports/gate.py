@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager
 
 import anyio
 
+from superlink_async.metrics import Metrics
+
 #: The reference's limit for gRPC messages in both directions (2 GiB - 1).
 MAX_MESSAGE_BYTES = 2_147_483_647
 
@@ -22,7 +24,10 @@ class ShuttingDownError(Exception):
 class CallGate:
     """Tracks in-flight calls so a shutdown can drain them (hypercorn's bounded drain)."""
 
-    def __init__(self, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+    def __init__(
+        self, max_message_bytes: int = MAX_MESSAGE_BYTES, metrics: Metrics | None = None
+    ) -> None:
+        self._metrics = metrics
         #: Largest request message admitted (gRPC message or REST body).
         self.max_message_bytes = max_message_bytes
         self._in_flight = 0
@@ -41,15 +46,22 @@ class CallGate:
         return self._in_flight
 
     @asynccontextmanager
-    async def admit(self) -> AsyncIterator[None]:
-        """Run one call; ``ShuttingDownError`` if the server is draining."""
+    async def admit(self, api: str, method: str) -> AsyncIterator[None]:
+        """Run one call of ``api``/``method``; ``ShuttingDownError`` while draining.
+
+        With metrics, the call is counted and timed under those labels.
+        """
         if self._draining:
             raise ShuttingDownError("SuperLink is shutting down")
         self._in_flight += 1
         if self._idle.is_set():
             self._idle = anyio.Event()
         try:
-            yield
+            if self._metrics is None:
+                yield
+            else:
+                async with self._metrics.observe_call(api, method):
+                    yield
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:

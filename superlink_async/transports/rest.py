@@ -7,17 +7,12 @@ headers, parses the body and turns the service's answer or error into an HTTP re
 from __future__ import annotations
 
 import re
-import ssl
 from collections.abc import Awaitable, Callable
 
-import anyio
 from aiohttp import web
-from anyio.abc import TaskStatus
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 
-from superlink_async.config import Address
-from superlink_async.logs import logger
 from superlink_async.services.errors import ServiceError, Status
 from superlink_async.services.fleet import FleetService
 from superlink_async.transports.fleet_calls import FLEET_CALLS
@@ -96,7 +91,7 @@ def fleet_rest_app(
         if isinstance(request_type, web.Response):
             return request_type
         try:
-            async with gate.admit():
+            async with gate.admit("FleetRest", request_type.__name__.removesuffix("Request")):
                 message = request_type.FromString(await request.read())
                 response = await FLEET_CALLS[request_type](service, message)
         except DecodeError:
@@ -117,27 +112,3 @@ def fleet_rest_app(
         app.router.add_get("/health", health)
     app.router.add_route("*", "/{path:.*}", dispatch)
     return app
-
-
-async def serve_rest(
-    app: web.Application,
-    address: Address,
-    banner: str,
-    tls: ssl.SSLContext | None = None,
-    *,
-    task_status: TaskStatus[None],
-) -> None:
-    """Serve ``app`` until cancelled: the site stops accepting, then the runner cleans up."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    try:
-        site = web.TCPSite(
-            runner, address.host or None, address.port, ssl_context=tls, reuse_address=True
-        )
-        await site.start()
-        logger.info("%s on %s", banner, address)
-        task_status.started()
-        await anyio.sleep_forever()
-    finally:
-        with anyio.CancelScope(shield=True):
-            await runner.cleanup()

@@ -843,6 +843,20 @@ async def test_purge_deletes_expired_instructions_with_replies_and_expired_repli
     assert len(await state.pull_message_ins(kept.metadata.dst_node_id)) == 1
 
 
+async def test_stats_count_nodes_and_messages_by_stage(state: LinkState, clock: FakeClock) -> None:
+    await send(state, clock)
+    delivered = await send(state, clock)
+    await state.pull_message_ins(delivered.metadata.dst_node_id)
+    await state.store_message_res(reply(delivered, clock.now))
+    stats = await state.get_stats()
+    assert (stats.instructions_waiting, stats.instructions_delivered) == (1, 1)
+    assert stats.replies_stored == 1
+    assert stats.nodes_registered == stats.nodes_online >= 1
+    clock.advance(TTL + 1.0)
+    later = await state.get_stats()
+    assert later.messages_expired == 2 and later.nodes_online == 0
+
+
 # --- Memory backend only -------------------------------------------------------------------
 async def test_memory_state_refuses_use_after_aclose() -> None:
     state = InMemoryLinkState()

@@ -75,7 +75,8 @@ async def unary(
 ) -> None:
     """Receive one request, delegate, send one response."""
     try:
-        async with gate.admit():
+        service, _, method = stream._method_name.rpartition("/")
+        async with gate.admit(service.rpartition(".")[2], method):
             request = await receive(stream, gate.max_message_bytes)
             response = await handler(request)
             await stream.send_message(response)

@@ -1,0 +1,89 @@
+"""The Prometheus endpoint: every documented series is there, and values move with use."""
+
+from __future__ import annotations
+
+import time
+from contextlib import closing
+from pathlib import Path
+
+import aiohttp
+import pytest
+from grpclib.client import Channel
+from prometheus_client.parser import text_string_to_metric_families
+
+from superlink_async import Config, SuperLink
+from superlink_async.config import ISOLATION_PROCESS, Address
+from superlink_async.wire import exec_grpc, exec_pb2, fleet_grpc, fleet_pb2
+from superlink_async.wire.fab_pb2 import Fab
+from tests.fabs import make_fab
+from tests.node_keys import NodeKey
+from tests.ports import loopback
+
+pytestmark = pytest.mark.anyio
+
+
+async def scrape(address: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://{address}/metrics") as response,
+    ):
+        assert response.status == 200
+        text = await response.text()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_series_exist_and_move_during_a_flow(tmp_path: Path) -> None:
+    metrics_address = loopback()
+    config = Config(
+        insecure=True,
+        isolation=ISOLATION_PROCESS,
+        storage_dir=tmp_path / "ffs",
+        exec_api_address=loopback(),
+        serverappio_api_address=loopback(),
+        fleet_api_address=loopback(),
+        metrics_address=metrics_address,
+    )
+    async with SuperLink(config):
+        before = await scrape(metrics_address)
+        assert before[("superlink_nodes_registered", ())] == 0
+        assert before[("superlink_serverapp_processes", ())] == 0
+        fleet = Address.parse(config.fleet_api_address or "")
+        with closing(Channel(fleet.host, fleet.port)) as channel:
+            await fleet_grpc.FleetStub(channel).CreateNode(
+                fleet_pb2.CreateNodeRequest(ping_interval=30),
+                metadata=NodeKey().metadata(time.time()),
+            )
+        exec_address = Address.parse(config.exec_api_address)
+        with closing(Channel(exec_address.host, exec_address.port)) as channel:
+            await exec_grpc.ExecStub(channel).StartRun(
+                exec_pb2.StartRunRequest(fab=Fab(content=make_fab()))
+            )
+        after = await scrape(metrics_address)
+    assert after[("superlink_nodes_registered", ())] == 1
+    assert after[("superlink_nodes_online", ())] == 1
+    assert after[("superlink_runs", (("status", "pending"),))] == 1
+    for name in (
+        "superlink_messages_waiting",
+        "superlink_messages_in_flight",
+        "superlink_replies_stored",
+        "superlink_messages_expired",
+        "superlink_serverapp_launches_total",
+        "superlink_serverapp_launch_failures_total",
+    ):
+        assert (name, ()) in after
+    created = (
+        "superlink_rpc_requests_total",
+        (("api", "Fleet"), ("code", "OK"), ("method", "CreateNode")),
+    )
+    assert after[created] == 1
+    timed = ("superlink_rpc_duration_seconds_count", (("api", "Exec"), ("method", "StartRun")))
+    assert after[timed] == 1
+    state_ops = (
+        "superlink_state_operation_duration_seconds_count",
+        (("operation", "create_node"),),
+    )
+    assert after[state_ops] == 1
