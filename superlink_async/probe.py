@@ -1,0 +1,53 @@
+"""Health probe for containers: ``python -m superlink_async.probe [--address HOST:PORT]``.
+
+Asks the standard gRPC health service (overall status) and exits 0 when the server answers
+SERVING, 1 otherwise, so a Docker HEALTHCHECK or a Kubernetes exec probe can use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ssl
+import sys
+from contextlib import closing
+
+from grpclib.client import Channel
+from grpclib.health.v1.health_grpc import HealthStub
+from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
+
+from superlink_async.config import DEFAULT_EXEC_ADDRESS, Address, AddressError
+
+
+async def is_serving(address: Address, ca_file: str | None, timeout: float) -> bool:
+    """Whether the gRPC server at ``address`` reports SERVING within ``timeout`` seconds."""
+    context = None
+    if ca_file:
+        context = ssl.create_default_context(cafile=ca_file)
+        context.set_alpn_protocols(["h2"])
+    with closing(Channel(address.dialable().host, address.port, ssl=context)) as channel:
+        try:
+            response = await HealthStub(channel).Check(HealthCheckRequest(), timeout=timeout)
+        except Exception:  # refused, timed out, or no health service: not healthy
+            return False
+    return bool(response.status == HealthCheckResponse.SERVING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the options, probe once, and return the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m superlink_async.probe", description=__doc__)
+    parser.add_argument("--address", default=DEFAULT_EXEC_ADDRESS, help="gRPC port to ask")
+    parser.add_argument("--root-certificates", help="CA file, when the port serves TLS")
+    parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait")
+    options = parser.parse_args(argv)
+    try:
+        address = Address.parse(options.address)
+    except AddressError as exc:
+        parser.error(str(exc))
+    serving = asyncio.run(is_serving(address, options.root_certificates, options.timeout))
+    print("SERVING" if serving else "NOT_SERVING")
+    return 0 if serving else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
