@@ -27,12 +27,18 @@ num-server-rounds = 3
 """
 
 
+FIXED_DATE = (2024, 10, 1, 0, 0, 0)
+
+
 def make_fab(name: str = "demo", version: str = "1.0.0", publisher: str = "tester") -> bytes:
-    """A minimal, valid FAB for ``<publisher>/<name>`` at ``version``."""
+    """A minimal, valid FAB for ``<publisher>/<name>`` at ``version``.
+
+    Entries carry a fixed date (as the flwr CLI's builder does), so the same arguments always
+    give the same bytes and the same hash.
+    """
     buffer = io.BytesIO()
+    pyproject = PYPROJECT.format(name=name, version=version, publisher=publisher)
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr(
-            "pyproject.toml", PYPROJECT.format(name=name, version=version, publisher=publisher)
-        )
-        archive.writestr("app/__init__.py", "")
+        for path, text in (("pyproject.toml", pyproject), ("app/__init__.py", "")):
+            archive.writestr(zipfile.ZipInfo(path, date_time=FIXED_DATE), text)
     return buffer.getvalue()
