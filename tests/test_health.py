@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import closing
 from pathlib import Path
 
+import anyio
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from grpclib.client import Channel
@@ -14,7 +15,7 @@ from grpclib.testing import ChannelFor
 
 from superlink_async import Config, SuperLink
 from superlink_async.config import ISOLATION_PROCESS, Address
-from superlink_async.health import HealthProbe
+from superlink_async.health import PROBE_TTL, HealthProbe
 from superlink_async.services.fleet import FleetService
 from superlink_async.state import open_state
 from superlink_async.storage import FabStore
@@ -64,6 +65,8 @@ async def test_draining_or_a_dead_store_is_not_serving(tmp_path: Path) -> None:
             assert (await stub.Check(HealthCheckRequest())).status == SERVING
             await gate.drain(0)
             assert not await probe.healthy()
+            await anyio.sleep(PROBE_TTL + 0.1)  # the service reuses a result this long
+            assert (await stub.Check(HealthCheckRequest())).status == NOT_SERVING
     closed = HealthProbe(state, CallGate())
     assert not await closed.healthy()
 
