@@ -14,9 +14,6 @@ Linux only: process discovery reads ``/proc``.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import functools
 import json
 import os
 import re
@@ -33,6 +30,7 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from superlink_async.config import FLEET_GRPC_ADAPTER, FLEET_GRPC_RERE, FLEET_REST
+from superlink_async.runtime.children import DIE_WITH_PARENT
 
 if TYPE_CHECKING:
     from superlink_async.tls import CertificateFiles
@@ -291,28 +289,6 @@ def _kill(info: ProcessInfo) -> None:
 # ---------------------------------------------------------------------------------------------
 # Processes
 
-_PR_SET_PDEATHSIG = 1
-
-
-@functools.cache
-def _die_with_us() -> Callable[[], None] | None:
-    """A pre-exec hook making the kernel SIGKILL the child when we die (Linux only).
-
-    Covers what no cleanup code can: the test runner itself being killed. Everything is
-    resolved here, before any fork, so the hook only makes one libc call.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.util.find_library("c")
-    if libc is None:
-        return None
-    prctl = ctypes.CDLL(libc, use_errno=True).prctl
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-    return hook
-
 
 class ManagedProcess:
     """A child in its own process group whose combined stdout and stderr go to a log file.
@@ -343,7 +319,7 @@ class ManagedProcess:
                 env=dict(env),
                 cwd=cwd,
                 start_new_session=True,
-                preexec_fn=_die_with_us(),  # noqa: PLW1509 - one async-signal-safe libc call
+                preexec_fn=DIE_WITH_PARENT,  # noqa: PLW1509 - one async-signal-safe libc call
             )
         except BaseException:
             self._log.close()

@@ -33,13 +33,14 @@ def _parent_death_signal() -> Callable[[], None] | None:
     return set_parent_death_signal
 
 
-_PRE_EXEC = _parent_death_signal()
+#: ``preexec_fn`` for any child that must not outlive this process (None off Linux).
+DIE_WITH_PARENT = _parent_death_signal()
 
 
 async def spawn(argv: Sequence[str]) -> asyncio.subprocess.Process:
     """Start ``argv`` with our stdout/stderr, so its log lines appear in ours."""
     return await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, preexec_fn=_PRE_EXEC
+        *argv, stdin=asyncio.subprocess.DEVNULL, preexec_fn=DIE_WITH_PARENT
     )
 
 
