@@ -194,8 +194,9 @@ def superlink(
         typer.Option(
             metavar=_PATH,
             show_default=False,
-            help="CSV file of the SuperNode public keys allowed to connect (node "
-            f"authentication). {_NOT_YET}node authentication.",
+            help="CSV file of the OpenSSH EC public keys of the SuperNodes allowed to "
+            "connect over grpc-rere; without it any correctly signed SuperNode may connect "
+            "(automatic node authentication).",
         ),
     ] = None,
     auth_superlink_private_key: Annotated[

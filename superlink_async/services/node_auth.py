@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from superlink_async.config import ConfigError
 from superlink_async.logs import logger
 from superlink_async.services.errors import ServiceError, Status
-from superlink_async.state.base import LinkState, PublicKeyInUseError, StateError
+from superlink_async.state.base import LinkState, StateError
 
 PUBLIC_KEY_HEADER = "flwr-public-key-bin"
 TIMESTAMP_HEADER = "flwr-timestamp"
@@ -42,6 +42,13 @@ class KeyListError(ConfigError):
     """The ``--auth-list-public-keys`` file is missing or holds something else than EC keys."""
 
 
+# The reference crashed with a traceback on malformed cells; this one line instead.
+_UNPARSEABLE_KEY_LIST = (
+    "Error: Unable to parse the public keys in the CSV file. Please ensure that the CSV "
+    "file path points to a valid known SSH public keys files and try again."
+)
+
+
 def load_known_public_keys(path: Path) -> list[bytes]:
     """Every OpenSSH EC public key in the CSV, as PEM SubjectPublicKeyInfo bytes."""
     if not path.exists():
@@ -50,26 +57,29 @@ def load_known_public_keys(path: Path) -> list[bytes]:
             f"{path}. Please provide the CSV file path containing known public keys "
             "to '--auth-list-public-keys'."
         )
-    keys = []
-    with path.open(newline="", encoding="utf-8") as csv_file:
-        for cell in (cell for row in csv.reader(csv_file) for cell in row):
-            try:
-                key = serialization.load_ssh_public_key(cell.strip().encode())
-            except (ValueError, UnsupportedAlgorithm):
-                key = None
-            if not isinstance(key, ec.EllipticCurvePublicKey):
-                # The reference crashed with a traceback on malformed cells; one line instead.
-                raise KeyListError(
-                    "Error: Unable to parse the public keys in the CSV file. Please ensure "
-                    "that the CSV file path points to a valid known SSH public keys files "
-                    "and try again."
-                )
-            keys.append(
-                key.public_bytes(
-                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-                )
-            )
-    return keys
+    try:
+        with path.open(newline="", encoding="utf-8") as csv_file:
+            cells = [cell for row in csv.reader(csv_file) for cell in row]
+    except OSError as exc:
+        raise KeyListError(
+            f"Error: Unable to read the known public keys CSV file {path}: {exc.strerror}."
+        ) from exc
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise KeyListError(_UNPARSEABLE_KEY_LIST) from exc
+    return [_pem_from_ssh(cell) for cell in cells]
+
+
+def _pem_from_ssh(cell: str) -> bytes:
+    """One OpenSSH EC public key line as PEM SubjectPublicKeyInfo, the form nodes send."""
+    try:
+        key = serialization.load_ssh_public_key(cell.strip().encode())
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise KeyListError(_UNPARSEABLE_KEY_LIST) from exc
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise KeyListError(_UNPARSEABLE_KEY_LIST)
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 @functools.lru_cache(maxsize=65536)
@@ -80,6 +90,16 @@ def _public_key(pem: bytes) -> ec.EllipticCurvePublicKey | None:
     except (ValueError, UnsupportedAlgorithm):
         return None
     return key if isinstance(key, ec.EllipticCurvePublicKey) else None
+
+
+def _names_only(request: Any, node_id: int) -> bool:
+    """Whether the request speaks for ``node_id`` alone: as its node and as its replies' source.
+
+    The reference checked ``request.node`` only, so a node could push replies in another's
+    name; a 1.18 SuperNode's replies always come from its own node.
+    """
+    sources = {message.metadata.src_node_id for message in getattr(request, "messages_list", ())}
+    return request.node.node_id == node_id and sources <= {node_id}
 
 
 def _unauthenticated(message: str) -> ServiceError:
@@ -113,7 +133,7 @@ class NodeAuthenticator:
             await self._bind(public_key, response.node.node_id)  # type: ignore[attr-defined]
             return response
         node_id = await self._state.get_node_id(public_key)
-        if node_id is None or request.node.node_id != node_id:
+        if node_id is None or not _names_only(request, node_id):
             raise _unauthenticated("Invalid node ID")
         return await handler(request)
 
@@ -153,25 +173,15 @@ class NodeAuthenticator:
         return -MAX_CLOCK_AHEAD < age < MAX_AGE
 
     async def _bind(self, public_key: bytes, node_id: int) -> None:
-        """Bind the key to the new node; a holder that is offline gives the key up.
+        """Bind the key to the new node; refused, the new node goes, as in the reference.
 
-        The reference refused forever ("Public key already in use") once a fixed-key
-        SuperNode died without DeleteNode; here it may rejoin when its old node is offline.
+        The state hands over a key whose holder is offline, so a fixed-key SuperNode that
+        died without DeleteNode may rejoin (the reference refused it forever).
         """
         try:
-            await self._bind_or_free(public_key, node_id)
+            replaced = await self._state.set_node_public_key(node_id, public_key)
         except StateError as exc:
             await self._state.delete_node(node_id)
             raise _unauthenticated(str(exc)) from exc
-
-    async def _bind_or_free(self, public_key: bytes, node_id: int) -> None:
-        try:
-            await self._state.set_node_public_key(node_id, public_key)
-            return
-        except PublicKeyInUseError:
-            holder = await self._state.get_node_id(public_key)
-            if holder is None or holder in await self._state.get_online_nodes():
-                raise
-        logger.info("Node %s rejoins with the key of offline node %s", node_id, holder)
-        await self._state.delete_node(holder)
-        await self._state.set_node_public_key(node_id, public_key)
+        if replaced is not None:
+            logger.info("Node %s rejoins with the key of offline node %s", node_id, replaced)

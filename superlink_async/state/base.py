@@ -134,8 +134,13 @@ class LinkState(Protocol):
         """Whether the node id is registered (online or not)."""
 
     # --- Node authentication --------------------------------------------------------------
-    async def set_node_public_key(self, node_id: int, public_key: bytes) -> None:
-        """Bind a key to a node. ``NodeNotFoundError``; ``PublicKeyInUseError``."""
+    async def set_node_public_key(self, node_id: int, public_key: bytes) -> int | None:
+        """Bind a key to a node; return the id of the offline node it was taken from.
+
+        A key held by an offline node moves, and that node is deleted, so a SuperNode that
+        died without DeleteNode can rejoin with its fixed key (the reference refused it
+        forever). ``NodeNotFoundError``; ``PublicKeyInUseError`` while the holder is online.
+        """
 
     async def get_node_id(self, public_key: bytes) -> int | None:
         """The node a key is bound to, if any."""

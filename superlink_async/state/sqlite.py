@@ -392,17 +392,24 @@ class SqliteLinkState:
             return await self._node_exists(node_id)
 
     # --- Node authentication --------------------------------------------------------------
-    async def set_node_public_key(self, node_id: int, public_key: bytes) -> None:
-        """Bind a key to a node. ``NodeNotFoundError``; ``PublicKeyInUseError``."""
+    async def set_node_public_key(self, node_id: int, public_key: bytes) -> int | None:
+        """Bind a key to a node; an offline holder is deleted in the same transaction."""
         async with self._transaction():
             if not await self._node_exists(node_id):
                 raise NodeNotFoundError(node_id)
-            owner = await self._row("SELECT node_id FROM node WHERE public_key = ?", (public_key,))
+            owner = await self._row(
+                "SELECT node_id, online_until FROM node WHERE public_key = ?", (public_key,)
+            )
+            holder = None
             if owner is not None and _from_db(owner["node_id"]) != node_id:
-                raise PublicKeyInUseError
+                if owner["online_until"] > self._clock():
+                    raise PublicKeyInUseError
+                holder = _from_db(owner["node_id"])
+                await self._change("DELETE FROM node WHERE node_id = ?", (owner["node_id"],))
             await self._change(
                 "UPDATE node SET public_key = ? WHERE node_id = ?", (public_key, _to_db(node_id))
             )
+        return holder
 
     async def get_node_id(self, public_key: bytes) -> int | None:
         """The node a key is bound to, if any."""

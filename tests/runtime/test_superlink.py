@@ -14,7 +14,7 @@ from grpclib import GRPCError, Status
 from grpclib.client import Channel
 
 from superlink_async import Config, ExitCode, SuperLink, SuperLinkExit
-from superlink_async.config import ISOLATION_PROCESS, Address
+from superlink_async.config import ISOLATION_PROCESS, Address, ConfigError
 from superlink_async.wire import exec_grpc, exec_pb2, fleet_grpc, fleet_pb2
 from tests.node_keys import NodeKey
 from tests.ports import loopback
@@ -96,6 +96,40 @@ async def test_an_unparsable_address_is_code_600_before_anything_binds(config: C
             pass
     assert exit_info.value.code is ExitCode.COMMON_ADDRESS_INVALID
     assert "Address (no-port-here) cannot be parsed." in str(exit_info.value)
+    exec_address = Address.parse(config.exec_api_address)
+    with socket.socket() as sock:
+        sock.bind((exec_address.host, exec_address.port))
+
+
+async def test_a_key_list_admits_listed_nodes_only(config: Config, tmp_path: Path) -> None:
+    listed, stranger = NodeKey(), NodeKey()
+    keys = tmp_path / "keys.csv"
+    keys.write_text(listed.ssh() + "\n")
+    async with SuperLink(replace(config, auth_list_public_keys=keys)) as link:
+        assert await link.state.get_known_public_keys() == {listed.pem}
+        with channel_to(config.fleet_api_address or "") as channel:
+            stub = fleet_grpc.FleetStub(channel)
+            request = fleet_pb2.CreateNodeRequest(ping_interval=30)
+            node = await stub.CreateNode(request, metadata=listed.metadata(time.time()))
+            with pytest.raises(GRPCError) as error:
+                await stub.CreateNode(request, metadata=stranger.metadata(time.time()))
+    assert node.node.node_id > 1
+    assert (error.value.status, error.value.message) == (
+        Status.UNAUTHENTICATED,
+        "Public key not recognized",
+    )
+
+
+async def test_a_key_list_with_an_unsigned_fleet_transport_is_refused_before_binding(
+    config: Config, tmp_path: Path
+) -> None:
+    """Embedding gets the CLI's refusal too: GrpcAdapter SuperNodes cannot sign their calls."""
+    keys = tmp_path / "keys.csv"
+    keys.write_text(NodeKey().ssh() + "\n")
+    adapter = replace(config, fleet_api_type="grpc-adapter", auth_list_public_keys=keys)
+    with pytest.raises(ConfigError, match="cannot be used with --fleet-api-type grpc-adapter"):
+        async with SuperLink(adapter):
+            pass
     exec_address = Address.parse(config.exec_api_address)
     with socket.socket() as sock:
         sock.bind((exec_address.host, exec_address.port))

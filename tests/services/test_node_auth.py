@@ -19,7 +19,8 @@ from superlink_async.services.node_auth import (
 )
 from superlink_async.transports.gate import CallGate
 from superlink_async.transports.grpc.servicers import FleetServicer
-from superlink_async.wire import fleet_grpc, fleet_pb2
+from superlink_async.wire import fab_pb2, fleet_grpc, fleet_pb2, run_pb2
+from superlink_async.wire.message_pb2 import Message, Metadata
 from superlink_async.wire.node_pb2 import Node
 from tests.node_keys import NodeKey
 from tests.services.conftest import Link
@@ -131,26 +132,88 @@ async def test_naive_or_garbage_timestamps_are_rejected_not_crashed_on(
     )
 
 
-async def test_calls_must_name_the_node_their_key_is_bound_to(
+async def caller_and_other(stub: fleet_grpc.FleetStub, link: Link) -> tuple[NodeKey, int, int]:
+    """A caller's key and node, and the node of someone else."""
+    key = NodeKey()
+    return key, await create_node(stub, key, link), await create_node(stub, NodeKey(), link)
+
+
+async def test_calls_must_name_a_node_their_key_is_bound_to(
     auto_fleet: fleet_grpc.FleetStub, link: Link
 ) -> None:
     key = NodeKey()
     node_id = await create_node(auto_fleet, key, link)
-    other = await create_node(auto_fleet, NodeKey(), link)
-    for request in (
-        fleet_pb2.PullMessagesRequest(node=Node(node_id=other)),
-        fleet_pb2.PullMessagesRequest(),
-    ):
-        await assert_unauthenticated(
-            auto_fleet.PullMessages(request, metadata=key.metadata(link.clock.now)),
-            "Invalid node ID",
-        )
+    await assert_unauthenticated(
+        auto_fleet.PullMessages(
+            fleet_pb2.PullMessagesRequest(), metadata=key.metadata(link.clock.now)
+        ),
+        "Invalid node ID",
+    )
     unbound = NodeKey()
     request = fleet_pb2.PullMessagesRequest(node=Node(node_id=node_id))
     await assert_unauthenticated(
         auto_fleet.PullMessages(request, metadata=unbound.metadata(link.clock.now)),
         "Invalid node ID",
     )
+
+
+def requests_naming(node_id: int) -> dict[str, object]:
+    """One request per Fleet method but CreateNode, each naming ``node_id`` as the caller."""
+    node = Node(node_id=node_id)
+    return {
+        "DeleteNode": fleet_pb2.DeleteNodeRequest(node=node),
+        "Ping": fleet_pb2.PingRequest(node=node, ping_interval=30),
+        "PullMessages": fleet_pb2.PullMessagesRequest(node=node),
+        "PushMessages": fleet_pb2.PushMessagesRequest(
+            node=node, messages_list=[Message(metadata=Metadata(src_node_id=node_id))]
+        ),
+        "GetRun": run_pb2.GetRunRequest(node=node, run_id=1),
+        "GetFab": fab_pb2.GetFabRequest(node=node, hash_str="0" * 64, run_id=1),
+    }
+
+
+@pytest.mark.parametrize("method", list(requests_naming(0)))
+async def test_every_method_must_name_the_callers_own_node(
+    auto_fleet: fleet_grpc.FleetStub, link: Link, method: str
+) -> None:
+    """Accepted past authentication for its own node (the service may still refuse it)."""
+    key, node_id, other = await caller_and_other(auto_fleet, link)
+    call = getattr(auto_fleet, method)
+    await assert_unauthenticated(
+        call(requests_naming(other)[method], metadata=key.metadata(link.clock.now)),
+        "Invalid node ID",
+    )
+    try:
+        await call(requests_naming(node_id)[method], metadata=key.metadata(link.clock.now))
+    except GRPCError as error:
+        assert error.status != Status.UNAUTHENTICATED
+
+
+async def test_replies_in_another_nodes_name_are_refused(
+    auto_fleet: fleet_grpc.FleetStub, link: Link
+) -> None:
+    """The reference let a node push replies as any other node; only its own pass here."""
+    key, node_id, other = await caller_and_other(auto_fleet, link)
+    request = fleet_pb2.PushMessagesRequest(
+        node=Node(node_id=node_id),
+        messages_list=[Message(metadata=Metadata(src_node_id=other))],
+    )
+    await assert_unauthenticated(
+        auto_fleet.PushMessages(request, metadata=key.metadata(link.clock.now)),
+        "Invalid node ID",
+    )
+
+
+async def test_delete_node_frees_the_key_for_a_new_node(
+    auto_fleet: fleet_grpc.FleetStub, link: Link
+) -> None:
+    key = NodeKey()
+    old = await create_node(auto_fleet, key, link)
+    await auto_fleet.DeleteNode(
+        fleet_pb2.DeleteNodeRequest(node=Node(node_id=old)), metadata=key.metadata(link.clock.now)
+    )
+    new = await create_node(auto_fleet, key, link)
+    assert await link.state.get_node_id(key.pem) == new
 
 
 async def test_a_key_in_use_by_an_online_node_is_refused(
@@ -200,3 +263,21 @@ def test_key_list_with_anything_but_ec_keys_is_one_clear_error(
     csv_file.write_text(content)
     with pytest.raises(KeyListError, match="Unable to parse the public keys in the CSV file"):
         load_known_public_keys(csv_file)
+
+
+def test_key_list_that_is_not_utf8_text_is_one_clear_error(tmp_path: Path) -> None:
+    csv_file = tmp_path / "keys.csv"
+    csv_file.write_bytes(b"\xff\xfe\x00 not text")
+    with pytest.raises(KeyListError, match="Unable to parse the public keys in the CSV file"):
+        load_known_public_keys(csv_file)
+
+
+def test_a_missing_key_list_is_the_reference_error(tmp_path: Path) -> None:
+    missing = tmp_path / "keys.csv"
+    with pytest.raises(KeyListError, match=f"CSV file does not exist: {missing}. Please provide"):
+        load_known_public_keys(missing)
+
+
+def test_a_key_list_that_cannot_be_read_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(KeyListError, match="Unable to read the known public keys CSV file"):
+        load_known_public_keys(tmp_path)

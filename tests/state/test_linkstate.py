@@ -217,6 +217,33 @@ async def test_key_bound_to_another_node_raises_public_key_in_use(state: LinkSta
     assert await state.get_node_id(b"key") == first
 
 
+async def test_a_key_held_by_an_offline_node_moves_and_the_holder_is_deleted(
+    state: LinkState, clock: FakeClock
+) -> None:
+    """A SuperNode that died without DeleteNode can rejoin with its key (§17 item 13)."""
+    old = await state.create_node(PING)
+    assert await state.set_node_public_key(old, b"key") is None
+    clock.advance(PING)
+    new = await state.create_node(PING)
+    assert await state.set_node_public_key(new, b"key") == old
+    assert not await state.node_exists(old)
+    assert await state.get_node_id(b"key") == new
+
+
+async def test_a_key_held_by_a_pinging_node_stays_with_it(
+    state: LinkState, clock: FakeClock
+) -> None:
+    holder = await state.create_node(PING)
+    await state.set_node_public_key(holder, b"key")
+    clock.advance(PING - 1)
+    assert await state.acknowledge_ping(holder, PING)
+    clock.advance(PING + 1)
+    newcomer = await state.create_node(PING)
+    with pytest.raises(PublicKeyInUseError):
+        await state.set_node_public_key(newcomer, b"key")
+    assert await state.get_node_id(b"key") == holder
+
+
 async def test_binding_the_same_key_to_the_same_node_again_is_allowed(state: LinkState) -> None:
     node_id = await state.create_node(PING)
     await state.set_node_public_key(node_id, b"key")
