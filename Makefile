@@ -6,7 +6,7 @@ PROTO_DIR := superlink_async/wire/protos
 WIRE_DIR  := superlink_async/wire
 PROTOS    := $(wildcard $(PROTO_DIR)/flwr/proto/*.proto)
 
-.PHONY: install run test lint typecheck unit e2e proto demo clean
+.PHONY: install run test lint typecheck unit e2e proto demo clean bench bench-smoke bench-profile
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(BIN)/python:
 
 # The installed marker is rebuilt whenever the dependency list changes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test,bench]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -31,8 +31,8 @@ test: install lint typecheck
 	exit $$status
 
 lint: install
-	$(BIN)/ruff check superlink_async tests examples
-	$(BIN)/ruff format --check superlink_async tests examples
+	$(BIN)/ruff check superlink_async tests examples benchmarks
+	$(BIN)/ruff format --check superlink_async tests examples benchmarks
 
 typecheck: install
 	$(BIN)/mypy
@@ -50,6 +50,18 @@ proto: install
 		--python_out=build/proto --pyi_out=build/proto \
 		--grpclib_python_out=build/proto $(PROTOS)
 	$(BIN)/python -m superlink_async.wire.relocate build/proto/flwr/proto $(WIRE_DIR)
+
+## Ours against flower-superlink 1.18.0, alternating; rewrites docs/benchmarks.md (~15 min).
+bench: install
+	$(BIN)/python -m benchmarks --preset full --output docs/benchmarks.md --json build/benchmarks.json
+
+## The same instrument at tiny sizes against our server only (<1 min); `make test` runs it too.
+bench-smoke: install
+	$(BIN)/python -m benchmarks --preset smoke --strict --output build/benchmarks-smoke.md
+
+## One run of the full preset against our server, sampled with py-spy into build/profile/.
+bench-profile: install
+	$(BIN)/python -m benchmarks --preset full --runs 1 --target "superlink-async=$(BIN)/python -m superlink_async" --output build/profile/benchmarks.md --profile build/profile
 
 ## A complete local federation: our server, two real SuperNodes and a `flwr new` NumPy app.
 demo: install

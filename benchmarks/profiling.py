@@ -1,0 +1,116 @@
+"""Sample a SuperLink with py-spy while a scenario runs, and summarise where its CPU went.
+
+py-spy reads the interpreter's memory from outside (``--nonblocking``: the target is not
+paused), so the server runs unmodified. The raw output is one collapsed stack per line,
+``frame;frame;... count``; the summary ranks functions by the samples in which they are the
+innermost frame (self) and in which they appear at all (total).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+_LINE_NUMBER = re.compile(r":\d+\)$")
+_SAMPLES_PER_SECOND = 100
+
+
+def py_spy() -> str:
+    """The py-spy executable beside this interpreter or on PATH (``pip install py-spy``)."""
+    beside = Path(sys.executable).with_name("py-spy")
+    found = str(beside) if beside.exists() else shutil.which("py-spy")
+    if found is None:
+        raise RuntimeError("--profile needs py-spy: pip install 'superlink-async[bench]'")
+    return found
+
+
+class Sampler:
+    """py-spy attached to ``pid`` for the lifetime of the context; raw stacks to ``output``."""
+
+    def __init__(self, pid: int, output: Path) -> None:
+        self._argv = [
+            py_spy(),
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            str(_SAMPLES_PER_SECOND),
+            "--nonblocking",
+            "--format",
+            "raw",
+            "--output",
+            str(output),
+        ]
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Sampler:
+        self._process = subprocess.Popen(
+            self._argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._process is None:
+            return
+        self._process.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        try:
+            self._process.wait(30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+
+@dataclass(frozen=True)
+class ProfileSummary:
+    """Sample counts per function (``name (file)``, line numbers dropped)."""
+
+    samples: int
+    own: Counter[str]
+    total: Counter[str]
+
+    @classmethod
+    def read(cls, paths: list[Path]) -> ProfileSummary:
+        """Merge py-spy raw outputs."""
+        own: Counter[str] = Counter()
+        total: Counter[str] = Counter()
+        samples = 0
+        for path in paths:
+            for line in path.read_text().splitlines():
+                stack, _, count_text = line.rpartition(" ")
+                if not stack or not count_text.isdigit():
+                    continue
+                count = int(count_text)
+                # The first frame is the thread's name; frames run outermost first.
+                frames = [_LINE_NUMBER.sub(")", frame) for frame in stack.split(";")[1:]]
+                if not frames:
+                    continue
+                samples += count
+                own[frames[-1]] += count
+                for frame in set(frames):
+                    total[frame] += count
+        return cls(samples, own, total)
+
+    def table(self, top: int) -> str:
+        """A Markdown table of the ``top`` functions by own samples, with their totals."""
+        rows = [
+            "| own % | total % | function |",
+            "|---:|---:|---|",
+        ]
+        for function, count in self.own.most_common(top):
+            rows.append(
+                f"| {100 * count / self.samples:.1f} | "
+                f"{100 * self.total[function] / self.samples:.1f} | `{function}` |"
+            )
+        return "\n".join(rows)

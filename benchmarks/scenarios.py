@@ -1,0 +1,322 @@
+"""The scenarios, run against every target in alternation, and what each of them records.
+
+A (idle fleet): one server per session; the fleet grows through the configured sizes and
+each size is measured over a window, until a size is not sustained (p99 over the limit, a
+call failed, or nodes could not register) or the session's time budget runs out.
+B (one round): one server per session, one run; for each round the fleet grows to the
+round's size and the driver times one instruction per node, from push to last reply.
+Each (run, backend) measures every target back to back, their order rotating per run, so
+slow drifts of the machine hit every target alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.config import RoundSpec, Settings
+from benchmarks.driver import MISSING, ServerAppDriver
+from benchmarks.loadgen import Fleet
+from benchmarks.profiling import Sampler
+from benchmarks.stats import percentile
+from benchmarks.superlink import SuperLinkProcess, Target
+
+#: A node gets this long to register once its start time has come.
+REGISTER_TIMEOUT = 10.0
+#: Registered nodes must show up in GetNodes within this.
+ONLINE_TIMEOUT = 5.0
+#: Calls of a window still running this long after it closed count with their age so far.
+COLLECT_GRACE = 5.0
+
+
+@dataclass(frozen=True)
+class MethodStats:
+    """Latency of one Fleet method within a window."""
+
+    calls: int
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass
+class IdleStep:
+    """One fleet size measured over one window."""
+
+    nodes: int
+    registered: int
+    connections: int
+    seconds: float
+    calls: int
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    methods: dict[str, MethodStats]
+    errors: dict[str, int]
+    ramp_errors: dict[str, int]
+    lost_nodes: int
+    server_cpu_per_1k: float
+    server_cpu_percent: float
+    rss_mib: float
+    hwm_mib: float
+    rss_per_1k_nodes_mib: float
+    loadgen_cpu_percent: float
+    loadgen_lag_p99_ms: float
+    sustained: bool
+
+
+@dataclass
+class IdleSession:
+    """Scenario A on one server: the sizes measured and why it stopped."""
+
+    target: str
+    backend: str
+    run: int
+    baseline_rss_mib: float
+    steps: list[IdleStep] = field(default_factory=list)
+    stopped: str = ""
+
+    @property
+    def largest_sustained(self) -> int:
+        """The largest fleet size whose p99 stayed under the limit (0 if none)."""
+        return max((step.nodes for step in self.steps if step.sustained), default=0)
+
+
+@dataclass
+class RoundResult:
+    """Scenario B: one round on one server (wall time up to the timeout when replies failed)."""
+
+    target: str
+    backend: str
+    run: int
+    spec: RoundSpec
+    #: Nodes the round went to: those online, fewer than ``spec.nodes`` if some failed.
+    nodes: int
+    wall_seconds: float
+    replies: int
+    failures: dict[str, int]
+    server_cpu_seconds: float
+    hwm_mib: float
+
+    @property
+    def timed_out(self) -> bool:
+        """Whether replies were still missing at the timeout (the wall time is a lower bound)."""
+        return MISSING in self.failures
+
+    @property
+    def reply_throughput_mb_s(self) -> float:
+        """Reply bytes received per second of wall time (MB = 10^6 bytes)."""
+        return self.replies * self.spec.reply_bytes / 1e6 / self.wall_seconds
+
+
+def say(line: str) -> None:
+    """Progress on stderr, so that a long ``make bench`` shows where it is."""
+    print(time.strftime("%H:%M:%S"), line, file=sys.stderr, flush=True)
+
+
+class Bench:
+    """Runs the scenarios of ``settings`` against ``targets`` with one shared fleet."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        targets: list[Target],
+        fleet: Fleet,
+        profile_dir: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.targets = targets
+        self.fleet = fleet
+        self.profile_dir = profile_dir
+        self.idle: list[IdleSession] = []
+        self.rounds: list[RoundResult] = []
+        #: Sessions that broke off (a server that crashed, a call that failed) or were
+        #: skipped for time, with why.
+        self.broken: list[str] = []
+
+    async def run_all(self) -> None:
+        """Every run, backend, scenario and target, targets alternating, within the time budget."""
+        deadline = time.monotonic() + self.settings.time_budget
+        for run in range(self.settings.runs):
+            shift = run % len(self.targets)
+            order = self.targets[shift:] + self.targets[:shift]
+            for backend in self.settings.backends:
+                for target in order:
+                    name = self._name(target, backend, "idle fleet", run)
+                    if self._may_start(name, deadline):
+                        with self._failure_noted(name):
+                            self.idle.append(await self.idle_fleet(target, backend, run))
+                for target in order:
+                    name = self._name(target, backend, "one round", run)
+                    if self._may_start(name, deadline):
+                        with self._failure_noted(name):
+                            await self.one_round(target, backend, run)
+
+    def _name(self, target: Target, backend: str, scenario: str, run: int) -> str:
+        return f"{target.label}, {backend}, run {run + 1}/{self.settings.runs}, {scenario}"
+
+    def _may_start(self, name: str, deadline: float) -> bool:
+        if time.monotonic() < deadline:
+            say(f"{name} ...")
+            return True
+        self.broken.append(f"{name}: skipped, the time budget was spent")
+        return False
+
+    @contextlib.contextmanager
+    def _failure_noted(self, name: str) -> Iterator[None]:
+        """Let the other sessions go on when one breaks off; the report lists it."""
+        try:
+            yield
+        except Exception as error:  # any failure of a target is a finding, not a crash
+            self.broken.append(f"{name}: {error}")
+            say(f"{name} broke off: {error}")
+
+    async def idle_fleet(self, target: Target, backend: str, run: int) -> IdleSession:
+        """Scenario A on a fresh server."""
+        with self._server(target, backend, "idle", run) as server:
+            await self.fleet.attach(server.fleet_address)
+            session = IdleSession(target.label, backend, run, server.memory_mib()[0])
+            deadline = time.monotonic() + self.settings.idle_budget
+            registered = 0
+            try:
+                for size in self.settings.fleet_sizes:
+                    spread = self._spread(size)
+                    needed = spread + self.settings.settle + self.settings.window
+                    if time.monotonic() + needed > deadline:
+                        session.stopped = f"time budget reached before {size} nodes"
+                        break
+                    grown = await self.fleet.grow(size, spread, REGISTER_TIMEOUT)
+                    registered += grown.created
+                    await asyncio.sleep(self.settings.settle)
+                    step = await self._measure(server, size, registered, session.baseline_rss_mib)
+                    session.steps.append(step)
+                    say(
+                        f"  {size} nodes: {step.rate:.0f} calls/s, p99 {step.p99_ms:.0f} ms, "
+                        f"{'sustained' if step.sustained else 'NOT sustained'}"
+                    )
+                    if not step.sustained:
+                        session.stopped = f"{size} nodes not sustained"
+                        break
+                else:
+                    session.stopped = "every size sustained"
+            finally:
+                await self.fleet.detach()
+        return session
+
+    async def one_round(self, target: Target, backend: str, run: int) -> None:
+        """Scenario B on a fresh server: every round, smallest fleet first.
+
+        A server that cannot register every node still gets its round, over the nodes it
+        lists as online, as a ServerApp would do; the report shows how many there were.
+        """
+        with self._server(target, backend, "round", run) as server:
+            await self.fleet.attach(server.fleet_address)
+            try:
+                async with ServerAppDriver(
+                    server.exec_address,
+                    server.serverappio_address,
+                    self.settings.driver_pull_period,
+                ) as driver:
+                    registered = 0
+                    for spec in sorted(self.settings.rounds, key=lambda spec: spec.nodes):
+                        grown = await self.fleet.grow(
+                            spec.nodes, self._spread(spec.nodes), REGISTER_TIMEOUT
+                        )
+                        registered += grown.created
+                        if not await driver.wait_for_nodes(registered, ONLINE_TIMEOUT):
+                            raise RuntimeError(f"no node of {spec.nodes} came online")
+                        await asyncio.sleep(self.settings.settle)
+                        cpu_before = server.cpu_seconds()
+                        outcome = await driver.round(
+                            spec.payload_bytes, spec.reply_bytes, self.settings.round_timeout
+                        )
+                        say(f"  round {spec.label}: {outcome}")
+                        self.rounds.append(
+                            RoundResult(
+                                target.label,
+                                backend,
+                                run,
+                                spec,
+                                outcome.nodes,
+                                outcome.wall_seconds,
+                                outcome.replies,
+                                outcome.failures,
+                                server.cpu_seconds() - cpu_before,
+                                server.memory_mib()[1],
+                            )
+                        )
+            finally:
+                await self.fleet.detach()
+
+    def _spread(self, size: int) -> float:
+        return max(self.settings.min_spread, (size - self.fleet.size) / self.settings.ramp_rate)
+
+    @contextlib.contextmanager
+    def _server(
+        self, target: Target, backend: str, scenario: str, run: int
+    ) -> Iterator[SuperLinkProcess]:
+        """A fresh server in a scratch directory; sampled with py-spy when profiling it."""
+        with tempfile.TemporaryDirectory(prefix="superlink-bench-") as scratch:
+            server = SuperLinkProcess(target, Path(scratch), database=backend == "sqlite")
+            with server, contextlib.ExitStack() as stack:
+                if self.profile_dir is not None and target == self.targets[0]:
+                    self.profile_dir.mkdir(parents=True, exist_ok=True)
+                    output = self.profile_dir / f"{scenario}-{backend}-run{run + 1}.txt"
+                    stack.enter_context(Sampler(server.pid, output))
+                yield server
+
+    async def _measure(
+        self, server: SuperLinkProcess, size: int, registered: int, baseline_rss: float
+    ) -> IdleStep:
+        """One window over the current fleet: latencies, rates, CPU and memory."""
+        start = time.monotonic()
+        server_cpu, loadgen_cpu = server.cpu_seconds(), self.fleet.cpu_seconds()
+        await asyncio.sleep(self.settings.window)
+        end = time.monotonic()
+        server_cpu = server.cpu_seconds() - server_cpu
+        loadgen_cpu = self.fleet.cpu_seconds() - loadgen_cpu
+        seconds = end - start
+        window = await self.fleet.collect(start, end, COLLECT_GRACE)
+        rss, hwm = server.memory_mib()
+        every = sorted(latency for values in window.latencies.values() for latency in values)
+        methods = {}
+        for method, values in sorted(window.latencies.items()):
+            values.sort()
+            methods[method] = MethodStats(
+                len(values), 1000 * percentile(values, 0.5), 1000 * percentile(values, 0.99)
+            )
+        calls = len(every) + sum(window.errors.values())
+        p99 = percentile(every, 0.99)
+        return IdleStep(
+            nodes=size,
+            registered=registered,
+            connections=self.fleet.connections,
+            seconds=seconds,
+            calls=calls,
+            rate=calls / seconds,
+            p50_ms=1000 * percentile(every, 0.5),
+            p99_ms=1000 * p99,
+            methods=methods,
+            errors=dict(window.errors),
+            ramp_errors=dict(window.earlier_errors),
+            lost_nodes=window.lost_nodes,
+            server_cpu_per_1k=1000 * server_cpu / calls if calls else math.nan,
+            server_cpu_percent=100 * server_cpu / seconds,
+            rss_mib=rss,
+            hwm_mib=hwm,
+            rss_per_1k_nodes_mib=(rss - baseline_rss) / (size / 1000),
+            loadgen_cpu_percent=100 * loadgen_cpu / seconds,
+            loadgen_lag_p99_ms=1000 * percentile(sorted(window.loop_lags), 0.99),
+            sustained=(
+                registered == size
+                and not window.errors
+                and not window.lost_nodes
+                and p99 < self.settings.p99_limit
+            ),
+        )

@@ -1,0 +1,178 @@
+"""Start any SuperLink command on loopback ports and read its CPU and memory from /proc.
+
+Only the started process is measured (its threads included, children not): with
+``--isolation process`` a SuperLink has no children, and the driver plays ``flwr-serverapp``.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+LOOPBACK = "127.0.0.1"
+_START_SECONDS = 30.0
+_STOP_SECONDS = 15.0
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A SuperLink under test: a label for the report and the command without flags."""
+
+    label: str
+    command: tuple[str, ...]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process, all its threads included."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # Fields 14 and 15 of proc(5), counted after the parenthesised command name.
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def memory_mib(pid: int) -> tuple[float, float]:
+    """Resident set size now and its peak (``VmRSS``, ``VmHWM``), in MiB."""
+    values: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+def raise_open_files_limit(wanted: int) -> int:
+    """Raise this process's descriptor limit toward ``wanted``; children inherit it.
+
+    Raising the hard limit needs privileges; without them the soft limit goes up to the
+    hard one. Returns the soft limit now in force.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = int(Path("/proc/sys/fs/nr_open").read_text())
+    target = min(max(wanted, soft), ceiling)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, max(target, hard)))
+    except (ValueError, PermissionError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((LOOPBACK, port)) == 0
+
+
+class SuperLinkProcess:
+    """One SuperLink with ``--isolation process`` on fresh ports; a context manager.
+
+    Its state (``--database``), FAB store and log live in ``workdir``.
+    """
+
+    def __init__(self, target: Target, workdir: Path, *, database: bool) -> None:
+        self.target = target
+        self.workdir = workdir
+        self.log_path = workdir / "superlink.log"
+        ports = [_free_port() for _ in range(3)]
+        self.exec_address, self.serverappio_address, self.fleet_address = (
+            f"{LOOPBACK}:{port}" for port in ports
+        )
+        self._ports = ports
+        self.argv = [
+            *target.command,
+            "--insecure",
+            "--isolation",
+            "process",
+            "--exec-api-address",
+            self.exec_address,
+            "--serverappio-api-address",
+            self.serverappio_address,
+            "--fleet-api-address",
+            self.fleet_address,
+            "--storage-dir",
+            str(workdir / "ffs"),
+        ]
+        if database:
+            self.argv += ["--database", str(workdir / "state.db")]
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        """The measured process."""
+        assert self._process is not None, "not started"
+        return self._process.pid
+
+    def start(self) -> None:
+        """Launch the command and return once all three APIs accept connections."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "FLWR_HOME": str(self.workdir / "flwr-home"),
+            "FLWR_TELEMETRY_ENABLED": "0",
+        }
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        deadline = time.monotonic() + _START_SECONDS
+        while not all(_port_open(port) for port in self._ports):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"{self.target.label} did not start; the end of its log:\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after a grace period; the process is gone afterwards."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server has used so far."""
+        return cpu_seconds(self.pid)
+
+    def memory_mib(self) -> tuple[float, float]:
+        """The server's RSS and peak RSS."""
+        return memory_mib(self.pid)
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the server's combined stdout and stderr."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> SuperLinkProcess:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

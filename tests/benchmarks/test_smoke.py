@@ -1,0 +1,62 @@
+"""The benchmark instrument at smoke size against our server, so that it cannot rot unnoticed.
+
+It runs exactly what ``make bench-smoke`` runs (``python -m benchmarks --preset smoke``), with
+the report and the raw results in a scratch directory, and checks that every scenario measured
+something real: every fleet size sustained, every round answered by every node; and that the
+raw results render back into the same report.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.e2e
+def test_smoke_preset_measures_every_scenario(tmp_path: Path) -> None:
+    report, raw = tmp_path / "benchmarks.md", tmp_path / "benchmarks.json"
+    command = [sys.executable, "-m", "benchmarks", "--preset", "smoke", "--strict"]
+    command += ["--output", str(report), "--json", str(raw)]
+    completed = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=240, check=False
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+
+    results = json.loads(raw.read_text())
+    assert [target["label"] for target in results["targets"]] == ["superlink-async"]
+    assert results["broken"] == []
+    sessions = results["idle"]
+    assert {session["backend"] for session in sessions} == {"memory", "sqlite"}
+    sizes = results["settings"]["fleet_sizes"]
+    for session in sessions:
+        assert [step["nodes"] for step in session["steps"]] == sizes
+        for step in session["steps"]:
+            assert step["sustained"], step
+            assert step["registered"] == step["connections"] == step["nodes"]
+            assert step["methods"]["PullMessages"]["calls"] >= step["nodes"]
+    rounds = results["rounds"]
+    assert len(rounds) == 2 * len(results["settings"]["rounds"])
+    for result in rounds:
+        assert result["replies"] == result["nodes"] == result["spec"]["nodes"], result
+        assert result["failures"] == {}
+        assert result["wall_seconds"] > 0
+
+    text = report.read_text()
+    for heading in ("## Against the issue's goals", "## A. Idle fleet", "## B. One round"):
+        assert heading in text
+
+    rendered = tmp_path / "rendered.md"
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--render", str(raw), "--output", str(rendered)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    assert rendered.read_text() == text
