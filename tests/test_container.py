@@ -2,7 +2,8 @@
 
 The Dockerfile is parsed for what operators rely on, and the entrypoint command runs as
 the image's user (UID 49999) in a directory laid out like the image's, to show that
-``--database state.db`` lands in the state volume and is restored on the next start.
+``--database state.db`` lands in the state volume and is restored on the next start, and
+that the HEALTHCHECK command, run as that user, tells a serving server from a stopped one.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from grpclib.client import Channel
 
 from superlink_async.config import Address
 from superlink_async.probe import is_serving
-from superlink_async.testing import ManagedProcess, SuperLinkPorts
+from superlink_async.testing import ManagedProcess, SuperLinkPorts, WaitTimeout
 from superlink_async.wire import exec_grpc, exec_pb2
 from superlink_async.wire.fab_pb2 import Fab
 from tests.fabs import make_fab
@@ -36,6 +37,9 @@ APP_UID = 49999
 # The interpreter the image user runs: it must not live under a directory only root can
 # enter (this machine's own Python is under /root). Same minor version as ours.
 SYSTEM_PYTHON = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+# The server runs as PID 1 of its own PID namespace, as it does in a container, where the
+# kernel drops every signal it has no handler for (so ``docker stop`` relies on ours).
+NEW_PID_NAMESPACE = ["unshare", "--pid", "--fork", "--kill-child"]
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -49,9 +53,14 @@ def instructions() -> list[tuple[str, str]]:
     ]
 
 
-def test_dockerfile_declares_what_operators_rely_on() -> None:
+def dockerfile_values() -> dict[str, list[str]]:
+    """The arguments of each instruction, by instruction, in order."""
     found = instructions()
-    values = {name: [args for kind, args in found if kind == name] for name, _ in found}
+    return {name: [args for kind, args in found if kind == name] for name, _ in found}
+
+
+def test_dockerfile_declares_what_operators_rely_on() -> None:
+    values = dockerfile_values()
     assert values["FROM"] == ["python:3.11-slim"]
     assert values["USER"] == [f"{APP_UID}:{APP_UID}"]
     assert "--uid 49999" in " ".join(values["RUN"])
@@ -61,6 +70,19 @@ def test_dockerfile_declares_what_operators_rely_on() -> None:
     assert "superlink_async.probe" in values["HEALTHCHECK"][-1]
     assert "FLWR_HOME=/app/state/.flwr" in " ".join(values["ENV"])
     assert "[flwr]" in " ".join(values["RUN"])
+
+
+def test_build_context_is_what_copy_needs() -> None:
+    """.dockerignore admits exactly the COPY sources: no database or cache ends up in it."""
+    patterns = [
+        line
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    sources = {source for args in dockerfile_values()["COPY"] for source in args.split()[:-1]}
+    assert patterns[0] == "*"
+    assert {pattern[1:] for pattern in patterns if pattern.startswith("!")} == sources
+    assert all((REPO / source).exists() for source in sources)
 
 
 def test_hadolint_finds_nothing() -> None:
@@ -80,6 +102,8 @@ def image_root() -> Iterator[Path]:
     """``/app`` with ``/app/state`` owned by the image user, reachable by that user."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None or not SYSTEM_PYTHON.exists():
         pytest.skip("needs root, setpriv and a system Python the image user can run")
+    if subprocess.run([*NEW_PID_NAMESPACE, "true"], check=False).returncode != 0:
+        pytest.skip("needs unshare and the right to create a PID namespace (CAP_SYS_ADMIN)")
     root = Path(tempfile.mkdtemp(prefix="superlink-image-", dir="/tmp"))
     root.chmod(0o755)
     state = root / "app" / "state"
@@ -90,27 +114,66 @@ def image_root() -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def start_as_app_user(root: Path, ports: SuperLinkPorts, index: int) -> ManagedProcess:
-    """The image's ENTRYPOINT, as UID 49999, in WORKDIR /app/state, with the image's env."""
-    state = root / "app" / "state"
+def as_app_user(root: Path, command: list[str]) -> tuple[list[str], dict[str, str]]:
+    """An image command (``python ...``) as UID 49999 with the image's environment."""
+    assert command[0] == "python"
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(root / "app"),
-        "FLWR_HOME": str(state / ".flwr"),
+        "FLWR_HOME": str(root / "app" / "state" / ".flwr"),
         "FLWR_TELEMETRY_ENABLED": "0",
         "PYTHONPATH": os.pathsep.join([str(REPO), sysconfig.get_paths()["purelib"]]),
     }
-    argv = [
-        "setpriv", f"--reuid={APP_UID}", f"--regid={APP_UID}", "--clear-groups",
-        str(SYSTEM_PYTHON), "-m", "superlink_async",
-        "--insecure", "--database", "state.db", "--isolation", "process", *ports.flags(),
-    ]  # fmt: skip
-    return ManagedProcess(f"container-{index}", argv, root / f"superlink-{index}.log", env, state)
+    setpriv = ["setpriv", f"--reuid={APP_UID}", f"--regid={APP_UID}", "--clear-groups"]
+    return [*setpriv, str(SYSTEM_PYTHON), *command[1:]], env
+
+
+def start_as_app_user(root: Path, ports: SuperLinkPorts, index: int) -> ManagedProcess:
+    """The image's ENTRYPOINT, as UID 49999, in WORKDIR /app/state, with the image's env."""
+    entrypoint = json.loads(dockerfile_values()["ENTRYPOINT"][-1])
+    flags = ports.flags()
+    argv, env = as_app_user(
+        root,
+        [*entrypoint, "--insecure", "--database", "state.db", "--isolation", "process", *flags],
+    )
+    state = root / "app" / "state"
+    log = root / f"superlink-{index}.log"
+    return ManagedProcess(f"container-{index}", [*NEW_PID_NAMESPACE, *argv], log, env, state)
+
+
+def pid_in_namespace(process: ManagedProcess) -> int:
+    """The server's process id as its own PID namespace sees it (1 in a container)."""
+    (child,) = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    status = Path(f"/proc/{child}/status").read_text().splitlines()
+    return int(next(line for line in status if line.startswith("NSpid:")).split()[-1])
+
+
+def docker_stop(process: ManagedProcess) -> int:
+    """What ``docker stop`` does: SIGTERM to PID 1, SIGKILL after its 10 s; the exit status.
+
+    The signal goes to the process group: unshare blocks it and the server, PID 1 of the
+    namespace, gets it (unshare then exits with the server's status).
+    """
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        return process.wait(10)
+    except WaitTimeout:
+        process.kill()
+        return -signal.SIGKILL
+
+
+async def healthcheck_status(root: Path, address: Address) -> int:
+    """The exit status of the Dockerfile's HEALTHCHECK command, aimed at ``address``."""
+    command = json.loads(dockerfile_values()["HEALTHCHECK"][-1].split("CMD", 1)[1])
+    command[command.index("--address") + 1] = str(address)
+    argv, env = as_app_user(root, command)
+    result = await anyio.run_process(argv, env=env, cwd=root / "app" / "state", check=False)
+    return result.returncode
 
 
 async def wait_serving(process: ManagedProcess, address: Address) -> None:
     with anyio.fail_after(30):
-        while not await is_serving(address, None, 1.0):
+        while not await is_serving(address):
             assert process.alive(), process.tail()
             await anyio.sleep(0.2)
 
@@ -120,24 +183,24 @@ async def test_database_lands_in_the_state_volume_and_is_restored(image_root: Pa
     ports = SuperLinkPorts.allocate()
     exec_address = Address.parse(ports.address(ports.exec))
     state = image_root / "app" / "state"
-    first = start_as_app_user(image_root, ports, 0)
-    try:
+    with closing(start_as_app_user(image_root, ports, 0)) as first:
         await wait_serving(first, exec_address)
+        assert pid_in_namespace(first) == 1
+        assert await healthcheck_status(image_root, exec_address) == 0
         with closing(Channel(exec_address.host, exec_address.port)) as channel:
             started = await exec_grpc.ExecStub(channel).StartRun(
                 exec_pb2.StartRunRequest(fab=Fab(content=make_fab()))
             )
-    finally:
-        assert first.stop(signal.SIGTERM, 15) == 0, first.tail()
+        assert docker_stop(first) == 0, first.tail()
+        assert "SuperLink terminated gracefully." in first.output()
+    assert await healthcheck_status(image_root, exec_address) == 1
     database = state / "state.db"
     assert database.is_file() and database.stat().st_uid == APP_UID
     assert any((state / ".flwr" / "superlink" / "ffs").iterdir())
 
-    second = start_as_app_user(image_root, ports, 1)
-    try:
+    with closing(start_as_app_user(image_root, ports, 1)) as second:
         await wait_serving(second, exec_address)
         with closing(Channel(exec_address.host, exec_address.port)) as channel:
             runs = await exec_grpc.ExecStub(channel).ListRuns(exec_pb2.ListRunsRequest())
-    finally:
-        second.stop(signal.SIGTERM, 15)
+        assert docker_stop(second) == 0, second.tail()
     assert set(runs.run_dict) == {started.run_id}

@@ -29,3 +29,4 @@ def test_compose_file_wires_supernodes_to_a_persistent_superlink() -> None:
     for name in ("supernode-1", "supernode-2"):
         assert services[name]["image"] == "flwr/supernode:1.18.0"
         assert "superlink:9092" in services[name]["command"]
+        assert services[name]["depends_on"]["superlink"]["condition"] == "service_healthy"
