@@ -15,6 +15,7 @@ import shlex
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -57,6 +58,21 @@ def _sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _choices(*allowed: str) -> Callable[[str], tuple[str, ...]]:
+    """A parser of comma-separated values out of ``allowed``."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        values = tuple(part.strip() for part in text.split(","))
+        unknown = [value for value in values if value not in allowed]
+        if unknown or not values:
+            raise argparse.ArgumentTypeError(
+                f"expected some of {','.join(allowed)}, got {text!r}"
+            )
+        return values
+
+    return parse
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line; see ``--help``."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
@@ -73,6 +89,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, help="runs per backend and target")
     parser.add_argument("--fleet-sizes", type=_sizes, help="idle-fleet sizes, e.g. 1000,5000")
     parser.add_argument("--workers", type=int, help="load-generator processes")
+    parser.add_argument(
+        "--backends", type=_choices("memory", "sqlite"), help="e.g. memory or memory,sqlite"
+    )
+    parser.add_argument(
+        "--scenarios", type=_choices("idle", "round"), help="idle (A) and/or round (B)"
+    )
     parser.add_argument("--output", type=Path, default=Path("build/benchmarks.md"))
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument(
@@ -110,6 +132,8 @@ def settings_of(args: argparse.Namespace) -> Settings:
         "runs": args.runs,
         "fleet_sizes": args.fleet_sizes,
         "workers": args.workers,
+        "backends": args.backends,
+        "scenarios": args.scenarios,
     }
     return dataclasses.replace(
         settings, **{key: value for key, value in overrides.items() if value is not None}

@@ -35,6 +35,8 @@ class Settings:
     runs: int
     #: ``memory`` (no ``--database``) and/or ``sqlite`` (``--database`` on a file).
     backends: tuple[str, ...]
+    #: ``idle`` (scenario A) and/or ``round`` (scenario B).
+    scenarios: tuple[str, ...]
     #: Scenario A: idle-fleet sizes, grown in this order on one server until one fails.
     fleet_sizes: tuple[int, ...]
     #: A fleet size is sustained when the p99 of all its calls stays under this.
@@ -64,6 +66,7 @@ class Settings:
 FULL = Settings(
     runs=3,
     backends=("memory", "sqlite"),
+    scenarios=("idle", "round"),
     fleet_sizes=(250, 500, 1000, 2000, 5000, 10000, 20000),
     p99_limit=0.2,
     min_spread=3.0,
@@ -85,6 +88,7 @@ FULL = Settings(
 SMOKE = Settings(
     runs=1,
     backends=("memory", "sqlite"),
+    scenarios=("idle", "round"),
     fleet_sizes=(10, 30),
     p99_limit=0.2,
     min_spread=1.0,

@@ -68,6 +68,7 @@ class Results:
         settings = raw["settings"]
         settings.update(
             backends=tuple(settings["backends"]),
+            scenarios=tuple(settings.get("scenarios", ("idle", "round"))),
             fleet_sizes=tuple(settings["fleet_sizes"]),
             rounds=tuple(RoundSpec(**spec) for spec in settings["rounds"]),
         )

@@ -147,12 +147,12 @@ class Bench:
             shift = run % len(self.targets)
             order = self.targets[shift:] + self.targets[:shift]
             for backend in self.settings.backends:
-                for target in order:
+                for target in order if "idle" in self.settings.scenarios else ():
                     name = self._name(target, backend, "idle fleet", run)
                     if self._may_start(name, deadline):
                         with self._failure_noted(name):
                             self.idle.append(await self.idle_fleet(target, backend, run))
-                for target in order:
+                for target in order if "round" in self.settings.scenarios else ():
                     name = self._name(target, backend, "one round", run)
                     if self._may_start(name, deadline):
                         with self._failure_noted(name):
