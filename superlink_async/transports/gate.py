@@ -15,6 +15,11 @@ from superlink_async.metrics import Metrics
 
 #: The reference's limit for gRPC messages in both directions (2 GiB - 1).
 MAX_MESSAGE_BYTES = 2_147_483_647
+#: Connections the kernel may queue before we accept them (it caps this at somaxconn).
+#: asyncio's default of 100 drops SYNs when a fleet (re)connects at once, and a SuperNode
+#: whose SYN is dropped retries after 1, 3, 7, 15 s: long enough for its signed timestamp
+#: to expire before its first call arrives.
+LISTEN_BACKLOG = 4096
 
 
 class ShuttingDownError(Exception):

@@ -10,6 +10,7 @@ from anyio.abc import TaskStatus
 
 from superlink_async.config import Address
 from superlink_async.logs import logger
+from superlink_async.transports.gate import LISTEN_BACKLOG
 
 
 async def serve_http(
@@ -25,7 +26,12 @@ async def serve_http(
     await runner.setup()
     try:
         site = web.TCPSite(
-            runner, address.host or None, address.port, ssl_context=tls, reuse_address=True
+            runner,
+            address.host or None,
+            address.port,
+            ssl_context=tls,
+            reuse_address=True,
+            backlog=LISTEN_BACKLOG,
         )
         await site.start()
         logger.info("%s on %s", banner, address)

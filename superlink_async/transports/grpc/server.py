@@ -1,17 +1,80 @@
-"""Run a grpclib server as a supervised task: bind, report started, close on cancel."""
+"""Run a grpclib server as a supervised task: bind, report started, close on cancel.
+
+grpclib's server keeps more per connection than a SuperLink can afford with thousands of
+long-lived SuperNode connections, so ``serve_grpc`` runs a ``LeanServer``:
+
+- grpclib's per-connection handler keeps every finished call (its task, stream, buffers,
+  queues and events) until ten more calls arrive on that connection. A SuperNode makes
+  one call every few seconds, so each idle connection held about ten dead calls: most of
+  our memory per node and most of the objects the cyclic GC had to walk. Ours forgets a
+  call the moment it ends.
+- h2 remembers how the last 65,536 streams of a connection were closed. At one pull
+  every three seconds that list grows for days (to several MB per connection). A
+  SuperNode has at most a couple of calls open at once, so a short memory is enough for
+  the late frames it exists for.
+
+Both reach into grpclib's and h2's internals (``Server._protocol_factory``,
+``Handler._tasks``, ``H2Connection._closed_streams``); tests/transports/grpc pins them.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import ssl as _ssl
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
-from grpclib.server import Server
+from grpclib.protocol import H2Protocol, Stream
+from grpclib.server import Handler, Server
 
 from superlink_async.config import Address
 from superlink_async.logs import logger
+from superlink_async.transports.gate import LISTEN_BACKLOG
+
+#: Closed streams h2 remembers per connection (it answers late frames on them politely).
+CLOSED_STREAMS_REMEMBERED = 64
+
+
+class _ForgetfulHandler(Handler):
+    """grpclib's handler, dropping each call's task (and all it holds) when it ends."""
+
+    def accept(
+        self,
+        stream: Stream,
+        headers: Any,
+        release_stream: Callable[[], Any],
+    ) -> None:
+        super().accept(stream, headers, release_stream)
+        self._tasks[stream].add_done_callback(lambda _: self._tasks.pop(stream, None))
+
+    def cancel(self, stream: Stream) -> None:
+        task = self._tasks.pop(stream, None)
+        if task is not None:
+            task.cancel()
+            self._cancelled.add(task)
+
+
+class _ShortMemoryProtocol(H2Protocol):
+    """grpclib's HTTP/2 protocol with h2's closed-stream memory cut down."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        closed_streams = self.connection._connection._closed_streams
+        closed_streams._size_limit = CLOSED_STREAMS_REMEMBERED  # type: ignore[attr-defined]
+
+
+class LeanServer(Server):
+    """A grpclib ``Server`` whose idle connections keep no finished calls."""
+
+    def _protocol_factory(self) -> H2Protocol:
+        self.__gc_step__()
+        handler = _ForgetfulHandler(
+            self._mapping, self._codec, self._status_details_codec, self.__dispatch__
+        )
+        self._handlers.add(handler)
+        return _ShortMemoryProtocol(handler, self._config, self._h2_config)
 
 
 async def serve_grpc(
@@ -28,8 +91,10 @@ async def serve_grpc(
     the listener's crash with its cause. With ``ssl`` every connection must be TLS
     (positional, because the supervisor passes arguments positionally).
     """
-    server = Server(list(handlers))
-    await server.start(address.host, address.port, reuse_address=True, ssl=ssl)
+    server = LeanServer(list(handlers))
+    await server.start(
+        address.host, address.port, reuse_address=True, ssl=ssl, backlog=LISTEN_BACKLOG
+    )
     logger.info("%s on %s", banner, address)
     task_status.started()
     try:

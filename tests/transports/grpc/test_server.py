@@ -1,0 +1,101 @@
+"""The listeners: what a long-lived gRPC connection keeps, and how sockets are bound."""
+
+from __future__ import annotations
+
+import socket
+from contextlib import closing
+
+import anyio
+import pytest
+from aiohttp import web
+from grpclib.client import Channel
+from grpclib.health.service import Health
+from grpclib.health.v1.health_grpc import HealthStub
+from grpclib.health.v1.health_pb2 import HealthCheckRequest
+from grpclib.protocol import H2Protocol
+
+from superlink_async.config import Address
+from superlink_async.transports.grpc.server import (
+    CLOSED_STREAMS_REMEMBERED,
+    LeanServer,
+    serve_grpc,
+)
+from superlink_async.transports.http import serve_http
+from tests.ports import free_port
+
+pytestmark = pytest.mark.anyio
+
+CALLS = 3 * CLOSED_STREAMS_REMEMBERED
+
+
+async def test_a_busy_connection_keeps_no_finished_calls() -> None:
+    """After many calls on one connection, no finished call and few closed streams remain.
+
+    grpclib alone keeps up to ten finished calls per connection and h2 the last 65,536
+    closed streams: for a fleet of idle SuperNodes, most of the server's memory.
+    """
+    port = free_port()
+    server = LeanServer([Health()])
+    protocols: list[H2Protocol] = []
+    make_protocol = server._protocol_factory
+
+    def recording_factory() -> H2Protocol:
+        protocols.append(make_protocol())
+        return protocols[-1]
+
+    server._protocol_factory = recording_factory  # type: ignore[method-assign]
+    await server.start("127.0.0.1", port)
+    try:
+        with closing(Channel("127.0.0.1", port)) as channel:
+            stub = HealthStub(channel)
+            for _ in range(CALLS):
+                await stub.Check(HealthCheckRequest())
+            await anyio.sleep(0.05)  # the last call's task ends just after its response
+            (handler,) = server._handlers
+            assert handler._tasks == {}
+            (protocol,) = protocols
+            assert len(protocol.connection._connection._closed_streams) == CLOSED_STREAMS_REMEMBERED
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize("listener", ["grpc", "rest"])
+async def test_the_listener_queues_a_fleet_connecting_at_once(listener: str) -> None:
+    """Connections arriving faster than the loop accepts wait in the kernel, none dropped.
+
+    asyncio's default backlog of 100 drops the SYNs beyond it, and a dropped SuperNode
+    only retries a second later (then 3, 7, 15 s): long enough for its signed timestamp
+    to expire. The 300 connects below happen while the loop cannot accept any.
+    """
+    port = free_port()
+    async with anyio.create_task_group() as tasks:
+        address = Address("127.0.0.1", port)
+        if listener == "grpc":
+            await tasks.start(serve_grpc, [Health()], address, "test listener")
+        else:
+            await tasks.start(serve_http, web.Application(), address, "test listener")
+        clients = [socket.socket() for _ in range(300)]
+        try:
+            for client in clients:
+                client.setblocking(False)
+                client.connect_ex(("127.0.0.1", port))
+            await anyio.sleep(0.3)  # well before the kernel's first SYN retry (1 s)
+            connected = [
+                client
+                for client in clients
+                if client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 and _has_peer(client)
+            ]
+            assert len(connected) == len(clients)
+        finally:
+            for client in clients:
+                client.close()
+        tasks.cancel_scope.cancel()
+
+
+def _has_peer(client: socket.socket) -> bool:
+    try:
+        client.getpeername()
+    except OSError:
+        return False
+    return True
