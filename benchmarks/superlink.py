@@ -1,17 +1,20 @@
 """Start any SuperLink command on loopback ports and read its CPU and memory from /proc.
 
-Only the started process is measured (its threads included, children not): with
-``--isolation process`` a SuperLink has no children, and the driver plays ``flwr-serverapp``.
+The started process is measured with every process it started (ours checks signatures
+in worker processes): CPU and RSS are sums over that tree. With ``--isolation process``
+no ``flwr-serverapp`` is among them: the driver plays it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -30,11 +33,33 @@ class Target:
     command: tuple[str, ...]
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """proc(5) ``stat`` fields from the 3rd on (after the parenthesised command name)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every live process below it."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int(_stat_fields(int(entry.name))[1])
+            except (OSError, IndexError):
+                continue  # gone meanwhile
+            children.setdefault(parent, []).append(int(entry.name))
+    tree, frontier = [pid], [pid]
+    while frontier:
+        frontier = [child for parent in frontier for child in children.get(parent, [])]
+        tree += frontier
+    return tree
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of a process, all its threads included."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    # Fields 14 and 15 of proc(5), counted after the parenthesised command name.
+    fields = _stat_fields(pid)
+    # Fields 14 and 15 of proc(5).
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
@@ -46,6 +71,14 @@ def memory_mib(pid: int) -> tuple[float, float]:
         if key in ("VmRSS", "VmHWM"):
             values[key] = int(rest.split()[0]) / 1024
     return values["VmRSS"], values["VmHWM"]
+
+
+def _tree_sum(pid: int, measure: Callable[[int], float]) -> float:
+    total = 0.0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):  # a process that ended meanwhile
+            total += measure(member)
+    return total
 
 
 def raise_open_files_limit(wanted: int) -> int:
@@ -150,12 +183,15 @@ class SuperLinkProcess:
             process.wait()
 
     def cpu_seconds(self) -> float:
-        """CPU time the server has used so far."""
-        return cpu_seconds(self.pid)
+        """CPU time the server and its live children have used so far."""
+        return _tree_sum(self.pid, cpu_seconds)
 
     def memory_mib(self) -> tuple[float, float]:
-        """The server's RSS and peak RSS."""
-        return memory_mib(self.pid)
+        """RSS and peak RSS, each summed over the server and its children."""
+        return (
+            _tree_sum(self.pid, lambda pid: memory_mib(pid)[0]),
+            _tree_sum(self.pid, lambda pid: memory_mib(pid)[1]),
+        )
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of the server's combined stdout and stderr."""
