@@ -14,7 +14,7 @@ $(BIN)/python:
 
 # The installed marker is rebuilt whenever the dependency list changes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[test,bench]"
+	$(BIN)/pip install --quiet -e ".[test,bench,uvloop]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -2,4 +2,6 @@
 
 from superlink_async.cli import main
 
-main()
+# Guarded: worker processes (anyio's process pool) load this file again as ``__mp_main__``.
+if __name__ == "__main__":
+    main()

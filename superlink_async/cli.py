@@ -8,7 +8,6 @@ Everything is checked before :func:`superlink_async.runtime.serve` binds a port.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import shlex
 import sys
@@ -26,6 +25,7 @@ from superlink_async.config import (
     DEFAULT_SERVERAPPIO_ADDRESS,
     DEFAULT_SIMULATIONIO_ADDRESS,
     DEPLOYMENT_EXECUTOR,
+    EVENT_LOOPS,
     FLEET_API_TYPES,
     FLEET_GRPC_RERE,
     ISOLATION_MODES,
@@ -351,6 +351,27 @@ def superlink(
             help="(superlink-async only) Lowest level that is logged.",
         ),
     ] = None,
+    signature_workers: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            metavar="N",
+            show_default="one per CPU but one with 4+ CPUs, else 0",
+            help="(superlink-async only) Worker processes that check the signatures of node "
+            "authentication, so that the event loop serves other calls meanwhile. 0 checks "
+            "them on the event loop.",
+        ),
+    ] = None,
+    event_loop: Annotated[
+        str,
+        typer.Option(
+            click_type=click.Choice(EVENT_LOOPS),
+            help="(superlink-async only) 'uvloop' (pip install 'superlink-async[uvloop]') "
+            "spends less CPU per call, but when the server is overloaded it answers some "
+            "connections and starves others (measured: new SuperNodes waited over 14 s); "
+            "asyncio's loop slows every connection evenly.",
+        ),
+    ] = "asyncio",
 ) -> None:
     """Start a Flower SuperLink: a drop-in replacement for flower-superlink 1.18.0."""
     _start(
@@ -382,7 +403,9 @@ def superlink(
             log_format=log_format,
             metrics_address=metrics_address,
             log_level=log_level,
-        )
+            signature_workers=signature_workers,
+        ),
+        event_loop,
     )
 
 
@@ -391,7 +414,7 @@ def _optional_path(value: str | None) -> Path | None:
     return Path(value) if value else None
 
 
-def _start(config: Config) -> None:
+def _start(config: Config, event_loop: str = "asyncio") -> None:
     """Log, warn and check as ``flower-superlink`` does, then serve until the exit code is known.
 
     Every end of the server arrives as ``SuperLinkExit``; its message is logged (ERROR for
@@ -405,11 +428,15 @@ def _start(config: Config) -> None:
         _check(config)
         # Imported here so that `--help` and rejected options don't load the server stack.
         from superlink_async.runtime import serve  # noqa: PLC0415
+        from superlink_async.runtime.process import run_server  # noqa: PLC0415
 
-        asyncio.run(serve(config))
+        run_server(lambda: serve(config), event_loop)
     except SuperLinkExit as exc:
         logger.log(logging.ERROR if exc.is_failure else logging.INFO, exc.args[0])
         sys.exit(exc.process_status)
+    except ConfigError as exc:
+        logger.error("%s", exc)
+        sys.exit(1)
 
 
 def _check(config: Config) -> None:

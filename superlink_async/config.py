@@ -29,6 +29,8 @@ DEFAULT_EXEC_ADDRESS = "0.0.0.0:9093"
 DEFAULT_FLEET_REST_ADDRESS = "0.0.0.0:9095"
 DEFAULT_SIMULATIONIO_ADDRESS = "0.0.0.0:9096"
 DEPLOYMENT_EXECUTOR = "flwr.superexec.deployment:executor"
+#: ``--event-loop`` choices of the command line (see runtime/process.py).
+EVENT_LOOPS = ("asyncio", "uvloop")
 
 
 class AddressError(ValueError):
@@ -145,6 +147,8 @@ class Config:
     log_format: str = "default"
     metrics_address: str | None = None
     log_level: str | None = None
+    #: Processes that check node-auth signatures; None: one per CPU but one.
+    signature_workers: int | None = None
 
     @property
     def fleet_address(self) -> str:

@@ -39,6 +39,8 @@ OUR_OPTIONS = {
     "--log-format",
     "--log-level",
     "--metrics-address",
+    "--signature-workers",
+    "--event-loop",
 }
 OUR_FIELDS = {
     "serverapp_command",
@@ -48,6 +50,7 @@ OUR_FIELDS = {
     "log_format",
     "log_level",
     "metrics_address",
+    "signature_workers",
 }
 SSL_FLAGS = ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile")
 ADDRESS_FLAGS = (
@@ -87,6 +90,8 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
         raise SuperLinkExit(ExitCode.GRACEFUL_EXIT_SIGTERM, "SuperLink terminated gracefully.")
 
     monkeypatch.setattr("superlink_async.runtime.serve", serve)
+    # The GC tuning is process-wide: not for the test process (tests/runtime pins it).
+    monkeypatch.setattr("superlink_async.runtime.process.tune_gc", lambda: None)
     return configs
 
 
@@ -211,6 +216,24 @@ def test_options_reach_the_config(served: list[Config], tmp_path: Path) -> None:
     assert config.executor_config == "verbose=true"
     assert config.serverapp_command == ("python", "-m", "my app")
     assert config.shutdown_grace == 0.5
+
+
+def test_signature_workers_reach_the_config(served: list[Config]) -> None:
+    """None (one per CPU but one, with 4+ CPUs) unless given; 0 checks on the loop."""
+    assert invoke("--insecure").exit_code == 0
+    assert invoke("--insecure", "--signature-workers", "0").exit_code == 0
+    assert [config.signature_workers for config in served] == [None, 0]
+    assert invoke("--insecure", "--signature-workers", "-1").exit_code == 2
+
+
+def test_a_requested_uvloop_that_is_missing_is_one_error_line(
+    served: list[Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)
+    result = invoke("--insecure", "--event-loop", "uvloop")
+    assert result.exit_code == 1
+    assert "needs uvloop: pip install 'superlink-async[uvloop]'" in last_error_line(result)
+    assert served == []
 
 
 def test_unique_prefix_of_a_long_option_is_accepted_as_by_argparse(

@@ -44,6 +44,12 @@ from superlink_async.services.fleet import FleetService
 from superlink_async.services.node_auth import NodeAuthenticator, load_known_public_keys
 from superlink_async.services.runs import RunEvents
 from superlink_async.services.serverappio import ServerAppIoService
+from superlink_async.services.signatures import (
+    InlineSignatures,
+    SignatureChecker,
+    WorkerSignatures,
+    default_workers,
+)
 from superlink_async.state.base import LinkState
 from superlink_async.state.factory import open_state
 from superlink_async.storage import FabStore
@@ -129,6 +135,8 @@ class SuperLink:
         self._supervisor = await self._stack.enter_async_context(Supervisor())
         await self._start_exec(parts, exec_address)
         await self._start_serverappio(parts, serverappio_address)
+        if parts.signature_workers is not None:
+            await self._supervisor.start("signature-workers", parts.signature_workers.run)
         for listener in self.config.fleet_listeners():
             await self._start_fleet(parts, listener)
         await self._start_background(parts)
@@ -145,7 +153,8 @@ class SuperLink:
             logger.warning("Marked interrupted run(s) as failed: %s", interrupted)
         fabs = FabStore(config.storage_dir)
         events = RunEvents()
-        node_auth = await _node_authenticator(config, state, self._clock)
+        signatures = _signature_checker(config)
+        node_auth = await _node_authenticator(config, state, self._clock, signatures)
         scheduler = (
             ServerAppScheduler(state, events, config.serverapp_command, serverappio_address)
             if config.isolation == ISOLATION_SUBPROCESS
@@ -171,6 +180,7 @@ class SuperLink:
             ),
             fleet=FleetService(state, fabs, clock=self._clock),
             node_auth=node_auth,
+            signature_workers=signatures if isinstance(signatures, WorkerSignatures) else None,
             health=HealthProbe(state, self._gate),
         )
 
@@ -261,6 +271,8 @@ class _Parts:
     serverappio: ServerAppIoService
     fleet: FleetService
     node_auth: NodeAuthenticator
+    #: Worker processes checking node-auth signatures, when there are any.
+    signature_workers: WorkerSignatures | None
     health: HealthProbe
 
     def with_health(self, servicer: Any) -> list[Any]:
@@ -294,14 +306,21 @@ def _parse_addresses(config: Config) -> tuple[Address, Address]:
         raise SuperLinkExit(ExitCode.COMMON_ADDRESS_INVALID, str(exc)) from exc
 
 
+def _signature_checker(config: Config) -> SignatureChecker:
+    """Worker processes when configured (or CPUs allow) and a Fleet listener signs calls."""
+    signs = any(listener.api_type == FLEET_GRPC_RERE for listener in config.fleet_listeners())
+    workers = default_workers() if config.signature_workers is None else config.signature_workers
+    return WorkerSignatures(workers) if signs and workers > 0 else InlineSignatures()
+
+
 async def _node_authenticator(
-    config: Config, state: LinkState, clock: Callable[[], float]
+    config: Config, state: LinkState, clock: Callable[[], float], signatures: SignatureChecker
 ) -> NodeAuthenticator:
     """Load the known keys (replacing the stored list, as the reference does), if any."""
     if config.auth_list_public_keys is None:
         logger.debug("Automatic node authentication enabled")
-        return NodeAuthenticator(state, clock=clock)
+        return NodeAuthenticator(state, clock=clock, signatures=signatures)
     keys = load_known_public_keys(config.auth_list_public_keys)
     await state.replace_known_public_keys(keys)
     logger.info("Node authentication enabled with %d known public keys", len(set(keys)))
-    return NodeAuthenticator(state, keys, clock=clock)
+    return NodeAuthenticator(state, keys, clock=clock, signatures=signatures)

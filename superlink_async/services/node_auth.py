@@ -10,20 +10,20 @@ CreateNode made, and every later call must name that node.
 from __future__ import annotations
 
 import csv
-import functools
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from superlink_async.config import ConfigError
 from superlink_async.logs import logger
 from superlink_async.services.errors import ServiceError, Status
+from superlink_async.services.signatures import InlineSignatures, SignatureChecker
 from superlink_async.state.base import LinkState, StateError
 
 PUBLIC_KEY_HEADER = "flwr-public-key-bin"
@@ -82,16 +82,6 @@ def _pem_from_ssh(cell: str) -> bytes:
     )
 
 
-@functools.lru_cache(maxsize=65536)
-def _public_key(pem: bytes) -> ec.EllipticCurvePublicKey | None:
-    """Parse a key once per distinct PEM: every call of a node carries the same bytes."""
-    try:
-        key = serialization.load_pem_public_key(pem)
-    except (ValueError, UnsupportedAlgorithm):
-        return None
-    return key if isinstance(key, ec.EllipticCurvePublicKey) else None
-
-
 def _names_only(request: Any, node_id: int) -> bool:
     """Whether the request speaks for ``node_id`` alone: as its node and as its replies' source.
 
@@ -114,10 +104,12 @@ class NodeAuthenticator:
         state: LinkState,
         known_keys: Collection[bytes] | None = None,
         clock: Callable[[], float] = time.time,
+        signatures: SignatureChecker | None = None,
     ) -> None:
         self._state = state
         self._known = None if known_keys is None else frozenset(known_keys)
         self._clock = clock
+        self._signatures = signatures or InlineSignatures()
 
     async def call(
         self,
@@ -127,7 +119,7 @@ class NodeAuthenticator:
         handler: Callable[[Any], Awaitable[ResponseT]],
     ) -> ResponseT:
         """Authenticate one Fleet call, run it, and bind the key after CreateNode."""
-        public_key = self.verify(metadata)
+        public_key = await self.verify(metadata)
         if method == "CreateNode":
             response = await handler(request)
             await self._bind(public_key, response.node.node_id)  # type: ignore[attr-defined]
@@ -137,7 +129,7 @@ class NodeAuthenticator:
             raise _unauthenticated("Invalid node ID")
         return await handler(request)
 
-    def verify(self, metadata: Mapping[str, Any]) -> bytes:
+    async def verify(self, metadata: Mapping[str, Any]) -> bytes:
         """The caller's PEM key if its metadata is complete, known, signed and fresh."""
         public_key = metadata.get(PUBLIC_KEY_HEADER)
         timestamp = metadata.get(TIMESTAMP_HEADER)
@@ -150,13 +142,12 @@ class NodeAuthenticator:
             raise _unauthenticated("Missing authentication metadata")
         if self._known is not None and public_key not in self._known:
             raise _unauthenticated("Public key not recognized")
-        key = _public_key(public_key)
         try:
-            if key is None:
-                raise InvalidSignature
-            key.verify(signature, timestamp.encode("ascii"), ec.ECDSA(hashes.SHA256()))
-        except (InvalidSignature, UnicodeEncodeError) as exc:
+            signed = timestamp.encode("ascii")
+        except UnicodeEncodeError as exc:
             raise _unauthenticated("Invalid signature") from exc
+        if not await self._signatures.is_signed_by(public_key, signed, signature):
+            raise _unauthenticated("Invalid signature")
         if not self._is_fresh(timestamp):
             raise _unauthenticated("Invalid timestamp")
         return public_key

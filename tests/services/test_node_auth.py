@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -17,6 +18,11 @@ from superlink_async.services.node_auth import (
     NodeAuthenticator,
     load_known_public_keys,
 )
+from superlink_async.services.signatures import (
+    InlineSignatures,
+    SignatureChecker,
+    WorkerSignatures,
+)
 from superlink_async.transports.gate import CallGate
 from superlink_async.transports.grpc.servicers import FleetServicer
 from superlink_async.wire import fab_pb2, fleet_grpc, fleet_pb2, run_pb2
@@ -28,8 +34,23 @@ from tests.services.conftest import Link
 pytestmark = pytest.mark.anyio
 
 
-async def fleet_with(link: Link, known: list[bytes] | None) -> AsyncIterator[fleet_grpc.FleetStub]:
-    auth = NodeAuthenticator(link.state, known, clock=link.clock)
+@pytest.fixture(params=["on the loop", "in a worker process"])
+async def signatures(request: pytest.FixtureRequest) -> AsyncIterator[SignatureChecker]:
+    """Every rule below holds wherever the signatures are checked."""
+    if request.param == "on the loop":
+        yield InlineSignatures()
+        return
+    workers = WorkerSignatures(1)
+    async with anyio.create_task_group() as tasks:
+        await tasks.start(workers.run)
+        yield workers
+        tasks.cancel_scope.cancel()
+
+
+async def fleet_with(
+    link: Link, known: list[bytes] | None, signatures: SignatureChecker
+) -> AsyncIterator[fleet_grpc.FleetStub]:
+    auth = NodeAuthenticator(link.state, known, clock=link.clock, signatures=signatures)
     servicer = FleetServicer(
         FleetService(link.state, link.fabs, clock=link.clock), CallGate(), auth
     )
@@ -38,8 +59,10 @@ async def fleet_with(link: Link, known: list[bytes] | None) -> AsyncIterator[fle
 
 
 @pytest.fixture
-async def auto_fleet(link: Link) -> AsyncIterator[fleet_grpc.FleetStub]:
-    async for stub in fleet_with(link, None):
+async def auto_fleet(
+    link: Link, signatures: SignatureChecker
+) -> AsyncIterator[fleet_grpc.FleetStub]:
+    async for stub in fleet_with(link, None, signatures):
         yield stub
 
 
@@ -47,8 +70,10 @@ KNOWN = NodeKey()
 
 
 @pytest.fixture
-async def listed_fleet(link: Link) -> AsyncIterator[fleet_grpc.FleetStub]:
-    async for stub in fleet_with(link, [KNOWN.pem]):
+async def listed_fleet(
+    link: Link, signatures: SignatureChecker
+) -> AsyncIterator[fleet_grpc.FleetStub]:
+    async for stub in fleet_with(link, [KNOWN.pem], signatures):
         yield stub
 
 

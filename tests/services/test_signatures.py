@@ -1,0 +1,97 @@
+"""Signature checks in worker processes: right answers to the right calls, whatever happens."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+import anyio
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from superlink_async.services.signatures import (
+    WorkerSignatures,
+    default_workers,
+    is_signed_by,
+)
+from tests.node_keys import NodeKey
+
+pytestmark = pytest.mark.anyio
+
+KEYS = [NodeKey() for _ in range(3)]
+
+
+def signed(key: NodeKey, text: str) -> tuple[bytes, bytes, bytes]:
+    data = text.encode()
+    return key.pem, data, key.private.sign(data, ec.ECDSA(hashes.SHA256()))
+
+
+def test_is_signed_by_tells_valid_from_forged_and_garbage() -> None:
+    pem, data, signature = signed(KEYS[0], "2026-11-23T06:00:00+00:00")
+    assert is_signed_by(pem, data, signature)
+    assert not is_signed_by(KEYS[1].pem, data, signature)
+    assert not is_signed_by(pem, data + b"1", signature)
+    assert not is_signed_by(pem, data, b"not DER")
+    assert not is_signed_by(b"not a key", data, signature)
+
+
+async def test_many_checks_at_once_each_get_their_own_answer() -> None:
+    """Hundreds in flight (so they share batches) over two workers: no answer goes astray."""
+    checks = []
+    for index in range(300):
+        pem, data, signature = signed(KEYS[index % 3], f"t{index}")
+        if index % 4 == 0:
+            pem = KEYS[(index + 1) % 3].pem  # signed by another key
+        checks.append(((pem, data, signature), index % 4 != 0))
+    workers = WorkerSignatures(2)
+    answers: dict[int, bool] = {}
+
+    async def check(index: int) -> None:
+        answers[index] = await workers.is_signed_by(*checks[index][0])
+
+    async with anyio.create_task_group() as tasks:
+        await tasks.start(workers.run)
+        async with anyio.create_task_group() as calls:
+            for index in range(len(checks)):
+                calls.start_soon(check, index)
+        tasks.cancel_scope.cancel()
+    assert answers == {index: expected for index, (_, expected) in enumerate(checks)}
+
+
+async def test_a_worker_that_dies_leaves_its_checks_to_the_loop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A killed worker costs no call its answer: pending and later checks run on the loop."""
+    workers = WorkerSignatures(1)
+    good = signed(KEYS[0], "alive")
+    async with anyio.create_task_group() as tasks:
+        await tasks.start(workers.run)
+        (worker,) = workers._running
+        assert worker.transport is not None
+        os.kill(worker.transport.get_pid(), signal.SIGKILL)
+        with caplog.at_level(logging.WARNING), anyio.fail_after(5):
+            assert await workers.is_signed_by(*good)
+            await worker.exited.wait()
+            await anyio.sleep(0.01)  # the watcher logs right after
+            assert await workers.is_signed_by(*good)
+            assert not await workers.is_signed_by(*signed(KEYS[1], "forged")[:2], b"x")
+        tasks.cancel_scope.cancel()
+    assert "signature worker process ended" in caplog.text
+
+
+async def test_workers_start_before_ready_and_are_gone_after_stop() -> None:
+    workers = WorkerSignatures(2)
+    async with anyio.create_task_group() as tasks:
+        await tasks.start(workers.run)
+        running = list(workers._running)
+        assert len(running) == 2 and all(worker.alive for worker in running)
+        tasks.cancel_scope.cancel()
+    assert all(worker.exited.is_set() for worker in running)
+    # Not running: checks are answered on the loop.
+    assert await workers.is_signed_by(*signed(KEYS[2], "after"))
+
+
+def test_workers_only_where_a_cpu_is_left_for_them() -> None:
+    assert [default_workers(cpus) for cpus in (1, 2, 3, 4, 8)] == [0, 0, 0, 3, 7]
