@@ -5,11 +5,12 @@ reference opened a fresh, empty one per call); any other value is a file, create
 The file carries our schema version in ``PRAGMA user_version``; a file of another version is
 refused with ``SchemaVersionError`` rather than guessed at.
 
-Concurrency: one connection, one writer. An ``asyncio.Lock`` serialises the methods, because
-statements of concurrent coroutines would otherwise interleave inside each other's
-transactions on the shared connection. A method that writes more than once runs in one
-``BEGIN IMMEDIATE`` ... ``COMMIT`` and is rolled back on any error or cancellation; the node
-pull is a single ``UPDATE ... RETURNING``, so no instruction can be handed out twice.
+Concurrency: one connection, one writer. Each method runs whole, as one function, on
+aiosqlite's thread, which runs them one at a time: no statements of two methods ever
+interleave, no lock is needed, and each method costs one hop between the event loop and that
+thread. A method that writes more than once runs in one ``BEGIN IMMEDIATE`` ... ``COMMIT`` and
+is rolled back on any error; once queued it runs to its end even if its caller is cancelled.
+The node pull is a single ``UPDATE ... RETURNING``, so no instruction is handed out twice.
 
 Durability: files use ``journal_mode=WAL`` with ``synchronous=NORMAL``. A committed change
 survives a crash of this process; after a power loss or OS crash the last few commits may be
@@ -24,14 +25,13 @@ federation options and override configs are serialized protobufs too, so nothing
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -67,6 +67,8 @@ SCHEMA_VERSION = 1
 
 IN_MEMORY = ":memory:"
 
+T = TypeVar("T")
+
 _UINT64_SIGN_BIT = 1 << 63
 _UINT64_RANGE = 1 << 64
 
@@ -89,6 +91,11 @@ _MESSAGE_FIELDS = (
     "message_type, created_at, ttl, content, error"
 )
 _MESSAGE_PLACEHOLDERS = ", ".join("?" * len(_MESSAGE_FIELDS.split(", ")))
+#: The same columns with the payload left out: to judge an instruction, not to deliver it.
+#: (A ServerApp polling 1,000 replies of a round read 100 MB of instructions each time.)
+_MESSAGE_METADATA_FIELDS = _MESSAGE_FIELDS.replace(
+    "content, error", "NULL AS content, NULL AS error"
+)
 
 _RUN_FIELDS = (
     "run_id, fab_id, fab_version, fab_hash, override_config, federation_options, pending_at, "
@@ -242,14 +249,72 @@ def _message_from_row(row: sqlite3.Row) -> Message:
     return message
 
 
+class _Session:
+    """The connection as seen from aiosqlite's thread: plain, synchronous SQLite calls."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return self.connection.execute(sql, params).fetchall()
+
+    def row(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        rows = self.rows(sql, params)
+        return rows[0] if rows else None
+
+    def change(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a write statement; return how many rows it touched."""
+        return self.connection.execute(sql, params).rowcount
+
+    def insert_with_fresh_id(
+        self, sql: str, new_id: Callable[[], int], params: Sequence[Any]
+    ) -> int:
+        """Insert with a random id (first parameter), drawing again on the rare collision.
+
+        ``sql`` must end in ``ON CONFLICT DO NOTHING`` so a collision inserts nothing.
+        """
+        while True:
+            candidate = new_id()
+            if self.change(sql, (_to_db(candidate), *params)):
+                return candidate
+
+    def run_exists(self, run_id: int) -> bool:
+        return self.row("SELECT 1 FROM run WHERE run_id = ?", (_to_db(run_id),)) is not None
+
+    def require_run(self, run_id: int) -> None:
+        if not self.run_exists(run_id):
+            raise RunNotFoundError(run_id)
+
+    def node_exists(self, node_id: int) -> bool:
+        return self.row("SELECT 1 FROM node WHERE node_id = ?", (_to_db(node_id),)) is not None
+
+
+def _atomically(work: Callable[[_Session], T], db: _Session) -> T:
+    """``work`` in one ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back if it raises."""
+    db.connection.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(db)
+    except BaseException:
+        db.connection.rollback()
+        raise
+    db.connection.commit()
+    return result
+
+
 class SqliteLinkState:
     """``LinkState`` on SQLite; create it with ``await SqliteLinkState.open(database)``."""
 
     def __init__(self, db: aiosqlite.Connection, clock: Callable[[], float]) -> None:
         self._db = db
+        self._session = _Session(db._conn)
         self._clock = clock
-        self._lock = asyncio.Lock()
         self._closed = False
+        #: Key -> node bindings read so far (bound keys only, so unknown keys cannot grow
+        #: it). Every Fleet call of a signed node looks its key up; this spares the
+        #: database most of those reads. Any change of a binding clears it and bumps
+        #: the generation, so a read that raced the change is not cached.
+        self._node_ids: dict[bytes, int] = {}
+        self._bindings_generation = 0
 
     @classmethod
     async def open(cls, database: str, clock: Callable[[], float] = time.time) -> SqliteLinkState:
@@ -282,154 +347,144 @@ class SqliteLinkState:
         return cls(db, clock)
 
     async def aclose(self) -> None:
-        """Wait for the operation in flight, then close; every change is already committed.
+        """Close after the operations already queued; every change is already committed.
 
         Later calls raise ``RuntimeError``; closing again does nothing.
         """
-        async with self._lock:
-            if not self._closed:
-                self._closed = True
-                await self._db.close()
+        if not self._closed:
+            self._closed = True
+            await self._db.close()
 
     # --- Plumbing -------------------------------------------------------------------------
-    @asynccontextmanager
-    async def _locked(self) -> AsyncIterator[None]:
-        """Exclusive use of the connection, for reads and single-statement writes."""
-        async with self._lock:
-            if self._closed:
-                raise RuntimeError("The SQLite LinkState is closed")
-            yield
+    async def _call(self, work: Callable[[_Session], T]) -> T:
+        """Run ``work`` whole on the connection's thread: one hop, whatever it does.
 
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[None]:
-        """Exclusive use of the connection inside one write transaction.
+        aiosqlite runs what it is given one at a time, so operations never interleave and
+        need no lock; and a busy event loop delays each operation once, not once per
+        statement while holding up every other operation (that capped SQLite at a few
+        hundred operations per second under load). ``aiosqlite.Connection._execute`` is
+        the only way to hand it a function; tests/state pins it.
 
-        The rollback is queued on the connection's worker before the lock is released (even
-        when cancelled), so the next transaction always starts from a clean connection.
+        A queued operation runs to its end even if its caller is cancelled meanwhile, so
+        an operation has happened entirely or not at all. Clocks are read on the event
+        loop, before the hop.
         """
-        async with self._locked():
-            try:
-                await self._db.execute("BEGIN IMMEDIATE")
-                yield
-                await self._db.commit()
-            except BaseException:
-                await self._db.rollback()
-                raise
+        if self._closed:
+            raise RuntimeError("The SQLite LinkState is closed")
+        result: T = await self._db._execute(work, self._session)  # type: ignore[no-untyped-call]
+        return result
 
-    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        return list(await self._db.execute_fetchall(sql, params))
-
-    async def _row(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-        rows = await self._rows(sql, params)
-        return rows[0] if rows else None
-
-    async def _change(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Run a write statement; return how many rows it touched."""
-        async with self._db.execute(sql, params) as cursor:
-            return cursor.rowcount
-
-    async def _insert_with_fresh_id(
-        self, sql: str, new_id: Callable[[], int], params: Sequence[Any]
-    ) -> int:
-        """Insert with a random id (first parameter), drawing again on the rare collision.
-
-        ``sql`` must end in ``ON CONFLICT DO NOTHING`` so a collision inserts nothing.
-        """
-        while True:
-            candidate = new_id()
-            if await self._change(sql, (_to_db(candidate), *params)):
-                return candidate
-
-    async def _run_exists(self, run_id: int) -> bool:
-        return await self._row("SELECT 1 FROM run WHERE run_id = ?", (_to_db(run_id),)) is not None
-
-    async def _require_run(self, run_id: int) -> None:
-        if not await self._run_exists(run_id):
-            raise RunNotFoundError(run_id)
-
-    async def _node_exists(self, node_id: int) -> bool:
-        row = await self._row("SELECT 1 FROM node WHERE node_id = ?", (_to_db(node_id),))
-        return row is not None
+    async def _transaction(self, work: Callable[[_Session], T]) -> T:
+        """``_call`` for work that writes more than once: all of it commits, or none."""
+        return await self._call(functools.partial(_atomically, work))
 
     # --- Nodes ----------------------------------------------------------------------------
     async def create_node(self, ping_interval: float) -> int:
         """Register a node, online for ``ping_interval`` seconds; return its id (not 0 or 1)."""
-        async with self._locked():
-            return await self._insert_with_fresh_id(
+        online_until = self._clock() + ping_interval
+        return await self._call(
+            lambda db: db.insert_with_fresh_id(
                 "INSERT INTO node (node_id, online_until, ping_interval) VALUES (?, ?, ?) "
                 "ON CONFLICT DO NOTHING",
                 rules.new_node_id,
-                (self._clock() + ping_interval, ping_interval),
+                (online_until, ping_interval),
             )
+        )
+
+    def _bindings_changed(self) -> None:
+        self._node_ids.clear()
+        self._bindings_generation += 1
 
     async def delete_node(self, node_id: int) -> None:
         """Forget a node and its key binding; its messages stay. ``NodeNotFoundError``."""
-        async with self._locked():
-            if not await self._change("DELETE FROM node WHERE node_id = ?", (_to_db(node_id),)):
-                raise NodeNotFoundError(node_id)
+        self._bindings_changed()
+        deleted = await self._call(
+            lambda db: db.change("DELETE FROM node WHERE node_id = ?", (_to_db(node_id),))
+        )
+        if not deleted:
+            raise NodeNotFoundError(node_id)
 
     async def acknowledge_ping(self, node_id: int, ping_interval: float) -> bool:
         """Keep a node online for ``2 * ping_interval`` more seconds; False if it is unknown."""
         online_until = self._clock() + rules.PING_PATIENCE * ping_interval
-        async with self._locked():
-            changed = await self._change(
+        changed = await self._call(
+            lambda db: db.change(
                 "UPDATE node SET online_until = ?, ping_interval = ? WHERE node_id = ?",
                 (online_until, ping_interval, _to_db(node_id)),
             )
+        )
         return changed > 0
 
     async def get_online_nodes(self) -> list[int]:
         """Ids of the nodes whose liveness has not lapsed, in ascending (unsigned) order."""
-        async with self._locked():
-            rows = await self._rows(
-                "SELECT node_id FROM node WHERE online_until > ?", (self._clock(),)
-            )
+        now = self._clock()
+        rows = await self._call(
+            lambda db: db.rows("SELECT node_id FROM node WHERE online_until > ?", (now,))
+        )
         return sorted(_from_db(row["node_id"]) for row in rows)
 
     async def node_exists(self, node_id: int) -> bool:
         """Whether the node id is registered (online or not)."""
-        async with self._locked():
-            return await self._node_exists(node_id)
+        return await self._call(lambda db: db.node_exists(node_id))
 
     # --- Node authentication --------------------------------------------------------------
     async def set_node_public_key(self, node_id: int, public_key: bytes) -> int | None:
         """Bind a key to a node; an offline holder is deleted in the same transaction."""
-        async with self._transaction():
-            if not await self._node_exists(node_id):
+        now = self._clock()
+
+        def bind(db: _Session) -> int | None:
+            if not db.node_exists(node_id):
                 raise NodeNotFoundError(node_id)
-            owner = await self._row(
+            owner = db.row(
                 "SELECT node_id, online_until FROM node WHERE public_key = ?", (public_key,)
             )
             holder = None
             if owner is not None and _from_db(owner["node_id"]) != node_id:
-                if owner["online_until"] > self._clock():
+                if owner["online_until"] > now:
                     raise PublicKeyInUseError
                 holder = _from_db(owner["node_id"])
-                await self._change("DELETE FROM node WHERE node_id = ?", (owner["node_id"],))
-            await self._change(
+                db.change("DELETE FROM node WHERE node_id = ?", (owner["node_id"],))
+            db.change(
                 "UPDATE node SET public_key = ? WHERE node_id = ?", (public_key, _to_db(node_id))
             )
-        return holder
+            return holder
+
+        self._bindings_changed()
+        try:
+            return await self._transaction(bind)
+        finally:
+            self._bindings_changed()
 
     async def get_node_id(self, public_key: bytes) -> int | None:
         """The node a key is bound to, if any."""
-        async with self._locked():
-            row = await self._row("SELECT node_id FROM node WHERE public_key = ?", (public_key,))
-        return None if row is None else _from_db(row["node_id"])
+        if (cached := self._node_ids.get(public_key)) is not None:
+            return cached
+        generation = self._bindings_generation
+        row = await self._call(
+            lambda db: db.row("SELECT node_id FROM node WHERE public_key = ?", (public_key,))
+        )
+        if row is None:
+            return None
+        node_id = _from_db(row["node_id"])
+        if generation == self._bindings_generation:
+            self._node_ids[public_key] = node_id
+        return node_id
 
     async def replace_known_public_keys(self, public_keys: Sequence[bytes]) -> None:
         """Make ``public_keys`` the complete list of keys allowed to authenticate."""
-        async with self._transaction():
-            await self._change("DELETE FROM known_public_key")
-            await self._db.executemany(
+
+        def replace(db: _Session) -> None:
+            db.change("DELETE FROM known_public_key")
+            db.connection.executemany(
                 "INSERT INTO known_public_key (public_key) VALUES (?) ON CONFLICT DO NOTHING",
                 [(key,) for key in public_keys],
             )
 
+        await self._transaction(replace)
+
     async def get_known_public_keys(self) -> set[bytes]:
         """The keys allowed to authenticate."""
-        async with self._locked():
-            rows = await self._rows("SELECT public_key FROM known_public_key")
+        rows = await self._call(lambda db: db.rows("SELECT public_key FROM known_public_key"))
         return {bytes(row["public_key"]) for row in rows}
 
     # --- Runs -----------------------------------------------------------------------------
@@ -442,51 +497,57 @@ class SqliteLinkState:
         federation_options: ConfigRecord,
     ) -> int:
         """Store a pending run and its initial ``Context(run_id, node_id=0)`` in one step."""
-        async with self._transaction():
-            run_id = await self._insert_with_fresh_id(
+        columns = (
+            fab_id,
+            fab_version,
+            fab_hash,
+            _encode_user_config(override_config),
+            federation_options.SerializeToString(),
+            rules.iso_timestamp(self._clock()),
+            PENDING,
+        )
+
+        def create(db: _Session) -> int:
+            run_id = db.insert_with_fresh_id(
                 "INSERT INTO run (run_id, fab_id, fab_version, fab_hash, override_config, "
                 "federation_options, pending_at, starting_at, running_at, finished_at, status, "
                 "sub_status, details) VALUES (?, ?, ?, ?, ?, ?, ?, '', '', '', ?, '', '') "
                 "ON CONFLICT DO NOTHING",
                 rules.new_run_id,
-                (
-                    fab_id,
-                    fab_version,
-                    fab_hash,
-                    _encode_user_config(override_config),
-                    federation_options.SerializeToString(),
-                    rules.iso_timestamp(self._clock()),
-                    PENDING,
-                ),
+                columns,
             )
-            await self._change(
+            db.change(
                 "INSERT INTO context (run_id, context) VALUES (?, ?)",
                 (_to_db(run_id), Context(run_id=run_id, node_id=0).SerializeToString()),
             )
-        return run_id
+            return run_id
+
+        return await self._transaction(create)
 
     async def get_run(self, run_id: int) -> RunRecord | None:
         """One run, or None."""
-        async with self._locked():
-            row = await self._row(
-                f"SELECT {_RUN_FIELDS} FROM run WHERE run_id = ?", (_to_db(run_id),)
-            )
+        row = await self._call(
+            lambda db: db.row(f"SELECT {_RUN_FIELDS} FROM run WHERE run_id = ?", (_to_db(run_id),))
+        )
         return None if row is None else _run_from_row(row)
 
     async def get_runs(self) -> list[RunRecord]:
         """Every run, oldest first (by ``pending_at``, then creation order)."""
-        async with self._locked():
-            rows = await self._rows(f"SELECT {_RUN_FIELDS} FROM run ORDER BY pending_at, seq")
+        rows = await self._call(
+            lambda db: db.rows(f"SELECT {_RUN_FIELDS} FROM run ORDER BY pending_at, seq")
+        )
         return [_run_from_row(row) for row in rows]
 
     async def get_run_statuses(self, run_ids: Sequence[int]) -> dict[int, RunStatus]:
         """Statuses of the known runs among ``run_ids``; unknown ids are left out."""
-        async with self._locked():
-            rows = await self._rows(
+        ids_json = _json_ids(_to_db(run_id) for run_id in run_ids)
+        rows = await self._call(
+            lambda db: db.rows(
                 "SELECT run_id, status, sub_status, details FROM run "
                 "WHERE run_id IN (SELECT value FROM json_each(?))",
-                (_json_ids(_to_db(run_id) for run_id in run_ids),),
+                (ids_json,),
             )
+        )
         return {
             _from_db(row["run_id"]): RunStatus(row["status"], row["sub_status"], row["details"])
             for row in rows
@@ -494,38 +555,45 @@ class SqliteLinkState:
 
     async def update_run_status(self, run_id: int, new_status: RunStatus) -> bool:
         """Apply a valid transition (``rules``) and stamp its time. ``RunNotFoundError``."""
-        async with self._transaction():
-            row = await self._row(
+        stamp = rules.iso_timestamp(self._clock())
+
+        def update(db: _Session) -> str | None:
+            row = db.row(
                 "SELECT status, sub_status, details FROM run WHERE run_id = ?", (_to_db(run_id),)
             )
             if row is None:
                 raise RunNotFoundError(run_id)
             current = RunStatus(row["status"], row["sub_status"], row["details"])
             if (error := rules.transition_error(current, new_status)) is not None:
-                logger.error("%s", error)
-                return False
+                return error
             # The column name comes from a fixed mapping, never from the caller.
             stamp_column = rules.timestamp_field_for(new_status.status)
-            await self._change(
+            db.change(
                 f"UPDATE run SET status = ?, sub_status = ?, details = ?, {stamp_column} = ? "
                 "WHERE run_id = ?",
                 (
                     new_status.status,
                     new_status.sub_status,
                     new_status.details,
-                    rules.iso_timestamp(self._clock()),
+                    stamp,
                     _to_db(run_id),
                 ),
             )
+            return None
+
+        if (error := await self._transaction(update)) is not None:
+            logger.error("%s", error)
+            return False
         return True
 
     async def get_pending_run_id(self) -> int | None:
         """The oldest pending run, if any."""
-        async with self._locked():
-            row = await self._row(
+        row = await self._call(
+            lambda db: db.row(
                 "SELECT run_id FROM run WHERE status = ? ORDER BY pending_at, seq LIMIT 1",
                 (PENDING,),
             )
+        )
         return None if row is None else _from_db(row["run_id"])
 
     async def claim_pending_run(self) -> RunRecord | None:
@@ -533,13 +601,15 @@ class SqliteLinkState:
 
         One statement picks and updates the run, so two claims can never get the same run.
         """
-        async with self._locked():
-            row = await self._row(
+        stamp = rules.iso_timestamp(self._clock())
+        row = await self._call(
+            lambda db: db.row(
                 "UPDATE run SET status = ?, starting_at = ? WHERE seq = "
                 "(SELECT seq FROM run WHERE status = ? ORDER BY pending_at, seq LIMIT 1) "
                 f"RETURNING {_RUN_FIELDS}",
-                (STARTING, rules.iso_timestamp(self._clock()), PENDING),
+                (STARTING, stamp, PENDING),
             )
+        )
         return None if row is None else _run_from_row(row)
 
     async def fail_interrupted_runs(self, details: str) -> list[int]:
@@ -547,61 +617,76 @@ class SqliteLinkState:
 
         Returned oldest first.
         """
-        async with self._locked():
-            rows = await self._rows(
+        stamp = rules.iso_timestamp(self._clock())
+        rows = await self._call(
+            lambda db: db.rows(
                 "UPDATE run SET status = ?, sub_status = ?, details = ?, finished_at = ? "
                 "WHERE status IN (?, ?) RETURNING run_id, pending_at, seq",
-                (FINISHED, FAILED, details, rules.iso_timestamp(self._clock()), STARTING, RUNNING),
+                (FINISHED, FAILED, details, stamp, STARTING, RUNNING),
             )
+        )
         rows.sort(key=lambda row: (row["pending_at"], row["seq"]))
         return [_from_db(row["run_id"]) for row in rows]
 
     async def get_federation_options(self, run_id: int) -> ConfigRecord | None:
         """The run's federation options, or None for an unknown run."""
-        async with self._locked():
-            row = await self._row(
+        row = await self._call(
+            lambda db: db.row(
                 "SELECT federation_options FROM run WHERE run_id = ?", (_to_db(run_id),)
             )
+        )
         return None if row is None else ConfigRecord.FromString(row["federation_options"])
 
     # --- ServerApp context and logs -------------------------------------------------------
     async def set_serverapp_context(self, run_id: int, context: Context) -> None:
         """Replace the run's ServerApp context. ``RunNotFoundError``."""
-        async with self._transaction():
-            await self._require_run(run_id)
-            await self._change(
+        serialized = context.SerializeToString()
+
+        def store(db: _Session) -> None:
+            db.require_run(run_id)
+            db.change(
                 "INSERT INTO context (run_id, context) VALUES (?, ?) "
                 "ON CONFLICT (run_id) DO UPDATE SET context = excluded.context",
-                (_to_db(run_id), context.SerializeToString()),
+                (_to_db(run_id), serialized),
             )
+
+        await self._transaction(store)
 
     async def get_serverapp_context(self, run_id: int) -> Context | None:
         """The run's ServerApp context, or None."""
-        async with self._locked():
-            row = await self._row("SELECT context FROM context WHERE run_id = ?", (_to_db(run_id),))
+        row = await self._call(
+            lambda db: db.row("SELECT context FROM context WHERE run_id = ?", (_to_db(run_id),))
+        )
         return None if row is None else Context.FromString(row["context"])
 
     async def add_serverapp_log(self, run_id: int, log_output: str) -> None:
         """Append a chunk of ServerApp output, stamped with the clock. ``RunNotFoundError``."""
-        async with self._transaction():
-            await self._require_run(run_id)
-            await self._change(
+        now = self._clock()
+
+        def append(db: _Session) -> None:
+            db.require_run(run_id)
+            db.change(
                 "INSERT INTO log (run_id, timestamp, text) VALUES (?, ?, ?)",
-                (_to_db(run_id), self._clock(), log_output),
+                (_to_db(run_id), now, log_output),
             )
+
+        await self._transaction(append)
 
     async def get_serverapp_log(self, run_id: int, after_timestamp: float) -> tuple[str, float]:
         """Chunks stamped after ``after_timestamp``, joined, and the latest stamp (0.0 if none).
 
         ``RunNotFoundError``.
         """
-        async with self._locked():
-            await self._require_run(run_id)
-            rows = await self._rows(
+
+        def read(db: _Session) -> list[sqlite3.Row]:
+            db.require_run(run_id)
+            return db.rows(
                 "SELECT text, timestamp FROM log WHERE run_id = ? AND timestamp > ? "
                 "ORDER BY timestamp, id",
                 (_to_db(run_id), after_timestamp),
             )
+
+        rows = await self._call(read)
         latest = float(rows[-1]["timestamp"]) if rows else 0.0
         return "".join(row["text"] for row in rows), latest
 
@@ -613,17 +698,21 @@ class SqliteLinkState:
         """
         meta = message.metadata
         message_id = rules.new_message_id()
-        async with self._transaction():
-            if not await self._run_exists(meta.run_id):
+        params = _message_params(message, message_id)
+
+        def store(db: _Session) -> None:
+            if not db.run_exists(meta.run_id):
                 raise MessageRejectedError(f"Invalid run ID for Message: {meta.run_id}")
-            if not await self._node_exists(meta.dst_node_id):
+            if not db.node_exists(meta.dst_node_id):
                 raise MessageRejectedError(
                     f"Invalid destination node ID for Message: {meta.dst_node_id}"
                 )
-            await self._change(
+            db.change(
                 f"INSERT INTO message_ins ({_MESSAGE_FIELDS}) VALUES ({_MESSAGE_PLACEHOLDERS})",
-                _message_params(message, message_id),
+                params,
             )
+
+        await self._transaction(store)
         return message_id
 
     async def store_message_res(self, message: Message) -> str:
@@ -635,9 +724,12 @@ class SqliteLinkState:
         meta = message.metadata
         ins_id = meta.reply_to_message_id
         message_id = rules.new_message_id()
-        async with self._transaction():
-            row = await self._row(
-                f"SELECT {_MESSAGE_FIELDS}, EXISTS (SELECT 1 FROM message_res "
+        params = _message_params(message, message_id)
+        now = self._clock()
+
+        def store(db: _Session) -> None:
+            row = db.row(
+                f"SELECT {_MESSAGE_METADATA_FIELDS}, EXISTS (SELECT 1 FROM message_res "
                 "WHERE reply_to_message_id = ins.message_id) AS answered "
                 "FROM message_ins AS ins WHERE message_id = ?",
                 (ins_id,),
@@ -645,7 +737,7 @@ class SqliteLinkState:
             if row is None:
                 raise MessageRejectedError(f"Message with ID {ins_id} does not exist.")
             instruction = _message_from_row(row).metadata
-            if rules.is_expired(instruction, self._clock()):
+            if rules.is_expired(instruction, now):
                 raise MessageRejectedError(
                     "Failed to store Message: the message it is replying to "
                     f"(with ID {ins_id}) has expired"
@@ -660,10 +752,12 @@ class SqliteLinkState:
                 raise MessageRejectedError(f"Message with ID {ins_id} already has a reply")
             if (error := rules.reply_ttl_error(instruction, meta)) is not None:
                 raise MessageRejectedError(error)
-            await self._change(
+            db.change(
                 f"INSERT INTO message_res ({_MESSAGE_FIELDS}) VALUES ({_MESSAGE_PLACEHOLDERS})",
-                _message_params(message, message_id),
+                params,
             )
+
+        await self._transaction(store)
         return message_id
 
     async def pull_message_ins(self, node_id: int, limit: int = 1) -> list[Message]:
@@ -672,14 +766,15 @@ class SqliteLinkState:
         Choosing and marking happen in one statement, so no instruction is handed out twice.
         """
         now = self._clock()
-        async with self._locked():
-            rows = await self._rows(
+        rows = await self._call(
+            lambda db: db.rows(
                 "UPDATE message_ins SET delivered_at = ? WHERE seq IN ("
                 "SELECT seq FROM message_ins WHERE dst_node_id = ? AND delivered_at IS NULL "
                 "AND created_at + ttl > ? ORDER BY seq LIMIT ?) "
                 f"RETURNING seq, {_MESSAGE_FIELDS}",
                 (now, _to_db(node_id), now, max(limit, 0)),  # SQLite reads LIMIT -1 as "all"
             )
+        )
         rows.sort(key=lambda row: int(row["seq"]))
         return [_message_from_row(row) for row in rows]
 
@@ -694,9 +789,10 @@ class SqliteLinkState:
         wanted = list(dict.fromkeys(message_ids))
         ids_json = _json_ids(wanted)
         now = self._clock()
-        async with self._transaction():
-            ins_rows = await self._rows(
-                f"SELECT {_MESSAGE_FIELDS}, node.online_until FROM message_ins "
+
+        def take(db: _Session) -> list[Message]:
+            ins_rows = db.rows(
+                f"SELECT {_MESSAGE_METADATA_FIELDS}, node.online_until FROM message_ins "
                 "LEFT JOIN node ON node.node_id = message_ins.dst_node_id "
                 "WHERE message_id IN (SELECT value FROM json_each(?))",
                 (ids_json,),
@@ -706,7 +802,7 @@ class SqliteLinkState:
                     raise RunMismatchError(
                         f"Message {row['message_id']} does not belong to run {run_id}"
                     )
-            res_rows = await self._rows(
+            res_rows = db.rows(
                 f"SELECT {_MESSAGE_FIELDS} FROM message_res "
                 "WHERE reply_to_message_id IN (SELECT value FROM json_each(?))",
                 (ids_json,),
@@ -718,23 +814,26 @@ class SqliteLinkState:
                 result = _reply_for(instructions.get(ins_id), replies.get(ins_id), ins_id, now)
                 if result is not None:
                     results.append(result)
-            await self._change(
+            db.change(
                 "DELETE FROM message_ins WHERE message_id IN (SELECT value FROM json_each(?))",
                 (_json_ids(reply.metadata.reply_to_message_id for reply in results),),
             )
-        return results
+            return results
+
+        return await self._transaction(take)
 
     async def delete_run_messages(self, run_id: int) -> int:
         """Delete all instructions of a run and their replies; return how many instructions."""
-        async with self._locked():
-            # The replies go with their instructions (ON DELETE CASCADE).
-            return await self._change("DELETE FROM message_ins WHERE run_id = ?", (_to_db(run_id),))
+        # The replies go with their instructions (ON DELETE CASCADE).
+        return await self._call(
+            lambda db: db.change("DELETE FROM message_ins WHERE run_id = ?", (_to_db(run_id),))
+        )
 
     async def get_stats(self) -> StateStats:
         """Node and message counts, for metrics, read in one statement."""
         now = self._clock()
-        async with self._locked():
-            row = await self._row(
+        row = await self._call(
+            lambda db: db.row(
                 "SELECT (SELECT count(*) FROM node),"
                 " (SELECT count(*) FROM node WHERE online_until > ?),"
                 " (SELECT count(*) FROM message_ins WHERE delivered_at IS NULL),"
@@ -743,23 +842,25 @@ class SqliteLinkState:
                 " (SELECT count(*) FROM message_ins WHERE created_at + ttl <= ?)",
                 (now, now),
             )
+        )
         assert row is not None
         return StateStats(*(int(value) for value in row))
 
     async def purge_expired_messages(self) -> int:
         """Delete instructions and replies whose TTL has lapsed; return how many rows went."""
         now = self._clock()
-        async with self._transaction():
+
+        def purge(db: _Session) -> int:
             # Replies are counted explicitly: rows removed by a cascade are not reported.
-            replies = await self._change(
+            replies = db.change(
                 "DELETE FROM message_res WHERE created_at + ttl <= ? OR reply_to_message_id IN "
                 "(SELECT message_id FROM message_ins WHERE created_at + ttl <= ?)",
                 (now, now),
             )
-            instructions = await self._change(
-                "DELETE FROM message_ins WHERE created_at + ttl <= ?", (now,)
-            )
-        return replies + instructions
+            instructions = db.change("DELETE FROM message_ins WHERE created_at + ttl <= ?", (now,))
+            return replies + instructions
+
+        return await self._transaction(purge)
 
 
 def _reply_for(

@@ -10,6 +10,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -338,12 +339,11 @@ class CancellingClock(FakeClock):
         return super().__call__()
 
 
-async def test_cancelled_transaction_is_rolled_back_and_the_state_stays_usable(
-    tmp_path: Path,
-) -> None:
-    """A call cancelled inside its transaction leaves nothing behind; later calls still work.
+async def test_a_cancelled_call_happens_entirely_or_not_at_all(tmp_path: Path) -> None:
+    """A caller cancelled around its operation never leaves half of it; later calls work.
 
-    ``create_run`` reads the clock after ``BEGIN``, so the cancellation lands mid-transaction.
+    ``create_run`` writes the run and its context in one transaction; cancelling its caller
+    (here at the clock reading, just before the operation is queued) must not split them.
     """
     clock = CancellingClock()
     async with opened(tmp_path / "state.db", clock) as state:
@@ -353,8 +353,28 @@ async def test_cancelled_transaction_is_rolled_back_and_the_state_stays_usable(
 
         run_id = await state.create_run("a", "1", "", {}, ConfigRecord())
 
-        assert [run.run_id for run in await state.get_runs()] == [run_id]
-        assert await state.get_serverapp_context(run_id) == Context(run_id=run_id)
+        runs = [run.run_id for run in await state.get_runs()]
+        assert run_id in runs and len(runs) in (1, 2)
+        for each in runs:
+            assert await state.get_serverapp_context(each) == Context(run_id=each)
+
+
+async def test_a_failing_transaction_leaves_nothing_behind(clock: FakeClock) -> None:
+    """An error after a write inside a multi-statement operation rolls the write back."""
+    state = await SqliteLinkState.open(":memory:", clock=clock)
+    try:
+
+        def write_then_fail(db: Any) -> None:
+            db.change("INSERT INTO known_public_key (public_key) VALUES (?)", (b"key",))
+            raise ValueError("second step failed")
+
+        with pytest.raises(ValueError, match="second step"):
+            await state._transaction(write_then_fail)
+        assert await state.get_known_public_keys() == set()
+        await state.replace_known_public_keys([b"key"])  # the connection is usable
+        assert await state.get_known_public_keys() == {b"key"}
+    finally:
+        await state.aclose()
 
 
 async def test_closed_state_refuses_calls_and_closes_once(clock: FakeClock) -> None:
