@@ -58,6 +58,9 @@ async def test_a_busy_connection_keeps_no_finished_calls() -> None:
             (protocol,) = protocols
             h2_connection = protocol.connection._connection
             assert len(h2_connection._closed_streams) == CLOSED_STREAMS_REMEMBERED
+            assert not isinstance(h2_connection._frame_dispatch_table, dict)
+            assert not isinstance(protocol.processor.processors, dict)
+            assert isinstance(protocol.connection.write_ready._waiters, list)
             for settings in (h2_connection.local_settings, h2_connection.remote_settings):
                 assert not any(isinstance(values, deque) for values in settings._settings.values())
     finally:
