@@ -108,12 +108,12 @@ class ServerAppIoService:
             if message.metadata.run_id != request.run_id:
                 raise _malformed("PushMessages", "`Message.metadata` has mismatched `run_id`")
         message_ids = []
-        for message in request.messages_list:
-            try:
-                message_ids.append(await self._state.store_message_ins(message))
-            except MessageRejectedError as exc:
-                logger.error("%s", exc)
+        for stored in await self._state.store_messages_ins(request.messages_list):
+            if isinstance(stored, MessageRejectedError):
+                logger.error("%s", stored)
                 message_ids.append("")
+            else:
+                message_ids.append(stored)
         return serverappio_pb2.PushInsMessagesResponse(message_ids=message_ids)
 
     async def pull_messages(

@@ -216,6 +216,15 @@ class LinkState(Protocol):
         ``MessageRejectedError`` if its run or destination node is unknown.
         """
 
+    async def store_messages_ins(
+        self, messages: Sequence[Message]
+    ) -> list[str | MessageRejectedError]:
+        """``store_message_ins`` for each, as one operation: each id, or why it was refused.
+
+        A ServerApp pushes a round's instructions at once; one operation instead of one per
+        instruction keeps the push from queueing behind the fleet's calls a thousand times.
+        """
+
     async def store_message_res(self, message: Message) -> str:
         """Store a node's reply (already validated); assign and return its id.
 

@@ -294,6 +294,18 @@ class InMemoryLinkState:
         )
         return stored.metadata.message_id
 
+    async def store_messages_ins(
+        self, messages: Sequence[Message]
+    ) -> list[str | MessageRejectedError]:
+        """``store_message_ins`` for each; nothing awaits in between."""
+        results: list[str | MessageRejectedError] = []
+        for message in messages:
+            try:
+                results.append(await self.store_message_ins(message))
+            except MessageRejectedError as exc:
+                results.append(exc)
+        return results
+
     async def store_message_res(self, message: Message) -> str:
         """Store a copy of the first valid reply to a live instruction."""
         exchange = self._tables.exchanges.get(message.metadata.reply_to_message_id)

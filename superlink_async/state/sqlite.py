@@ -696,24 +696,41 @@ class SqliteLinkState:
 
         ``MessageRejectedError`` if its run or destination node is unknown.
         """
-        meta = message.metadata
-        message_id = rules.new_message_id()
-        params = _message_params(message, message_id)
+        (result,) = await self.store_messages_ins([message])
+        if isinstance(result, MessageRejectedError):
+            raise result
+        return result
 
-        def store(db: _Session) -> None:
-            if not db.run_exists(meta.run_id):
-                raise MessageRejectedError(f"Invalid run ID for Message: {meta.run_id}")
-            if not db.node_exists(meta.dst_node_id):
-                raise MessageRejectedError(
-                    f"Invalid destination node ID for Message: {meta.dst_node_id}"
-                )
-            db.change(
-                f"INSERT INTO message_ins ({_MESSAGE_FIELDS}) VALUES ({_MESSAGE_PLACEHOLDERS})",
-                params,
-            )
+    async def store_messages_ins(
+        self, messages: Sequence[Message]
+    ) -> list[str | MessageRejectedError]:
+        """``store_message_ins`` for each, in one transaction: each id, or why it was refused."""
+        rows = [_message_params(message, rules.new_message_id()) for message in messages]
 
-        await self._transaction(store)
-        return message_id
+        def store(db: _Session) -> list[str | MessageRejectedError]:
+            results: list[str | MessageRejectedError] = []
+            for message, params in zip(messages, rows, strict=True):
+                meta = message.metadata
+                if not db.run_exists(meta.run_id):
+                    results.append(
+                        MessageRejectedError(f"Invalid run ID for Message: {meta.run_id}")
+                    )
+                elif not db.node_exists(meta.dst_node_id):
+                    results.append(
+                        MessageRejectedError(
+                            f"Invalid destination node ID for Message: {meta.dst_node_id}"
+                        )
+                    )
+                else:
+                    db.change(
+                        f"INSERT INTO message_ins ({_MESSAGE_FIELDS}) "
+                        f"VALUES ({_MESSAGE_PLACEHOLDERS})",
+                        params,
+                    )
+                    results.append(params[0])
+            return results
+
+        return await self._transaction(store)
 
     async def store_message_res(self, message: Message) -> str:
         """Store a node's reply (already validated); assign and return its id.

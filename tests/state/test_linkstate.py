@@ -557,6 +557,37 @@ async def test_instruction_for_unknown_node_is_rejected(state: LinkState, clock:
         await state.store_message_ins(instruction(run_id, 12345, clock.now))
 
 
+async def test_a_batch_of_instructions_stores_the_valid_and_names_the_refused(
+    state: LinkState, clock: FakeClock
+) -> None:
+    """One operation for a round's push: ids in order, refusals as errors, nothing else lost."""
+    first, second = await state.create_node(PING), await state.create_node(PING)
+    run_id = await new_run(state)
+    batch = [
+        instruction(run_id, first, clock.now),
+        instruction(run_id, 12345, clock.now),
+        instruction(54321, second, clock.now),
+        instruction(run_id, second, clock.now),
+    ]
+    results = await state.store_messages_ins(batch)
+    assert [type(result) for result in results] == [
+        str,
+        MessageRejectedError,
+        MessageRejectedError,
+        str,
+    ]
+    assert [str(result) for result in results[1:3]] == [
+        "Invalid destination node ID for Message: 12345",
+        "Invalid run ID for Message: 54321",
+    ]
+    [to_first] = await state.pull_message_ins(first)
+    [to_second] = await state.pull_message_ins(second)
+    assert [to_first.metadata.message_id, to_second.metadata.message_id] == [
+        results[0],
+        results[3],
+    ]
+
+
 async def test_instruction_for_an_offline_node_is_accepted(
     state: LinkState, clock: FakeClock
 ) -> None:
