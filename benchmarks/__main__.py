@@ -65,9 +65,7 @@ def _choices(*allowed: str) -> Callable[[str], tuple[str, ...]]:
         values = tuple(part.strip() for part in text.split(","))
         unknown = [value for value in values if value not in allowed]
         if unknown or not values:
-            raise argparse.ArgumentTypeError(
-                f"expected some of {','.join(allowed)}, got {text!r}"
-            )
+            raise argparse.ArgumentTypeError(f"expected some of {','.join(allowed)}, got {text!r}")
         return values
 
     return parse
