@@ -11,15 +11,23 @@ import contextlib
 import os
 import resource
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
-LOOPBACK = "127.0.0.1"
+from superlink_async.testing import (
+    LOOPBACK,
+    WaitTimeout,
+    descendants,
+    free_port,
+    wait_for_port,
+)
+
+Reading = TypeVar("Reading")
 _START_SECONDS = 30.0
 _STOP_SECONDS = 15.0
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -33,33 +41,11 @@ class Target:
     command: tuple[str, ...]
 
 
-def _stat_fields(pid: int) -> list[str]:
-    """proc(5) ``stat`` fields from the 3rd on (after the parenthesised command name)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat[stat.rindex(")") + 2 :].split()
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and every live process below it."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int(_stat_fields(int(entry.name))[1])
-            except (OSError, IndexError):
-                continue  # gone meanwhile
-            children.setdefault(parent, []).append(int(entry.name))
-    tree, frontier = [pid], [pid]
-    while frontier:
-        frontier = [child for parent in frontier for child in children.get(parent, [])]
-        tree += frontier
-    return tree
-
-
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of a process, all its threads included."""
-    fields = _stat_fields(pid)
-    # Fields 14 and 15 of proc(5).
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # Fields 14 and 15 of proc(5), counted after the parenthesised command name.
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
@@ -73,12 +59,13 @@ def memory_mib(pid: int) -> tuple[float, float]:
     return values["VmRSS"], values["VmHWM"]
 
 
-def _tree_sum(pid: int, measure: Callable[[int], float]) -> float:
-    total = 0.0
-    for member in process_tree(pid):
+def _readings(pid: int, measure: Callable[[int], Reading]) -> list[Reading]:
+    """``measure`` of ``pid`` and of each live process below it, read in one scan of /proc."""
+    readings = []
+    for member in [pid, *(info.pid for info in descendants(pid))]:
         with contextlib.suppress(OSError):  # a process that ended meanwhile
-            total += measure(member)
-    return total
+            readings.append(measure(member))
+    return readings
 
 
 def raise_open_files_limit(wanted: int) -> int:
@@ -97,19 +84,6 @@ def raise_open_files_limit(wanted: int) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex((LOOPBACK, port)) == 0
-
-
 class SuperLinkProcess:
     """One SuperLink with ``--isolation process`` on fresh ports; a context manager.
 
@@ -120,7 +94,7 @@ class SuperLinkProcess:
         self.target = target
         self.workdir = workdir
         self.log_path = workdir / "superlink.log"
-        ports = [_free_port() for _ in range(3)]
+        ports = [free_port() for _ in range(3)]
         self.exec_address, self.serverappio_address, self.fleet_address = (
             f"{LOOPBACK}:{port}" for port in ports
         )
@@ -162,13 +136,17 @@ class SuperLinkProcess:
                 self.argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
             )
         deadline = time.monotonic() + _START_SECONDS
-        while not all(_port_open(port) for port in self._ports):
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(
-                    f"{self.target.label} did not start; the end of its log:\n{self.log_tail()}"
+        process = self._process
+        try:
+            for port in self._ports:
+                wait_for_port(
+                    port, deadline - time.monotonic(), alive=lambda: process.poll() is None
                 )
-            time.sleep(0.05)
+        except (RuntimeError, WaitTimeout) as exc:
+            self.stop()
+            raise RuntimeError(
+                f"{self.target.label} did not start; the end of its log:\n{self.log_tail()}"
+            ) from exc
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after a grace period; the process is gone afterwards."""
@@ -184,14 +162,12 @@ class SuperLinkProcess:
 
     def cpu_seconds(self) -> float:
         """CPU time the server and its live children have used so far."""
-        return _tree_sum(self.pid, cpu_seconds)
+        return sum(_readings(self.pid, cpu_seconds))
 
     def memory_mib(self) -> tuple[float, float]:
         """RSS and peak RSS, each summed over the server and its children."""
-        return (
-            _tree_sum(self.pid, lambda pid: memory_mib(pid)[0]),
-            _tree_sum(self.pid, lambda pid: memory_mib(pid)[1]),
-        )
+        readings = _readings(self.pid, memory_mib)
+        return sum(rss for rss, _ in readings), sum(peak for _, peak in readings)
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of the server's combined stdout and stderr."""
