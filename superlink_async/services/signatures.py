@@ -93,6 +93,8 @@ class _Worker(asyncio.SubprocessProtocol):
     """Our end of one worker's pipes: requests out on stdin, answers in on stdout."""
 
     def __init__(self) -> None:
+        #: Set by the worker's handshake, or when it ends first (``exited`` tells which),
+        #: so that start-up waits on one event.
         self.ready = asyncio.Event()
         self.waiting: dict[int, asyncio.Future[bool]] = {}
         self.transport: asyncio.SubprocessTransport | None = None
@@ -132,6 +134,7 @@ class _Worker(asyncio.SubprocessProtocol):
 
     def process_exited(self) -> None:
         self.exited.set()
+        self.ready.set()
         for waiter in self.waiting.values():
             if not waiter.done():
                 waiter.set_exception(_WorkerGone())
@@ -194,7 +197,7 @@ class WorkerSignatures:
                 workers.append(worker)
             with anyio.move_on_after(_START_TIMEOUT):
                 for worker in workers:
-                    await _started(worker)
+                    await worker.ready.wait()
             self._running = [worker for worker in workers if worker.alive]
             if len(self._running) < len(workers):
                 logger.warning("A signature worker did not start; checking on the event loop")
@@ -212,18 +215,6 @@ class WorkerSignatures:
     async def _warn_on_exit(worker: _Worker) -> None:
         await worker.exited.wait()
         logger.warning("A signature worker process ended; its share is checked on the loop")
-
-
-async def _started(worker: _Worker) -> None:
-    """Until the worker is ready or gone."""
-    async with anyio.create_task_group() as either:
-        for event in (worker.ready, worker.exited):
-            either.start_soon(_set_then_cancel, event, either.cancel_scope)
-
-
-async def _set_then_cancel(event: asyncio.Event, scope: anyio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()
 
 
 async def _stop(workers: list[_Worker]) -> None:

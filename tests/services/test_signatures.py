@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 
 import anyio
 import pytest
@@ -95,3 +96,18 @@ async def test_workers_start_before_ready_and_are_gone_after_stop() -> None:
 
 def test_workers_only_where_a_cpu_is_left_for_them() -> None:
     assert [default_workers(cpus) for cpus in (1, 2, 3, 4, 8)] == [0, 0, 0, 3, 7]
+
+
+async def test_a_worker_that_cannot_start_leaves_checks_to_the_loop_at_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker that exits before its handshake is noticed when it ends, not after 30 s."""
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    workers = WorkerSignatures(1)
+    with caplog.at_level(logging.WARNING), anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(workers.run)
+            assert workers._running == []
+            assert await workers.is_signed_by(*signed(KEYS[0], "inline"))
+            tasks.cancel_scope.cancel()
+    assert "signature worker did not start" in caplog.text
