@@ -44,12 +44,7 @@ from superlink_async.services.fleet import FleetService
 from superlink_async.services.node_auth import NodeAuthenticator, load_known_public_keys
 from superlink_async.services.runs import RunEvents
 from superlink_async.services.serverappio import ServerAppIoService
-from superlink_async.services.signatures import (
-    InlineSignatures,
-    SignatureChecker,
-    WorkerSignatures,
-    default_workers,
-)
+from superlink_async.services.signatures import WorkerSignatures, default_workers
 from superlink_async.state.base import LinkState
 from superlink_async.state.factory import open_state
 from superlink_async.storage import FabStore
@@ -153,8 +148,8 @@ class SuperLink:
             logger.warning("Marked interrupted run(s) as failed: %s", interrupted)
         fabs = FabStore(config.storage_dir)
         events = RunEvents()
-        signatures = _signature_checker(config)
-        node_auth = await _node_authenticator(config, state, self._clock, signatures)
+        signature_workers = _signature_workers(config)
+        node_auth = await _node_authenticator(config, state, self._clock, signature_workers)
         scheduler = (
             ServerAppScheduler(state, events, config.serverapp_command, serverappio_address)
             if config.isolation == ISOLATION_SUBPROCESS
@@ -180,7 +175,7 @@ class SuperLink:
             ),
             fleet=FleetService(state, fabs, clock=self._clock),
             node_auth=node_auth,
-            signature_workers=signatures if isinstance(signatures, WorkerSignatures) else None,
+            signature_workers=signature_workers,
             health=HealthProbe(state, self._gate),
         )
 
@@ -306,15 +301,21 @@ def _parse_addresses(config: Config) -> tuple[Address, Address]:
         raise SuperLinkExit(ExitCode.COMMON_ADDRESS_INVALID, str(exc)) from exc
 
 
-def _signature_checker(config: Config) -> SignatureChecker:
-    """Worker processes when configured (or CPUs allow) and a Fleet listener signs calls."""
+def _signature_workers(config: Config) -> WorkerSignatures | None:
+    """Worker processes when configured (or CPUs allow) and a Fleet listener signs calls.
+
+    None: node auth checks signatures on the event loop.
+    """
     signs = any(listener.api_type == FLEET_GRPC_RERE for listener in config.fleet_listeners())
     workers = default_workers() if config.signature_workers is None else config.signature_workers
-    return WorkerSignatures(workers) if signs and workers > 0 else InlineSignatures()
+    return WorkerSignatures(workers) if signs and workers > 0 else None
 
 
 async def _node_authenticator(
-    config: Config, state: LinkState, clock: Callable[[], float], signatures: SignatureChecker
+    config: Config,
+    state: LinkState,
+    clock: Callable[[], float],
+    signatures: WorkerSignatures | None,
 ) -> NodeAuthenticator:
     """Load the known keys (replacing the stored list, as the reference does), if any."""
     if config.auth_list_public_keys is None:

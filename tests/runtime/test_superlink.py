@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from contextlib import closing
@@ -15,6 +16,7 @@ from grpclib.client import Channel
 
 from superlink_async import Config, ExitCode, SuperLink, SuperLinkExit
 from superlink_async.config import ISOLATION_PROCESS, Address, ConfigError
+from superlink_async.testing import descendants
 from superlink_async.wire import exec_grpc, exec_pb2, fleet_grpc, fleet_pb2
 from tests.node_keys import NodeKey
 from tests.ports import loopback
@@ -52,6 +54,33 @@ async def test_serves_every_api_while_the_block_runs(config: Config) -> None:
                 metadata=NodeKey().metadata(time.time()),
             )
         assert node.node.node_id > 1
+
+
+async def test_signature_workers_serve_signed_calls_and_end_with_the_block(
+    config: Config,
+) -> None:
+    """With ``signature_workers``, worker processes check Fleet signatures; none outlives us."""
+    config = replace(config, signature_workers=1)
+    assert config.fleet_api_address is not None
+    async with SuperLink(config):
+        workers = signature_workers()
+        assert len(workers) == 1
+        with channel_to(config.fleet_api_address) as channel:
+            node = await fleet_grpc.FleetStub(channel).CreateNode(
+                fleet_pb2.CreateNodeRequest(ping_interval=30),
+                metadata=NodeKey().metadata(time.time()),
+            )
+        assert node.node.node_id > 1
+    assert signature_workers() == []
+
+
+def signature_workers() -> list[int]:
+    """Our processes that run the signature-worker module."""
+    return [
+        info.pid
+        for info in descendants(os.getpid())
+        if "superlink_async.services.signatures" in info.cmdline
+    ]
 
 
 async def test_ports_are_released_after_the_block(config: Config) -> None:
