@@ -13,8 +13,8 @@ from grpclib.health.v1.health_grpc import HealthStub
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 from grpclib.testing import ChannelFor
 
-from superlink_async import Config, SuperLink
-from superlink_async.config import ISOLATION_PROCESS, Address
+from superlink_async import SuperLink
+from superlink_async.config import Address
 from superlink_async.health import PROBE_TTL, HealthProbe
 from superlink_async.services.fleet import FleetService
 from superlink_async.state import open_state
@@ -22,7 +22,7 @@ from superlink_async.storage import FabStore
 from superlink_async.transports.gate import CallGate
 from superlink_async.transports.grpc.servicers import FleetServicer
 from superlink_async.transports.rest import fleet_rest_app
-from tests.ports import loopback
+from tests.ports import loopback, loopback_config
 
 pytestmark = pytest.mark.anyio
 
@@ -39,14 +39,8 @@ async def check(address: str, service: str = "") -> int:
 
 async def test_every_grpc_port_answers_serving_without_node_auth(tmp_path: Path) -> None:
     fleet, adapter = loopback(), loopback()
-    config = Config(
-        insecure=True,
-        isolation=ISOLATION_PROCESS,
-        storage_dir=tmp_path / "ffs",
-        exec_api_address=loopback(),
-        serverappio_api_address=loopback(),
-        fleet_api_type="grpc-rere,grpc-adapter",
-        fleet_api_address=f"{fleet},{adapter}",
+    config = loopback_config(
+        tmp_path, fleet_api_type="grpc-rere,grpc-adapter", fleet_api_address=f"{fleet},{adapter}"
     )
     async with SuperLink(config):
         for address in (config.exec_api_address, config.serverappio_api_address, fleet, adapter):

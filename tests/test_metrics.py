@@ -11,13 +11,13 @@ import pytest
 from grpclib.client import Channel
 from prometheus_client.parser import text_string_to_metric_families
 
-from superlink_async import Config, SuperLink
-from superlink_async.config import ISOLATION_PROCESS, Address
+from superlink_async import SuperLink
+from superlink_async.config import Address
 from superlink_async.wire import exec_grpc, exec_pb2, fleet_grpc, fleet_pb2
 from superlink_async.wire.fab_pb2 import Fab
 from tests.fabs import make_fab
 from tests.node_keys import NodeKey
-from tests.ports import loopback
+from tests.ports import loopback, loopback_config
 
 pytestmark = pytest.mark.anyio
 
@@ -38,15 +38,7 @@ async def scrape(address: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
 
 async def test_series_exist_and_move_during_a_flow(tmp_path: Path) -> None:
     metrics_address = loopback()
-    config = Config(
-        insecure=True,
-        isolation=ISOLATION_PROCESS,
-        storage_dir=tmp_path / "ffs",
-        exec_api_address=loopback(),
-        serverappio_api_address=loopback(),
-        fleet_api_address=loopback(),
-        metrics_address=metrics_address,
-    )
+    config = loopback_config(tmp_path, metrics_address=metrics_address)
     async with SuperLink(config):
         before = await scrape(metrics_address)
         assert before[("superlink_nodes_registered", ())] == 0

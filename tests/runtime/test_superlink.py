@@ -15,26 +15,18 @@ from grpclib import GRPCError, Status
 from grpclib.client import Channel
 
 from superlink_async import Config, ExitCode, SuperLink, SuperLinkExit
-from superlink_async.config import ISOLATION_PROCESS, Address, ConfigError
+from superlink_async.config import Address, ConfigError
 from superlink_async.testing import descendants
 from superlink_async.wire import exec_grpc, exec_pb2, fleet_grpc, fleet_pb2
 from tests.node_keys import NodeKey
-from tests.ports import loopback
+from tests.ports import loopback, loopback_config
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    return Config(
-        insecure=True,
-        isolation=ISOLATION_PROCESS,
-        storage_dir=tmp_path / "ffs",
-        exec_api_address=loopback(),
-        serverappio_api_address=loopback(),
-        fleet_api_address=loopback(),
-        shutdown_grace=1.0,
-    )
+    return loopback_config(tmp_path, shutdown_grace=1.0)
 
 
 def channel_to(address: str) -> closing[Channel]:
