@@ -18,7 +18,8 @@ lost, but the database stays consistent. That trade is acceptable here: every cl
 SuperLink retries or re-registers, and a run's outcome is reported again by its ServerApp.
 
 Storage: uint64 ids (runs, nodes) are stored as the signed int64 with the same bits. Messages
-keep their metadata in columns and their content or error as the serialized protobuf; contexts,
+keep their metadata in columns and their content or error as the serialized protobuf (an
+instruction's in a table of its own, so that marking it delivered rewrites a small row); contexts,
 federation options and override configs are serialized protobufs too, so nothing is lost
 (bytes values, bool versus int).
 """
@@ -61,9 +62,9 @@ from superlink_async.wire.error_pb2 import Error
 from superlink_async.wire.message_pb2 import Context, Message, Metadata
 from superlink_async.wire.recorddict_pb2 import ConfigRecord, RecordDict
 
-#: The schema this module writes. Bump it (and teach ``_prepare_schema`` to migrate) whenever
-#: a table changes shape.
-SCHEMA_VERSION = 1
+#: The schema this module writes. Bump it (and add the step from the previous version to
+#: ``_MIGRATIONS``) whenever a table changes shape.
+SCHEMA_VERSION = 2
 
 IN_MEMORY = ":memory:"
 
@@ -72,8 +73,10 @@ T = TypeVar("T")
 _UINT64_SIGN_BIT = 1 << 63
 _UINT64_RANGE = 1 << 64
 
-# The same message columns in both message tables, so one row decoder serves both.
-_MESSAGE_COLUMNS = """
+# The same message columns in both message tables, so one row decoder serves both. An
+# instruction keeps its payload in a table of its own: SQLite rewrites a whole row when one
+# of its columns changes size, and marking a 100 KB instruction delivered rewrote 100 KB.
+_METADATA_COLUMNS = """
     message_id          TEXT NOT NULL,
     run_id              INTEGER NOT NULL,
     src_node_id         INTEGER NOT NULL,
@@ -82,25 +85,40 @@ _MESSAGE_COLUMNS = """
     group_id            TEXT NOT NULL,
     message_type        TEXT NOT NULL,
     created_at          REAL NOT NULL,
-    ttl                 REAL NOT NULL,
+    ttl                 REAL NOT NULL
+"""
+_PAYLOAD_COLUMNS = """
     content             BLOB,  -- serialized RecordDict, NULL if the message carries an error
     error               BLOB   -- serialized Error, NULL if the message carries content
 """
-_MESSAGE_FIELDS = (
+_METADATA_FIELDS = (
     "message_id, run_id, src_node_id, dst_node_id, reply_to_message_id, group_id, "
-    "message_type, created_at, ttl, content, error"
+    "message_type, created_at, ttl"
 )
-_MESSAGE_PLACEHOLDERS = ", ".join("?" * len(_MESSAGE_FIELDS.split(", ")))
-#: The same columns with the payload left out: to judge an instruction, not to deliver it.
+_MESSAGE_FIELDS = f"{_METADATA_FIELDS}, content, error"
+_METADATA_PLACEHOLDERS = ", ".join("?" * len(_METADATA_FIELDS.split(", ")))
+_MESSAGE_PLACEHOLDERS = f"{_METADATA_PLACEHOLDERS}, ?, ?"
+#: An instruction's columns without its payload: to judge an instruction, not to deliver it.
 #: (A ServerApp polling 1,000 replies of a round read 100 MB of instructions each time.)
-_MESSAGE_METADATA_FIELDS = _MESSAGE_FIELDS.replace(
-    "content, error", "NULL AS content, NULL AS error"
+_MESSAGE_METADATA_FIELDS = f"{_METADATA_FIELDS}, NULL AS content, NULL AS error"
+#: An instruction's columns with its payload, from within a statement on ``message_ins``.
+_INSTRUCTION_FIELDS = (
+    f"{_METADATA_FIELDS}, "
+    "(SELECT content FROM message_ins_payload AS p WHERE p.seq = message_ins.seq) AS content, "
+    "(SELECT error FROM message_ins_payload AS p WHERE p.seq = message_ins.seq) AS error"
 )
 
 _RUN_FIELDS = (
     "run_id, fab_id, fab_version, fab_hash, override_config, federation_options, pending_at, "
     "starting_at, running_at, finished_at, status, sub_status, details"
 )
+
+_INSTRUCTION_PAYLOAD_TABLE = f"""
+    CREATE TABLE message_ins_payload (
+        seq                 INTEGER PRIMARY KEY REFERENCES message_ins (seq) ON DELETE CASCADE,
+        {_PAYLOAD_COLUMNS}
+    )
+"""
 
 _SCHEMA = (
     """
@@ -149,7 +167,7 @@ _SCHEMA = (
     f"""
     CREATE TABLE message_ins (
         seq                 INTEGER PRIMARY KEY,  -- storage order: oldest-first pulls
-        {_MESSAGE_COLUMNS},
+        {_METADATA_COLUMNS},
         delivered_at        REAL,  -- NULL until a node pulled it
         UNIQUE (message_id),
         FOREIGN KEY (run_id) REFERENCES run (run_id)
@@ -157,15 +175,33 @@ _SCHEMA = (
     """,
     "CREATE INDEX message_ins_by_dst ON message_ins (dst_node_id, seq) WHERE delivered_at IS NULL",
     "CREATE INDEX message_ins_by_run ON message_ins (run_id)",
+    _INSTRUCTION_PAYLOAD_TABLE,
     f"""
     CREATE TABLE message_res (
-        {_MESSAGE_COLUMNS},
+        {_METADATA_COLUMNS},
+        {_PAYLOAD_COLUMNS},
         PRIMARY KEY (message_id),
         UNIQUE (reply_to_message_id),  -- one reply per instruction
         FOREIGN KEY (reply_to_message_id) REFERENCES message_ins (message_id) ON DELETE CASCADE
     )
     """,
 )
+
+
+#: How each older schema version becomes the next one: statements run in one transaction.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        _INSTRUCTION_PAYLOAD_TABLE,
+        "INSERT INTO message_ins_payload (seq, content, error) "
+        "SELECT seq, content, error FROM message_ins",
+        "ALTER TABLE message_ins DROP COLUMN content",
+        "ALTER TABLE message_ins DROP COLUMN error",
+    ),
+}
+
+#: Page size of new files. A message's payload lives in a chain of overflow pages, read and
+#: freed one page at a time; 16 KiB pages make a 100 KB payload 7 pages instead of 25.
+_PAGE_SIZE = 16384
 
 
 def _to_db(value: int) -> int:
@@ -722,10 +758,16 @@ class SqliteLinkState:
                         )
                     )
                 else:
+                    metadata, payload = params[:-2], params[-2:]
                     db.change(
-                        f"INSERT INTO message_ins ({_MESSAGE_FIELDS}) "
-                        f"VALUES ({_MESSAGE_PLACEHOLDERS})",
-                        params,
+                        f"INSERT INTO message_ins ({_METADATA_FIELDS}) "
+                        f"VALUES ({_METADATA_PLACEHOLDERS})",
+                        metadata,
+                    )
+                    db.change(
+                        "INSERT INTO message_ins_payload (seq, content, error) "
+                        "VALUES (last_insert_rowid(), ?, ?)",
+                        payload,
                     )
                     results.append(params[0])
             return results
@@ -788,7 +830,7 @@ class SqliteLinkState:
                 "UPDATE message_ins SET delivered_at = ? WHERE seq IN ("
                 "SELECT seq FROM message_ins WHERE dst_node_id = ? AND delivered_at IS NULL "
                 "AND created_at + ttl > ? ORDER BY seq LIMIT ?) "
-                f"RETURNING seq, {_MESSAGE_FIELDS}",
+                f"RETURNING seq, {_INSTRUCTION_FIELDS}",
                 (now, _to_db(node_id), now, max(limit, 0)),  # SQLite reads LIMIT -1 as "all"
             )
         )
@@ -892,7 +934,13 @@ def _reply_for(
 
 
 async def _prepare_schema(db: aiosqlite.Connection, database: str) -> None:
-    """Create the schema in a fresh database; refuse one written by another schema version."""
+    """Create the schema in a fresh database, or bring an older one of ours up to date.
+
+    A file of a newer version, or one not created by us, is refused. Creating or migrating
+    is one transaction: a failure leaves the file as it was.
+    """
+    # Takes effect only while the file is empty, and only outside a transaction.
+    await db.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
     await db.execute("BEGIN IMMEDIATE")
     try:
         version = await _single_int(db, "PRAGMA user_version")
@@ -900,13 +948,18 @@ async def _prepare_schema(db: aiosqlite.Connection, database: str) -> None:
         if version == 0 and objects == 0:
             for statement in _SCHEMA:
                 await db.execute(statement)
-            await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif version in _MIGRATIONS:
+            logger.info("Migrating database %r from schema version %d", database, version)
+            for step in range(version, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[step]:
+                    await db.execute(statement)
         elif version != SCHEMA_VERSION:
             origin = " (not created by superlink-async)" if version == 0 else ""
             raise SchemaVersionError(
                 f"Database {database!r} has schema version {version}{origin}, but this "
                 f"superlink-async expects version {SCHEMA_VERSION}; refusing to open it"
             )
+        await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         await db.commit()
     except BaseException:
         await db.rollback()

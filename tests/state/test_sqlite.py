@@ -234,6 +234,57 @@ async def test_newer_schema_version_is_refused_naming_file_and_versions(
     assert pragma(path, "user_version") == SCHEMA_VERSION + 1
 
 
+def downgrade_to_schema_1(path: Path) -> None:
+    """Give a file the shape schema version 1 had: instructions kept their payload inline."""
+    with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE message_ins ADD COLUMN content BLOB")
+        db.execute("ALTER TABLE message_ins ADD COLUMN error BLOB")
+        db.execute(
+            "UPDATE message_ins SET (content, error) = (SELECT content, error "
+            "FROM message_ins_payload AS p WHERE p.seq = message_ins.seq)"
+        )
+        db.execute("DROP TABLE message_ins_payload")
+        db.execute("PRAGMA user_version = 1")
+    db.close()
+
+
+async def test_schema_1_file_is_migrated_keeping_every_message(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A file of schema 1 is brought to the current version; its messages come out intact."""
+    path = tmp_path / "state.db"
+    async with opened(path, clock) as state:
+        node_id = await state.create_node(ping_interval=30.0)
+        run_id = await state.create_run("a", "1", "", {}, ConfigRecord())
+        waiting = instruction(run_id, node_id, clock, group="waiting")
+        waiting.content.configs["cfg"].data["lr"].double = 0.5
+        answered = instruction(run_id, node_id, clock, group="answered")
+        answered.metadata.message_id = await state.store_message_ins(answered)
+        await state.pull_message_ins(node_id)
+        waiting.metadata.message_id = await state.store_message_ins(waiting)
+        answer = reply(answered, clock)
+        answer.metadata.message_id = await state.store_message_res(answer)
+    downgrade_to_schema_1(path)
+
+    async with opened(path, clock) as state:
+        assert await state.pull_message_ins(node_id) == [waiting]
+        assert await state.take_replies(run_id, [answered.metadata.message_id]) == [answer]
+
+    assert pragma(path, "user_version") == SCHEMA_VERSION
+    with sqlite3.connect(path) as db:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(message_ins)")}
+    db.close()
+    assert "content" not in columns
+
+
+async def test_new_file_uses_16_kib_pages(tmp_path: Path, clock: FakeClock) -> None:
+    """Payloads span fewer overflow pages (each read and freed one at a time)."""
+    path = tmp_path / "state.db"
+    async with opened(path, clock):
+        pass
+    assert pragma(path, "page_size") == 16384
+
+
 async def test_unversioned_database_with_tables_is_refused(
     tmp_path: Path, clock: FakeClock
 ) -> None:
