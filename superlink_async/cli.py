@@ -356,10 +356,10 @@ def superlink(
         typer.Option(
             min=0,
             metavar="N",
-            show_default="one per CPU but one with 4+ CPUs, else 0",
+            show_default="one per CPU but one",
             help="(superlink-async only) Worker processes that check the signatures of node "
-            "authentication, so that the event loop serves other calls meanwhile. 0 checks "
-            "them on the event loop.",
+            "authentication while the event loop is behind, so that it serves other calls "
+            "meanwhile. 0 checks them all on the event loop.",
         ),
     ] = None,
     event_loop: Annotated[

@@ -51,7 +51,11 @@ async def test_serves_every_api_while_the_block_runs(config: Config) -> None:
 async def test_signature_workers_serve_signed_calls_and_end_with_the_block(
     config: Config,
 ) -> None:
-    """With ``signature_workers``, worker processes check Fleet signatures; none outlives us."""
+    """With ``signature_workers``, workers run beside a SuperLink that serves signed calls.
+
+    (Which checks the workers take is pinned in tests/services/test_signatures.py.) No
+    worker outlives the block.
+    """
     config = replace(config, signature_workers=1)
     assert config.fleet_api_address is not None
     async with SuperLink(config):

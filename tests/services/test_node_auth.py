@@ -40,7 +40,7 @@ async def signatures(request: pytest.FixtureRequest) -> AsyncIterator[SignatureC
     if request.param == "on the loop":
         yield InlineSignatures()
         return
-    workers = WorkerSignatures(1)
+    workers = WorkerSignatures(1, spill_lag=0)  # every check in the worker
     async with anyio.create_task_group() as tasks:
         await tasks.start(workers.run)
         yield workers
