@@ -90,8 +90,9 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
         raise SuperLinkExit(ExitCode.GRACEFUL_EXIT_SIGTERM, "SuperLink terminated gracefully.")
 
     monkeypatch.setattr("superlink_async.runtime.serve", serve)
-    # The GC tuning is process-wide: not for the test process (tests/runtime pins it).
+    # The tuning is process-wide: not for the test process (tests/runtime pins it).
     monkeypatch.setattr("superlink_async.runtime.process.tune_gc", lambda: None)
+    monkeypatch.setattr("superlink_async.transports.grpc.huffman.install", lambda: None)
     return configs
 
 

@@ -1,7 +1,7 @@
-"""What only a process's entry point may decide: its event loop and its garbage collector.
+"""What only a process's entry point may decide: event loop, garbage collector, HPACK decoder.
 
-An embedding host owns both, so ``SuperLink``/``serve`` never touch them; the command line
-(and so the container) does, through ``run_server``.
+An embedding host owns all three, so ``SuperLink``/``serve`` never touch them; the command
+line (and so the container) does, through ``run_server``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from superlink_async.config import ConfigError
+from superlink_async.transports.grpc import huffman
 
 #: Young-object collections happen after this many net allocations (CPython: 700).
 GC_YOUNG_THRESHOLD = 5000
@@ -34,7 +35,10 @@ def tune_gc() -> None:
 
 
 def run_server(main: Callable[[], Coroutine[Any, Any, None]], event_loop: str) -> None:
-    """Run ``main()`` to its end on ``event_loop`` (``asyncio`` or ``uvloop``), GC tuned.
+    """Run ``main()`` to its end on ``event_loop`` (``asyncio`` or ``uvloop``), tuned.
+
+    Tuned: our Huffman decoder for HTTP/2 headers (``transports.grpc.huffman``), then the
+    GC (``tune_gc``), which freezes the decoder's tables with everything else.
 
     A requested uvloop that is not installed is a ``ConfigError``, before anything runs.
     """
@@ -47,5 +51,6 @@ def run_server(main: Callable[[], Coroutine[Any, Any, None]], event_loop: str) -
                 "--event-loop uvloop needs uvloop: pip install 'superlink-async[uvloop]'"
             ) from None
         runner = uvloop.run
+    huffman.install()
     tune_gc()
     runner(main())

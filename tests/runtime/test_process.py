@@ -1,4 +1,4 @@
-"""Process-wide choices of the command line: the GC tuning and the event loop."""
+"""Process-wide choices of the command line: GC tuning, HPACK decoder and event loop."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from superlink_async.config import ConfigError
 from superlink_async.runtime import process
 from superlink_async.runtime.process import GC_OLD_THRESHOLD, GC_YOUNG_THRESHOLD, run_server
+from superlink_async.transports.grpc import huffman
 
 
 def test_tune_gc_freezes_what_exists_and_collects_less_often() -> None:
@@ -29,10 +30,29 @@ def test_tune_gc_freezes_what_exists_and_collects_less_often() -> None:
     assert output == ["True", str(GC_YOUNG_THRESHOLD), "10", str(GC_OLD_THRESHOLD)]
 
 
+def test_run_server_installs_our_huffman_decoder_before_freezing() -> None:
+    """Fresh interpreter again: hpack decodes with ours, and its tables are frozen."""
+    script = (
+        "import gc, hpack.hpack\n"
+        "from superlink_async.runtime.process import run_server\n"
+        "from superlink_async.transports.grpc import huffman\n"
+        "async def main() -> None:\n"
+        "    pass\n"
+        "run_server(main, 'asyncio')\n"
+        "print(hpack.hpack.decode_huffman is huffman.decode_huffman,\n"
+        "      all(table is not huffman._steps().emitted for table in gc.get_objects()))\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True
+    ).stdout.split()
+    assert output == ["True", "True"]
+
+
 @pytest.fixture
 def untuned_gc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """``run_server`` without touching this process's collector."""
+    """``run_server`` without touching this process's collector or hpack."""
     monkeypatch.setattr(process, "tune_gc", lambda: None)
+    monkeypatch.setattr(huffman, "install", lambda: None)
     yield
     assert gc.get_freeze_count() == 0
 
