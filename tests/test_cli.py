@@ -92,7 +92,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
     monkeypatch.setattr("superlink_async.runtime.serve", serve)
     # The tuning is process-wide: not for the test process (tests/runtime pins it).
     monkeypatch.setattr("superlink_async.runtime.process.tune_gc", lambda: None)
-    monkeypatch.setattr("superlink_async.transports.grpc.huffman.install", lambda: None)
+    monkeypatch.setattr("superlink_async.transports.grpc.speedups.install", lambda: None)
     return configs
 
 

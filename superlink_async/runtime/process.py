@@ -12,7 +12,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from superlink_async.config import ConfigError
-from superlink_async.transports.grpc import huffman
+from superlink_async.transports.grpc import speedups
 
 #: Young-object collections happen after this many net allocations (CPython: 700).
 GC_YOUNG_THRESHOLD = 5000
@@ -37,8 +37,8 @@ def tune_gc() -> None:
 def run_server(main: Callable[[], Coroutine[Any, Any, None]], event_loop: str) -> None:
     """Run ``main()`` to its end on ``event_loop`` (``asyncio`` or ``uvloop``), tuned.
 
-    Tuned: our Huffman decoder for HTTP/2 headers (``transports.grpc.huffman``), then the
-    GC (``tune_gc``), which freezes the decoder's tables with everything else.
+    Tuned: the HTTP/2 stack's speed-ups (``transports.grpc.speedups``), then the GC
+    (``tune_gc``), which freezes their tables with everything else.
 
     A requested uvloop that is not installed is a ``ConfigError``, before anything runs.
     """
@@ -51,6 +51,6 @@ def run_server(main: Callable[[], Coroutine[Any, Any, None]], event_loop: str) -
                 "--event-loop uvloop needs uvloop: pip install 'superlink-async[uvloop]'"
             ) from None
         runner = uvloop.run
-    huffman.install()
+    speedups.install()
     tune_gc()
     runner(main())

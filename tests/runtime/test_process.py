@@ -13,7 +13,7 @@ import pytest
 from superlink_async.config import ConfigError
 from superlink_async.runtime import process
 from superlink_async.runtime.process import GC_OLD_THRESHOLD, GC_YOUNG_THRESHOLD, run_server
-from superlink_async.transports.grpc import huffman
+from superlink_async.transports.grpc import speedups
 
 
 def test_tune_gc_freezes_what_exists_and_collects_less_often() -> None:
@@ -30,29 +30,30 @@ def test_tune_gc_freezes_what_exists_and_collects_less_often() -> None:
     assert output == ["True", str(GC_YOUNG_THRESHOLD), "10", str(GC_OLD_THRESHOLD)]
 
 
-def test_run_server_installs_our_huffman_decoder_before_freezing() -> None:
-    """Fresh interpreter again: hpack decodes with ours, and its tables are frozen."""
+def test_run_server_installs_the_http2_speedups_before_freezing() -> None:
+    """Fresh interpreter again: hpack and hyperframe use ours; the tables are frozen."""
     script = (
-        "import gc, hpack.hpack\n"
+        "import gc, hpack.hpack, hyperframe.frame\n"
         "from superlink_async.runtime.process import run_server\n"
-        "from superlink_async.transports.grpc import huffman\n"
+        "from superlink_async.transports.grpc import huffman, speedups\n"
         "async def main() -> None:\n"
         "    pass\n"
         "run_server(main, 'asyncio')\n"
         "print(hpack.hpack.decode_huffman is huffman.decode_huffman,\n"
+        "      hyperframe.frame._raw_data_repr is speedups.short_data_repr,\n"
         "      all(table is not huffman._steps().emitted for table in gc.get_objects()))\n"
     )
     output = subprocess.run(
         [sys.executable, "-c", script], check=True, capture_output=True, text=True
     ).stdout.split()
-    assert output == ["True", "True"]
+    assert output == ["True", "True", "True"]
 
 
 @pytest.fixture
 def untuned_gc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """``run_server`` without touching this process's collector or hpack."""
     monkeypatch.setattr(process, "tune_gc", lambda: None)
-    monkeypatch.setattr(huffman, "install", lambda: None)
+    monkeypatch.setattr(speedups, "install", lambda: None)
     yield
     assert gc.get_freeze_count() == 0
 

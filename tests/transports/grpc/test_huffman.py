@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hpack.hpack
 import pytest
-from hpack import Decoder, Encoder
 from hpack.exceptions import HPACKDecodingError
 from hpack.huffman import HuffmanEncoder
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
@@ -61,16 +59,3 @@ def test_broken_strings_raise_hpacks_errors(data: bytes, message: str) -> None:
         huffman.decode_huffman(data)
     with pytest.raises(HPACKDecodingError, match=message):
         hpacks_decoder(data)
-
-
-def test_install_makes_hpack_decode_headers_with_ours(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Undone after the test: pytest's other HTTP/2 users keep hpack's own.
-    monkeypatch.setattr(hpack.hpack, "decode_huffman", hpacks_decoder)
-    headers = [("flwr-timestamp", "2026-11-23T09:20:44.123456+00:00"), ("x", "y" * 50)]
-    block = Encoder().encode(headers, huffman=True)
-
-    huffman.install()
-
-    assert vars(hpack.hpack)["decode_huffman"] is huffman.decode_huffman
-    decoded: list[object] = list(Decoder().decode(block))  # str pairs, typed as bytes
-    assert decoded == headers
