@@ -80,6 +80,13 @@ def _restore_logger() -> Iterator[None]:
     logger.handlers[:], logger.level, logger.propagate = saved
 
 
+@pytest.fixture(autouse=True)
+def _untuned_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's tuning is process-wide: not for the test process (tests/runtime pins it)."""
+    monkeypatch.setattr("superlink_async.runtime.process.tune_gc", lambda: None)
+    monkeypatch.setattr("superlink_async.transports.grpc.speedups.install", lambda: None)
+
+
 @pytest.fixture
 def served(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
     """Stand in for the server: record the config, then end as after a SIGTERM."""
@@ -90,9 +97,6 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
         raise SuperLinkExit(ExitCode.GRACEFUL_EXIT_SIGTERM, "SuperLink terminated gracefully.")
 
     monkeypatch.setattr("superlink_async.runtime.serve", serve)
-    # The tuning is process-wide: not for the test process (tests/runtime pins it).
-    monkeypatch.setattr("superlink_async.runtime.process.tune_gc", lambda: None)
-    monkeypatch.setattr("superlink_async.transports.grpc.speedups.install", lambda: None)
     return configs
 
 
