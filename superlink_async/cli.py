@@ -356,7 +356,7 @@ def superlink(
         typer.Option(
             min=0,
             metavar="N",
-            show_default="one per CPU but one",
+            show_default="one per CPU but one with 4+ CPUs, else 0",
             help="(superlink-async only) Worker processes that check the signatures of node "
             "authentication while the event loop is behind, so that it serves other calls "
             "meanwhile. 0 checks them all on the event loop.",

@@ -104,8 +104,8 @@ async def test_workers_start_before_ready_and_are_gone_after_stop() -> None:
     assert await workers.is_signed_by(*signed(KEYS[2], "after"))
 
 
-def test_one_worker_per_cpu_but_the_loops() -> None:
-    assert [default_workers(cpus) for cpus in (1, 2, 3, 4, 8)] == [0, 1, 2, 3, 7]
+def test_workers_by_default_only_where_cpus_are_left_for_them() -> None:
+    assert [default_workers(cpus) for cpus in (1, 2, 3, 4, 8)] == [0, 0, 0, 3, 7]
 
 
 async def test_a_worker_that_cannot_start_leaves_checks_to_the_loop_at_once(
