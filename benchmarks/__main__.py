@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         idle=bench.idle,
         rounds=bench.rounds,
         broken=bench.broken,
+        profiles=bench.profiles,
     )
     write_report(results, args.output)
     if args.json is not None:

@@ -61,6 +61,8 @@ class Settings:
     workers: int
     #: Sessions not started by then are skipped (and listed in the report).
     time_budget: float
+    #: Sample the first target's last run of each scenario with py-spy, for the report.
+    profile_last_run: bool
 
 
 FULL = Settings(
@@ -83,6 +85,7 @@ FULL = Settings(
     driver_pull_period=0.25,
     workers=2,
     time_budget=13.5 * 60,
+    profile_last_run=True,
 )
 
 SMOKE = Settings(
@@ -101,6 +104,7 @@ SMOKE = Settings(
     driver_pull_period=0.25,
     workers=1,
     time_budget=120.0,
+    profile_last_run=True,
 )
 
 PRESETS = {"full": FULL, "smoke": SMOKE}

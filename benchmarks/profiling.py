@@ -22,31 +22,43 @@ _LINE_NUMBER = re.compile(r":\d+\)$")
 _SAMPLES_PER_SECOND = 100
 
 
-def py_spy() -> str:
-    """The py-spy executable beside this interpreter or on PATH (``pip install py-spy``)."""
+def find_py_spy() -> str | None:
+    """The py-spy executable beside this interpreter or on PATH, if installed."""
     beside = Path(sys.executable).with_name("py-spy")
-    found = str(beside) if beside.exists() else shutil.which("py-spy")
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def py_spy() -> str:
+    """``find_py_spy``, or an error saying how to install it (``pip install py-spy``)."""
+    found = find_py_spy()
     if found is None:
         raise RuntimeError("--profile needs py-spy: pip install 'superlink-async[bench]'")
     return found
 
 
 class Sampler:
-    """py-spy attached to ``pid`` for the lifetime of the context; raw stacks to ``output``."""
+    """py-spy attached to ``pid`` for the lifetime of the context; raw stacks to ``output``.
 
-    def __init__(self, pid: int, output: Path) -> None:
+    ``gil_only`` keeps only samples of the thread holding the GIL: the Python work that
+    competes for the event loop, without threads that wait (SQLite's, anyio's).
+    """
+
+    def __init__(
+        self, pid: int, output: Path, rate: int = _SAMPLES_PER_SECOND, gil_only: bool = False
+    ) -> None:
         self._argv = [
             py_spy(),
             "record",
             "--pid",
             str(pid),
             "--rate",
-            str(_SAMPLES_PER_SECOND),
+            str(rate),
             "--nonblocking",
             "--format",
             "raw",
             "--output",
             str(output),
+            *(["--gil"] if gil_only else []),
         ]
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -102,15 +114,33 @@ class ProfileSummary:
                     total[frame] += count
         return cls(samples, own, total)
 
+    def rows(self, top: int) -> list[ProfileRow]:
+        """The ``top`` functions by own samples, with their totals, in percent."""
+        return [
+            ProfileRow(function, 100 * count / self.samples, self.share(function))
+            for function, count in self.own.most_common(top)
+        ]
+
+    def share(self, function: str) -> float:
+        """Percent of samples in which ``function`` is on the stack."""
+        return 100 * self.total[function] / self.samples if self.samples else 0.0
+
     def table(self, top: int) -> str:
         """A Markdown table of the ``top`` functions by own samples, with their totals."""
-        rows = [
-            "| own % | total % | function |",
-            "|---:|---:|---|",
-        ]
-        for function, count in self.own.most_common(top):
-            rows.append(
-                f"| {100 * count / self.samples:.1f} | "
-                f"{100 * self.total[function] / self.samples:.1f} | `{function}` |"
-            )
-        return "\n".join(rows)
+        return profile_table(self.rows(top))
+
+
+@dataclass(frozen=True)
+class ProfileRow:
+    """One function of a profile: percent of samples it ran itself, and was on the stack."""
+
+    function: str
+    own_pct: float
+    total_pct: float
+
+
+def profile_table(rows: list[ProfileRow]) -> str:
+    """Markdown: own %, total %, function."""
+    lines = ["| own % | total % | function |", "|---:|---:|---|"]
+    lines += [f"| {r.own_pct:.1f} | {r.total_pct:.1f} | `{r.function}` |" for r in rows]
+    return "\n".join(lines)

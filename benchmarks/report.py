@@ -22,7 +22,14 @@ from importlib import metadata
 from pathlib import Path
 
 from benchmarks.config import KB, MB, RoundSpec, Settings
-from benchmarks.scenarios import IdleSession, IdleStep, MethodStats, RoundResult
+from benchmarks.profiling import ProfileRow, profile_table
+from benchmarks.scenarios import (
+    IdleSession,
+    IdleStep,
+    MethodStats,
+    ProfiledSession,
+    RoundResult,
+)
 from benchmarks.stats import Ratio, Spread
 from benchmarks.superlink import Target
 
@@ -56,6 +63,7 @@ class Results:
     idle: list[IdleSession]
     rounds: list[RoundResult]
     broken: list[str]
+    profiles: list[ProfiledSession]
 
     def to_json(self) -> str:
         """The raw results, for analysis beyond the tables."""
@@ -72,6 +80,11 @@ class Results:
             fleet_sizes=tuple(settings["fleet_sizes"]),
             rounds=tuple(RoundSpec(**spec) for spec in settings["rounds"]),
         )
+        settings.setdefault("profile_last_run", False)  # written before profiles existed
+        profiles = [
+            ProfiledSession(**{**p, "rows": [ProfileRow(**row) for row in p["rows"]]})
+            for p in raw.get("profiles", [])
+        ]
         idle = []
         for session in raw["idle"]:
             steps = [
@@ -90,8 +103,12 @@ class Results:
                 "rounds": [
                     RoundResult(**{**r, "spec": RoundSpec(**r["spec"])}) for r in raw["rounds"]
                 ],
+                "profiles": profiles,
             }
         )
+
+
+_SCENARIO_NAMES = {"idle": "Idle fleet", "round": "One round"}
 
 
 def _method_stats(methods: dict[str, dict[str, float]]) -> dict[str, MethodStats]:
@@ -221,9 +238,38 @@ class Report:
             self._goals(),
             self._idle_tables(),
             self._round_tables(),
+            self._profiles(),
             self._method(),
         ]
         return "\n\n".join(part for part in parts if part) + "\n"
+
+    # profiles
+
+    def _profiles(self) -> str:
+        profiles = self.results.profiles
+        if not profiles:
+            return ""
+        lines = [
+            f"## Where `{self.results.targets[0].label}` spends its time",
+            "",
+            "py-spy sampled it during its last run of each scenario (`--gil --nonblocking`, "
+            "50 Hz): only the thread holding the GIL counts, so the shares are of the Python "
+            "work that competes for the event loop. The sampler ran on the same CPUs, and "
+            "its cost counts against this target's figures above. `own %`: samples in the "
+            "function itself; `total %`: samples with it on the stack.",
+        ]
+        for profile in profiles:
+            lines += [
+                "",
+                f"### {_SCENARIO_NAMES[profile.scenario]}, {profile.backend} "
+                f"(run {profile.run + 1}, {profile.samples} samples)",
+                "",
+                f"ECDSA signature checks (`is_signed_by`): {profile.signature_checks_pct:.1f} % "
+                "of the samples.",
+                "",
+                profile_table(profile.rows),
+            ]
+        return "\n".join(lines)
 
     # header
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from benchmarks.config import RoundSpec, Settings
 from benchmarks.driver import MISSING, ServerAppDriver
 from benchmarks.loadgen import Fleet
-from benchmarks.profiling import Sampler
+from benchmarks.profiling import ProfileRow, ProfileSummary, Sampler, find_py_spy
 from benchmarks.stats import percentile
 from benchmarks.superlink import SuperLinkProcess, Target
 
@@ -34,6 +34,11 @@ REGISTER_TIMEOUT = 10.0
 ONLINE_TIMEOUT = 5.0
 #: Calls of a window still running this long after it closed count with their age so far.
 COLLECT_GRACE = 5.0
+#: Last-run profiles: py-spy's sampling rate, and how many functions the report lists.
+PROFILE_RATE = 50
+PROFILE_TOP = 12
+#: The frame of an ECDSA signature check in our server (``superlink_async.services``).
+SIGNATURE_CHECK = "is_signed_by (superlink_async/services/signatures.py)"
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,31 @@ class RoundResult:
         return self.replies * self.spec.reply_bytes / 1e6 / self.wall_seconds
 
 
+@dataclass
+class ProfiledSession:
+    """Where the first target's event loop spent its time in one session (py-spy, GIL held)."""
+
+    scenario: str
+    backend: str
+    run: int
+    samples: int
+    #: Percent of samples inside an ECDSA signature check.
+    signature_checks_pct: float
+    rows: list[ProfileRow]
+
+    @classmethod
+    def of(cls, scenario: str, backend: str, run: int, summary: ProfileSummary) -> ProfiledSession:
+        """The figures the report shows, from a whole sampled session."""
+        return cls(
+            scenario,
+            backend,
+            run,
+            summary.samples,
+            summary.share(SIGNATURE_CHECK),
+            summary.rows(PROFILE_TOP),
+        )
+
+
 def say(line: str) -> None:
     """Progress on stderr, so that a long ``make bench`` shows where it is."""
     print(time.strftime("%H:%M:%S"), line, file=sys.stderr, flush=True)
@@ -136,6 +166,8 @@ class Bench:
         self.profile_dir = profile_dir
         self.idle: list[IdleSession] = []
         self.rounds: list[RoundResult] = []
+        #: With ``settings.profile_last_run``: the first target's last run of each scenario.
+        self.profiles: list[ProfiledSession] = []
         #: Sessions that broke off (a server that crashed, a call that failed) or were
         #: skipped for time, with why.
         self.broken: list[str] = []
@@ -261,15 +293,30 @@ class Bench:
     def _server(
         self, target: Target, backend: str, scenario: str, run: int
     ) -> Iterator[SuperLinkProcess]:
-        """A fresh server in a scratch directory; sampled with py-spy when profiling it."""
+        """A fresh server in a scratch directory; sampled with py-spy when profiling it.
+
+        ``--profile DIR`` samples every session of the first target into DIR. Otherwise,
+        with ``profile_last_run``, its last run of each scenario is sampled (GIL holders
+        only, at a low rate: the cost counts against that target's figures) for the report.
+        """
+        first = target == self.targets[0]
+        last_run = self.settings.profile_last_run and run == self.settings.runs - 1
         with tempfile.TemporaryDirectory(prefix="superlink-bench-") as scratch:
             server = SuperLinkProcess(target, Path(scratch), database=backend == "sqlite")
+            stacks = Path(scratch) / "stacks.txt"
             with server, contextlib.ExitStack() as stack:
-                if self.profile_dir is not None and target == self.targets[0]:
+                if self.profile_dir is not None and first:
                     self.profile_dir.mkdir(parents=True, exist_ok=True)
                     output = self.profile_dir / f"{scenario}-{backend}-run{run + 1}.txt"
                     stack.enter_context(Sampler(server.pid, output))
+                elif first and last_run and find_py_spy() is not None:
+                    stack.enter_context(
+                        Sampler(server.pid, stacks, rate=PROFILE_RATE, gil_only=True)
+                    )
                 yield server
+            if stacks.exists():
+                summary = ProfileSummary.read([stacks])
+                self.profiles.append(ProfiledSession.of(scenario, backend, run, summary))
 
     async def _measure(
         self, server: SuperLinkProcess, size: int, registered: int, baseline_rss: float

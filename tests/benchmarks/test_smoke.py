@@ -47,8 +47,19 @@ def test_smoke_preset_measures_every_scenario(tmp_path: Path) -> None:
         assert result["failures"] == {}
         assert result["wall_seconds"] > 0
 
+    profiles = results["profiles"]  # our last (only) run of each scenario, sampled
+    assert {(p["scenario"], p["backend"]) for p in profiles} == {
+        (scenario, backend) for scenario in ("idle", "round") for backend in ("memory", "sqlite")
+    }
+    assert all(p["samples"] > 0 and p["rows"] for p in profiles)
+
     text = report.read_text()
-    for heading in ("## Against the issue's goals", "## A. Idle fleet", "## B. One round"):
+    for heading in (
+        "## Against the issue's goals",
+        "## A. Idle fleet",
+        "## B. One round",
+        "## Where `superlink-async` spends its time",
+    ):
         assert heading in text
 
     rendered = tmp_path / "rendered.md"
