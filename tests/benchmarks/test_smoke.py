@@ -2,8 +2,8 @@
 
 It runs exactly what ``make bench-smoke`` runs (``python -m benchmarks --preset smoke``), with
 the report and the raw results in a scratch directory, and checks that every scenario measured
-something real: every fleet size sustained, every round answered by every node; and that the
-raw results render back into the same report.
+something real: every fleet size sustained, every round answered by every node, every
+scenario profiled; and that the raw results render back into the same report.
 """
 
 from __future__ import annotations
