@@ -340,11 +340,19 @@ def _atomically(work: Callable[[_Session], T], db: _Session) -> T:
 class SqliteLinkState:
     """``LinkState`` on SQLite; create it with ``await SqliteLinkState.open(database)``."""
 
-    def __init__(self, db: aiosqlite.Connection, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, db: aiosqlite.Connection, clock: Callable[[], float], waiting: set[int]
+    ) -> None:
         self._db = db
         self._session = _Session(db._conn)
         self._clock = clock
         self._closed = False
+        #: Every node with an undelivered instruction, and maybe some without: a node not in
+        #: it has nothing to pull, and its pull (most pulls, every 3 s from every idle node)
+        #: needs no trip to the database. Only operations on the database's thread change
+        #: it - a stored instruction adds its node, a pull that found fewer than it could
+        #: take removes it - so it follows the database's own order of events.
+        self._waiting = waiting
         #: Key -> node bindings read so far (bound keys only, so unknown keys cannot grow
         #: it). Every Fleet call of a signed node looks its key up; this spares the
         #: database most of those reads. Any change of a binding clears it and bumps
@@ -380,7 +388,10 @@ class SqliteLinkState:
         except BaseException:
             await db.close()
             raise
-        return cls(db, clock)
+        rows = await db.execute_fetchall(
+            "SELECT DISTINCT dst_node_id FROM message_ins WHERE delivered_at IS NULL"
+        )
+        return cls(db, clock, {_from_db(row[0]) for row in rows})
 
     async def aclose(self) -> None:
         """Close after the operations already queued; every change is already committed.
@@ -769,6 +780,7 @@ class SqliteLinkState:
                         "VALUES (last_insert_rowid(), ?, ?)",
                         payload,
                     )
+                    self._waiting.add(meta.dst_node_id)  # before a rollback: harmless
                     results.append(params[0])
             return results
 
@@ -824,16 +836,23 @@ class SqliteLinkState:
 
         Choosing and marking happen in one statement, so no instruction is handed out twice.
         """
+        if node_id not in self._waiting:
+            return []
         now = self._clock()
-        rows = await self._call(
-            lambda db: db.rows(
+
+        def pull(db: _Session) -> list[sqlite3.Row]:
+            rows = db.rows(
                 "UPDATE message_ins SET delivered_at = ? WHERE seq IN ("
                 "SELECT seq FROM message_ins WHERE dst_node_id = ? AND delivered_at IS NULL "
                 "AND created_at + ttl > ? ORDER BY seq LIMIT ?) "
                 f"RETURNING seq, {_INSTRUCTION_FIELDS}",
                 (now, _to_db(node_id), now, max(limit, 0)),  # SQLite reads LIMIT -1 as "all"
             )
-        )
+            if len(rows) < limit:
+                self._waiting.discard(node_id)
+            return rows
+
+        rows = await self._call(pull)
         rows.sort(key=lambda row: int(row["seq"]))
         return [_message_from_row(row) for row in rows]
 

@@ -612,6 +612,25 @@ async def test_pull_hands_out_oldest_first_up_to_the_limit_and_only_once(
     assert await state.pull_message_ins(node_id, limit=2) == []
 
 
+async def test_a_node_that_found_nothing_gets_what_is_stored_for_it_later(
+    state: LinkState, clock: FakeClock
+) -> None:
+    """Empty pulls leave no trace: each later instruction reaches the node's next pull."""
+    node_id = await state.create_node(PING)
+    run_id = await new_run(state)
+    assert await state.pull_message_ins(node_id) == []
+    first = await state.store_message_ins(instruction(run_id, node_id, clock.now))
+    assert [m.metadata.message_id for m in await state.pull_message_ins(node_id)] == [first]
+    assert await state.pull_message_ins(node_id) == []
+    later = [await state.store_message_ins(instruction(run_id, node_id, clock.now)) for _ in "ab"]
+    pulled = [await state.pull_message_ins(node_id, limit=1) for _ in range(3)]
+    assert [[m.metadata.message_id for m in batch] for batch in pulled] == [
+        [later[0]],
+        [later[1]],
+        [],
+    ]
+
+
 async def test_pull_only_returns_the_pulling_nodes_instructions(
     state: LinkState, clock: FakeClock
 ) -> None:
