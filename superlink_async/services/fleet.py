@@ -9,7 +9,7 @@ from superlink_async.codec import run_to_fleet_proto
 from superlink_async.logs import logger
 from superlink_async.services.errors import ServiceError, Status
 from superlink_async.services.fabs import load_fab
-from superlink_async.services.runs import require_running
+from superlink_async.services.runs import ensure_running, require_running
 from superlink_async.services.validation import validate_message
 from superlink_async.state.base import LinkState, MessageRejectedError, NodeNotFoundError
 from superlink_async.storage import FabStore
@@ -107,11 +107,11 @@ class FleetService:
         logger.info(
             "[Fleet.GetRun] Requesting `Run` for run_id=%s", run_id, extra={"run_id": run_id}
         )
-        if await self._state.get_run(run_id) is None:
+        run = await self._state.get_run(run_id)
+        if run is None:
             logger.error("`run_id` does not exist.")
             return run_pb2.GetRunResponse()
-        run = await require_running(self._state, run_id)
-        return run_pb2.GetRunResponse(run=run_to_fleet_proto(run))
+        return run_pb2.GetRunResponse(run=run_to_fleet_proto(ensure_running(run)))
 
     async def get_fab(self, request: fab_pb2.GetFabRequest) -> fab_pb2.GetFabResponse:
         """The FAB of a running run."""

@@ -26,15 +26,19 @@ def not_running_reason(run: RunRecord) -> str | None:
     return reason
 
 
-async def require_running(state: LinkState, run_id: int) -> RunRecord:
+def ensure_running(run: RunRecord) -> RunRecord:
     """The run if it is running, else PERMISSION_DENIED.
 
     SuperNodes and ServerApps read that status as "run not running" and carry on.
     """
-    run = await require_run(state, run_id)
     if reason := not_running_reason(run):
         raise ServiceError(Status.PERMISSION_DENIED, reason)
     return run
+
+
+async def require_running(state: LinkState, run_id: int) -> RunRecord:
+    """``ensure_running`` of the stored run; NOT_FOUND if there is none."""
+    return ensure_running(await require_run(state, run_id))
 
 
 def raise_if_finished(run: RunRecord) -> None:
