@@ -56,6 +56,25 @@ async def test_get_returns_what_put_stored(store: FabStore) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_store_opened_later_reads_what_an_earlier_one_stored(tmp_path: Path) -> None:
+    fab_hash = await FabStore(tmp_path / "ffs").put(FAB)
+    assert await FabStore(tmp_path / "ffs").get(fab_hash) == FAB
+
+
+@pytest.mark.anyio
+async def test_the_fab_read_last_is_served_again_without_the_disk(tmp_path: Path) -> None:
+    """Every node of a run fetches the same FAB: one file read serves them all."""
+    fab_hash = await FabStore(tmp_path / "ffs").put(FAB)
+    other_hash = await FabStore(tmp_path / "ffs").put(b"another FAB")
+    store = FabStore(tmp_path / "ffs")
+    assert await store.get(fab_hash) == FAB
+    (tmp_path / "ffs" / fab_hash).unlink()
+    (tmp_path / "ffs" / other_hash).unlink()
+    assert await store.get(fab_hash) == FAB
+    assert await store.get(other_hash) is None  # only the last one is kept
+
+
+@pytest.mark.anyio
 async def test_get_of_unknown_hash_is_none_even_without_a_storage_dir(store: FabStore) -> None:
     assert await store.get(hashlib.sha256(b"never stored").hexdigest()) is None
     assert not store.root.exists()
