@@ -199,6 +199,9 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
 }
 
+#: Run rows the state keeps at most before it forgets them all (runs are read by id).
+_RUN_ROWS_KEPT = 1024
+
 #: Page size of new files. A message's payload lives in a chain of overflow pages, read and
 #: freed one page at a time; 16 KiB pages make a 100 KB payload 7 pages instead of 25.
 _PAGE_SIZE = 16384
@@ -353,6 +356,10 @@ class SqliteLinkState:
         #: it - a stored instruction adds its node, a pull that found fewer than it could
         #: take removes it - so it follows the database's own order of events.
         self._waiting = waiting
+        #: Rows of runs read so far. Every node's GetRun, GetFab and PushMessages reads its
+        #: run (3,000 reads in a 1,000-node round). Like ``_waiting`` it changes only on the
+        #: database's thread: a read stores its row, a change of a run drops it.
+        self._run_rows: dict[int, sqlite3.Row] = {}
         #: Key -> node bindings read so far (bound keys only, so unknown keys cannot grow
         #: it). Every Fleet call of a signed node looks its key up; this spares the
         #: database most of those reads. Any change of a binding clears it and bumps
@@ -573,9 +580,18 @@ class SqliteLinkState:
 
     async def get_run(self, run_id: int) -> RunRecord | None:
         """One run, or None."""
-        row = await self._call(
-            lambda db: db.row(f"SELECT {_RUN_FIELDS} FROM run WHERE run_id = ?", (_to_db(run_id),))
-        )
+        row = self._run_rows.get(run_id)
+        if row is None:
+
+            def read(db: _Session) -> sqlite3.Row | None:
+                found = db.row(f"SELECT {_RUN_FIELDS} FROM run WHERE run_id = ?", (_to_db(run_id),))
+                if found is not None:
+                    if len(self._run_rows) >= _RUN_ROWS_KEPT:
+                        self._run_rows.clear()
+                    self._run_rows[run_id] = found
+                return found
+
+            row = await self._call(read)
         return None if row is None else _run_from_row(row)
 
     async def get_runs(self) -> list[RunRecord]:
@@ -615,6 +631,7 @@ class SqliteLinkState:
                 return error
             # The column name comes from a fixed mapping, never from the caller.
             stamp_column = rules.timestamp_field_for(new_status.status)
+            self._run_rows.pop(run_id, None)
             db.change(
                 f"UPDATE run SET status = ?, sub_status = ?, details = ?, {stamp_column} = ? "
                 "WHERE run_id = ?",
@@ -649,14 +666,17 @@ class SqliteLinkState:
         One statement picks and updates the run, so two claims can never get the same run.
         """
         stamp = rules.iso_timestamp(self._clock())
-        row = await self._call(
-            lambda db: db.row(
+
+        def claim(db: _Session) -> sqlite3.Row | None:
+            self._run_rows.clear()
+            return db.row(
                 "UPDATE run SET status = ?, starting_at = ? WHERE seq = "
                 "(SELECT seq FROM run WHERE status = ? ORDER BY pending_at, seq LIMIT 1) "
                 f"RETURNING {_RUN_FIELDS}",
                 (STARTING, stamp, PENDING),
             )
-        )
+
+        row = await self._call(claim)
         return None if row is None else _run_from_row(row)
 
     async def fail_interrupted_runs(self, details: str) -> list[int]:
@@ -665,13 +685,16 @@ class SqliteLinkState:
         Returned oldest first.
         """
         stamp = rules.iso_timestamp(self._clock())
-        rows = await self._call(
-            lambda db: db.rows(
+
+        def fail(db: _Session) -> list[sqlite3.Row]:
+            self._run_rows.clear()
+            return db.rows(
                 "UPDATE run SET status = ?, sub_status = ?, details = ?, finished_at = ? "
                 "WHERE status IN (?, ?) RETURNING run_id, pending_at, seq",
                 (FINISHED, FAILED, details, stamp, STARTING, RUNNING),
             )
-        )
+
+        rows = await self._call(fail)
         rows.sort(key=lambda row: (row["pending_at"], row["seq"]))
         return [_from_db(row["run_id"]) for row in rows]
 

@@ -440,6 +440,26 @@ async def test_interrupted_runs_are_failed_with_details_and_others_left_alone(
     assert await state.fail_interrupted_runs("again") == []
 
 
+async def test_a_run_read_before_each_change_reads_changed_after_it(
+    state: LinkState, clock: FakeClock
+) -> None:
+    """Claim, status update and restart failure all show in the next read (no stale copy)."""
+
+    async def status(run_id: int) -> RunStatus:
+        run = await state.get_run(run_id)
+        assert run is not None
+        return run.status
+
+    run_id = await new_run(state)
+    assert await status(run_id) == RunStatus(PENDING)
+    await state.claim_pending_run()
+    assert await status(run_id) == RunStatus(STARTING)
+    await state.update_run_status(run_id, RunStatus(RUNNING))
+    assert await status(run_id) == RunStatus(RUNNING)
+    await state.fail_interrupted_runs("SuperLink restarted")
+    assert await status(run_id) == RunStatus(FINISHED, FAILED, "SuperLink restarted")
+
+
 async def test_runs_given_and_returned_are_detached_from_storage(state: LinkState) -> None:
     config: UserConfig = {"lr": 0.1}
     federation = options(a=1.0)
