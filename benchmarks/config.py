@@ -74,7 +74,7 @@ FULL = Settings(
     min_spread=3.0,
     ramp_rate=500.0,
     settle=0.5,
-    window=6.0,
+    window=5.0,
     idle_budget=50.0,
     rounds=(
         RoundSpec(10, 10 * MB, 10 * MB),
