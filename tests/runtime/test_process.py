@@ -16,22 +16,26 @@ from superlink_async.runtime.process import GC_OLD_THRESHOLD, GC_YOUNG_THRESHOLD
 from superlink_async.transports.grpc import speedups
 
 
+def printed_by(script: str) -> list[str]:
+    """What ``script`` prints in a fresh interpreter (process-wide tuning must not leak)."""
+    return subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True
+    ).stdout.split()
+
+
 def test_tune_gc_freezes_what_exists_and_collects_less_often() -> None:
-    """Run in a fresh interpreter: the tuning is process-wide and must not leak into pytest."""
     script = (
         "import gc\n"
         "from superlink_async.runtime.process import tune_gc\n"
         "tune_gc()\n"
         "print(gc.get_freeze_count() > 10000, *gc.get_threshold())\n"
     )
-    output = subprocess.run(
-        [sys.executable, "-c", script], check=True, capture_output=True, text=True
-    ).stdout.split()
-    assert output == ["True", str(GC_YOUNG_THRESHOLD), "10", str(GC_OLD_THRESHOLD)]
+    expected = ["True", str(GC_YOUNG_THRESHOLD), "10", str(GC_OLD_THRESHOLD)]
+    assert printed_by(script) == expected
 
 
 def test_run_server_installs_the_http2_speedups_before_freezing() -> None:
-    """Fresh interpreter again: hpack and hyperframe use ours; the tables are frozen."""
+    """hpack and hyperframe use ours, and the decoder's tables are frozen with the rest."""
     script = (
         "import gc, hpack.hpack, hyperframe.frame\n"
         "from superlink_async.runtime.process import run_server\n"
@@ -43,10 +47,7 @@ def test_run_server_installs_the_http2_speedups_before_freezing() -> None:
         "      hyperframe.frame._raw_data_repr is speedups.short_data_repr,\n"
         "      all(table is not huffman._steps().emitted for table in gc.get_objects()))\n"
     )
-    output = subprocess.run(
-        [sys.executable, "-c", script], check=True, capture_output=True, text=True
-    ).stdout.split()
-    assert output == ["True", "True", "True"]
+    assert printed_by(script) == ["True", "True", "True"]
 
 
 @pytest.fixture
