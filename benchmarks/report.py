@@ -363,10 +363,45 @@ class Report:
                     )
                 )
         header = ["figure", "backend", *self.labels]
+        notes = []
         if self.compared:
             header += [f"{label} / {self.results.baseline}" for label in self.others]
             header += ["goal", "met"]
-        return "## Against the issue's goals\n\n" + _table(header, rows)
+            notes = [self._unmet(row[0], row[1]) for row in rows if row[-1] != "yes"]
+        return "\n\n".join(["## Against the issue's goals", _table(header, rows), *notes])
+
+    def _unmet(self, figure: str, backend: str) -> str:
+        """For a goal not shown met: where the first target's time went, what would help."""
+        scenario = "round" if figure.startswith("One round") else "idle"
+        text = f"**Not shown met: {figure} ({backend}).**"
+        profile = next(
+            (p for p in self.results.profiles if (p.scenario, p.backend) == (scenario, backend)),
+            None,
+        )
+        if profile is None:
+            return text + " This run took no profile of that scenario."
+        text += (
+            f" In the profile of `{self.labels[0]}` below, ECDSA signature checks take "
+            f"{profile.signature_checks_pct:.0f} % of its event loop's time; every call of a "
+            "1.18 SuperNode is signed and the reference checks it too."
+        )
+        size = self._common_size(backend) if scenario == "idle" else 0
+        if size:
+            cpu = {
+                label: _fmt(
+                    Spread.of(s.server_cpu_per_1k for s in self._steps(backend, label, size))
+                )
+                for label in self.labels
+            }
+            text += f" Server CPU per 1,000 calls at {size:,} nodes: " + ", ".join(
+                f"`{label}` {value} s" for label, value in cpu.items()
+            )
+            text += "."
+        return text + (
+            " More on one event loop needs those checks on CPUs of their own "
+            "(`--signature-workers`, on by default with 4 or more CPUs); this machine has "
+            f"{self.results.machine.get('nproc', '?')}, shared with the load generator."
+        )
 
     def _goal_row(
         self,
