@@ -276,7 +276,8 @@ def default_workers(cpus: int | None = None) -> int:
     On two CPUs shared with the load generator (``make bench``), one worker made a saturated
     1,000-node round 25 % shorter (SQLite: 12.1-14.8 s against 18.0-18.6 s), but the idle
     fleet paid for it: ~35 MiB for the worker, ~10 MiB more in the SuperLink per 1,000 idle
-    nodes (calls waiting for answers) and no better p99. There it is an operator's choice.
+    nodes (not pinned down; calls waiting for answers are the likely holders) and no better
+    p99. There it is an operator's choice.
     """
     cpus = (os.cpu_count() or 1) if cpus is None else cpus
     return cpus - 1 if cpus >= MIN_CPUS_FOR_WORKERS else 0
