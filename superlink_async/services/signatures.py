@@ -179,8 +179,12 @@ class WorkerSignatures:
 
     @property
     def behind(self) -> bool:
-        """Whether the loop was late enough at its last measurement to hand checks out."""
-        return self._lag >= self.spill_lag
+        """Whether the loop was late enough at its last measurement to hand checks out.
+
+        Always with ``spill_lag`` 0: asyncio may fire a timer a clock tick early, so a
+        measured lag can be a hair below 0.
+        """
+        return self.spill_lag <= 0 or self._lag >= self.spill_lag
 
     async def is_signed_by(self, public_key_pem: bytes, data: bytes, signature: bytes) -> bool:
         """See ``SignatureChecker``; the least busy worker checks it if the loop is behind."""
@@ -229,10 +233,11 @@ class WorkerSignatures:
                 logger.warning("A signature worker did not start; checking on the event loop")
             task_status.started()
             async with anyio.create_task_group() as watchers:
-                watchers.start_soon(self._measure_lag)
+                if self.spill_lag > 0:
+                    watchers.start_soon(self._measure_lag)
                 for worker in self._running:
                     watchers.start_soon(self._warn_on_exit, worker)
-            await anyio.sleep_forever()  # every worker is gone: the loop checks from now on
+                await anyio.sleep_forever()
         finally:
             self._running = []
             with anyio.CancelScope(shield=True):

@@ -167,3 +167,14 @@ async def test_checks_go_to_workers_while_the_loop_is_behind(
         assert await workers.is_signed_by(*signed(KEYS[2], "caught up"))
         tasks.cancel_scope.cancel()
     assert checks_on_the_loop == [b"caught up"]
+
+
+async def test_spill_lag_0_sends_every_check_to_a_worker(checks_on_the_loop: list[bytes]) -> None:
+    """Even on an idle loop, whose timers may fire a clock tick early."""
+    workers = WorkerSignatures(1, spill_lag=0)
+    async with anyio.create_task_group() as tasks:
+        await tasks.start(workers.run)
+        await anyio.sleep(0.1)
+        assert await workers.is_signed_by(*signed(KEYS[0], "idle"))
+        tasks.cancel_scope.cancel()
+    assert checks_on_the_loop == []
