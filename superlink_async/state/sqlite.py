@@ -361,11 +361,10 @@ class SqliteLinkState:
         #: database's thread: a read stores its row, a change of a run drops it.
         self._run_rows: dict[int, sqlite3.Row] = {}
         #: Key -> node bindings read so far (bound keys only, so unknown keys cannot grow
-        #: it). Every Fleet call of a signed node looks its key up; this spares the
-        #: database most of those reads. Any change of a binding clears it and bumps
-        #: the generation, so a read that raced the change is not cached.
+        #: it). Every Fleet call of a signed node looks its key up. Like the two above it
+        #: changes only on the database's thread: a read stores its binding, a change of
+        #: any binding (a bind, a deleted node) clears it all.
         self._node_ids: dict[bytes, int] = {}
-        self._bindings_generation = 0
 
     @classmethod
     async def open(cls, database: str, clock: Callable[[], float] = time.time) -> SqliteLinkState:
@@ -445,17 +444,14 @@ class SqliteLinkState:
             )
         )
 
-    def _bindings_changed(self) -> None:
-        self._node_ids.clear()
-        self._bindings_generation += 1
-
     async def delete_node(self, node_id: int) -> None:
         """Forget a node and its key binding; its messages stay. ``NodeNotFoundError``."""
-        self._bindings_changed()
-        deleted = await self._call(
-            lambda db: db.change("DELETE FROM node WHERE node_id = ?", (_to_db(node_id),))
-        )
-        if not deleted:
+
+        def delete(db: _Session) -> int:
+            self._node_ids.clear()
+            return db.change("DELETE FROM node WHERE node_id = ?", (_to_db(node_id),))
+
+        if not await self._call(delete):
             raise NodeNotFoundError(node_id)
 
     async def acknowledge_ping(self, node_id: int, ping_interval: float) -> bool:
@@ -487,6 +483,7 @@ class SqliteLinkState:
         now = self._clock()
 
         def bind(db: _Session) -> int | None:
+            self._node_ids.clear()
             if not db.node_exists(node_id):
                 raise NodeNotFoundError(node_id)
             owner = db.row(
@@ -503,26 +500,21 @@ class SqliteLinkState:
             )
             return holder
 
-        self._bindings_changed()
-        try:
-            return await self._transaction(bind)
-        finally:
-            self._bindings_changed()
+        return await self._transaction(bind)
 
     async def get_node_id(self, public_key: bytes) -> int | None:
         """The node a key is bound to, if any."""
         if (cached := self._node_ids.get(public_key)) is not None:
             return cached
-        generation = self._bindings_generation
-        row = await self._call(
-            lambda db: db.row("SELECT node_id FROM node WHERE public_key = ?", (public_key,))
-        )
-        if row is None:
-            return None
-        node_id = _from_db(row["node_id"])
-        if generation == self._bindings_generation:
-            self._node_ids[public_key] = node_id
-        return node_id
+
+        def read(db: _Session) -> int | None:
+            row = db.row("SELECT node_id FROM node WHERE public_key = ?", (public_key,))
+            if row is None:
+                return None
+            node_id = self._node_ids[public_key] = _from_db(row["node_id"])
+            return node_id
+
+        return await self._call(read)
 
     async def replace_known_public_keys(self, public_keys: Sequence[bytes]) -> None:
         """Make ``public_keys`` the complete list of keys allowed to authenticate."""

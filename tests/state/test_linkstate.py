@@ -259,6 +259,24 @@ async def test_new_key_for_a_node_frees_its_old_key(state: LinkState) -> None:
     assert await state.get_node_id(b"new") == node_id
 
 
+async def test_a_binding_read_before_each_change_reads_changed_after_it(
+    state: LinkState, clock: FakeClock
+) -> None:
+    """A new key, a key moved off an offline node and a deleted node all show (no stale copy)."""
+    node_id = await state.create_node(PING)
+    await state.set_node_public_key(node_id, b"old")
+    assert await state.get_node_id(b"old") == node_id
+    await state.set_node_public_key(node_id, b"new")
+    assert await state.get_node_id(b"old") is None
+    assert await state.get_node_id(b"new") == node_id
+    clock.advance(PING)
+    newcomer = await state.create_node(PING)
+    assert await state.set_node_public_key(newcomer, b"new") == node_id
+    assert await state.get_node_id(b"new") == newcomer
+    await state.delete_node(newcomer)
+    assert await state.get_node_id(b"new") is None
+
+
 async def test_known_public_keys_are_replaced_whole_and_apart_from_bindings(
     state: LinkState,
 ) -> None:
