@@ -2,6 +2,7 @@
 
 from superlink_async.cli import main
 
-# Guarded: worker processes (anyio's process pool) load this file again as ``__mp_main__``.
+# Guarded: a child process started by multiprocessing loads this file again, as
+# ``__mp_main__``, and must not start a server.
 if __name__ == "__main__":
     main()

@@ -147,7 +147,8 @@ class Config:
     log_format: str = "default"
     metrics_address: str | None = None
     log_level: str | None = None
-    #: Processes that check node-auth signatures; None: one per CPU but one.
+    #: Processes that check node-auth signatures; None: ``default_workers()`` (one per
+    #: CPU but one with 4+ CPUs, else none).
     signature_workers: int | None = None
 
     @property
