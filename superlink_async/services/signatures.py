@@ -188,8 +188,8 @@ class WorkerSignatures:
 
     async def is_signed_by(self, public_key_pem: bytes, data: bytes, signature: bytes) -> bool:
         """See ``SignatureChecker``; the least busy worker checks it if the loop is behind."""
-        live = [worker for worker in self._running if worker.alive]
-        if not live or not self.behind:
+        live = [worker for worker in self._running if worker.alive] if self.behind else []
+        if not live:
             return is_signed_by(public_key_pem, data, signature)
         worker = min(live, key=lambda candidate: len(candidate.waiting))
         ident = next(self._idents) & 0xFFFFFFFF
