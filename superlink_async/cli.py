@@ -22,7 +22,9 @@ from superlink_async.config import (
     DEFAULT_EXEC_ADDRESS,
     DEFAULT_FLEET_GRPC_ADDRESS,
     DEFAULT_FLEET_REST_ADDRESS,
+    DEFAULT_MAX_FLEET_IN_FLIGHT,
     DEFAULT_SERVERAPPIO_ADDRESS,
+    DEFAULT_SHED_LAG,
     DEFAULT_SIMULATIONIO_ADDRESS,
     DEPLOYMENT_EXECUTOR,
     EVENT_LOOPS,
@@ -362,6 +364,26 @@ def superlink(
             "meanwhile. 0 checks them all on the event loop.",
         ),
     ] = None,
+    shed_lag: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            metavar="SECONDS",
+            help="(superlink-async only) While the event loop runs this late, idle Fleet "
+            "calls (PullMessages, Ping, CreateNode) are answered UNAVAILABLE at once, which "
+            "SuperNodes retry with backoff, so that admitted calls, node replies and the "
+            "ServerAppIo and Exec APIs stay fast under overload. 0: never shed for lag.",
+        ),
+    ] = DEFAULT_SHED_LAG,
+    max_fleet_in_flight: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            metavar="N",
+            help="(superlink-async only) Idle Fleet calls are also shed while this many "
+            "Fleet calls are in flight. 0: no bound.",
+        ),
+    ] = DEFAULT_MAX_FLEET_IN_FLIGHT,
     event_loop: Annotated[
         str,
         typer.Option(
@@ -404,6 +426,8 @@ def superlink(
             metrics_address=metrics_address,
             log_level=log_level,
             signature_workers=signature_workers,
+            shed_lag=shed_lag,
+            max_fleet_in_flight=max_fleet_in_flight,
         ),
         event_loop,
     )

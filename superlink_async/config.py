@@ -115,6 +115,11 @@ class FleetListener:
     address: Address
 
 
+#: Admission control's bounds (see ``transports.gate.Admission``; docs/operations.md).
+DEFAULT_SHED_LAG = 0.05
+DEFAULT_MAX_FLEET_IN_FLIGHT = 256
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything the server needs to start; defaults are flower-superlink 1.18.0's."""
@@ -150,6 +155,11 @@ class Config:
     #: Processes that check node-auth signatures; None: ``default_workers()`` (one per
     #: CPU but one with 4+ CPUs, else none).
     signature_workers: int | None = None
+    #: Idle Fleet calls are refused with UNAVAILABLE while the loop runs this late
+    #: (seconds; 0: never for lag) or ...
+    shed_lag: float = DEFAULT_SHED_LAG
+    #: ... while this many Fleet calls are in flight (0: no bound).
+    max_fleet_in_flight: int = DEFAULT_MAX_FLEET_IN_FLIGHT
 
     @property
     def fleet_address(self) -> str:

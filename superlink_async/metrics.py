@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -124,8 +124,28 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=self.registry,
         )
+        self.shed = Counter(
+            "superlink_calls_shed",
+            "Fleet calls refused with UNAVAILABLE while overloaded, by API, method and "
+            "reason (loop_lag or in_flight).",
+            ["api", "method", "reason"],
+            registry=self.registry,
+        )
         self._snapshot = _SnapshotCollector()
         self.registry.register(self._snapshot)
+
+    def watch_load(self, loop_lag: Callable[[], float], fleet_in_flight: Callable[[], int]) -> None:
+        """Report the two signals admission control decides on, read at each scrape."""
+        Gauge(
+            "superlink_event_loop_lag_seconds",
+            "How late the event loop runs (recent peak of a 20 ms timer's lateness).",
+            registry=self.registry,
+        ).set_function(loop_lag)
+        Gauge(
+            "superlink_fleet_calls_in_flight",
+            "Fleet calls admitted and not yet answered.",
+            registry=self.registry,
+        ).set_function(fleet_in_flight)
 
     @asynccontextmanager
     async def observe_call(self, api: str, method: str) -> AsyncIterator[None]:

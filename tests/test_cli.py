@@ -40,6 +40,8 @@ OUR_OPTIONS = {
     "--log-level",
     "--metrics-address",
     "--signature-workers",
+    "--shed-lag",
+    "--max-fleet-in-flight",
     "--event-loop",
 }
 OUR_FIELDS = {
@@ -51,6 +53,8 @@ OUR_FIELDS = {
     "log_level",
     "metrics_address",
     "signature_workers",
+    "shed_lag",
+    "max_fleet_in_flight",
 }
 SSL_FLAGS = ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile")
 ADDRESS_FLAGS = (

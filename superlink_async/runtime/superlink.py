@@ -36,6 +36,7 @@ from superlink_async.config import (
 from superlink_async.exit_codes import ExitCode, SuperLinkExit
 from superlink_async.health import HealthProbe
 from superlink_async.logs import logger
+from superlink_async.loop_lag import LoopLag
 from superlink_async.metrics import Metrics, metrics_app
 from superlink_async.runtime.scheduler import ServerAppScheduler
 from superlink_async.runtime.supervisor import Supervisor, TaskFunction
@@ -49,7 +50,7 @@ from superlink_async.state.base import LinkState
 from superlink_async.state.factory import open_state
 from superlink_async.storage import FabStore
 from superlink_async.tls import ListenerTls, listener_tls
-from superlink_async.transports.gate import CallGate
+from superlink_async.transports.gate import Admission, CallGate
 from superlink_async.transports.grpc.adapter import GrpcAdapterServicer
 from superlink_async.transports.grpc.server import serve_grpc
 from superlink_async.transports.grpc.servicers import (
@@ -75,7 +76,16 @@ class SuperLink:
         self._clock = clock
         self._stack = AsyncExitStack()
         self._metrics = Metrics() if config.metrics_address else None
-        self._gate = CallGate(config.max_message_bytes, self._metrics)
+        self._lag = LoopLag()
+        self._gate = CallGate(
+            config.max_message_bytes,
+            self._metrics,
+            lag=self._lag,
+            admission=Admission(config.shed_lag, config.max_fleet_in_flight),
+        )
+        if self._metrics is not None:
+            gate = self._gate
+            self._metrics.watch_load(lambda: gate.lag.level, lambda: gate.fleet_in_flight)
         self._supervisor: Supervisor | None = None
         self._state: LinkState | None = None
 
@@ -128,6 +138,7 @@ class SuperLink:
     async def _start(self, exec_address: Address, serverappio_address: Address) -> None:
         parts = await self._open_parts(serverappio_address)
         self._supervisor = await self._stack.enter_async_context(Supervisor())
+        await self._supervisor.start("loop-lag", self._lag.run)
         await self._start_exec(parts, exec_address)
         await self._start_serverappio(parts, serverappio_address)
         if parts.signature_workers is not None:
@@ -148,7 +159,7 @@ class SuperLink:
             logger.warning("Marked interrupted run(s) as failed: %s", interrupted)
         fabs = FabStore(config.storage_dir)
         events = RunEvents()
-        signature_workers = _signature_workers(config)
+        signature_workers = _signature_workers(config, self._lag)
         node_auth = await _node_authenticator(config, state, self._clock, signature_workers)
         scheduler = (
             ServerAppScheduler(state, events, config.serverapp_command, serverappio_address)
@@ -301,14 +312,14 @@ def _parse_addresses(config: Config) -> tuple[Address, Address]:
         raise SuperLinkExit(ExitCode.COMMON_ADDRESS_INVALID, str(exc)) from exc
 
 
-def _signature_workers(config: Config) -> WorkerSignatures | None:
+def _signature_workers(config: Config, lag: LoopLag) -> WorkerSignatures | None:
     """Worker processes when configured (or CPUs allow) and a Fleet listener signs calls.
 
     None: node auth checks signatures on the event loop.
     """
     signs = any(listener.api_type == FLEET_GRPC_RERE for listener in config.fleet_listeners())
     workers = default_workers() if config.signature_workers is None else config.signature_workers
-    return WorkerSignatures(workers) if signs and workers > 0 else None
+    return WorkerSignatures(workers, lag) if signs and workers > 0 else None
 
 
 async def _node_authenticator(

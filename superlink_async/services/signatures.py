@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from superlink_async.logs import logger
+from superlink_async.loop_lag import LoopLag
 
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 #: A check: its id, then the lengths of the key, the signed data and the signature.
@@ -53,8 +54,6 @@ _START_TIMEOUT = 30.0
 _STOP_TIMEOUT = 2.0
 #: Checks go to the workers while a timer of the loop fires at least this late.
 SPILL_LAG = 0.02
-#: How often the loop's lateness is measured.
-_LAG_TICK = 0.02
 
 
 def _public_key(pem: bytes) -> ec.EllipticCurvePublicKey | None:
@@ -164,18 +163,19 @@ class _Worker(asyncio.SubprocessProtocol):
 class WorkerSignatures:
     """Checks in ``workers`` processes while ``run`` runs and the loop is behind.
 
-    ``spill_lag``: how late (seconds) a timer of the loop must fire for checks to go to
-    the workers; 0 sends every check there.
+    ``lag`` is the loop's measured lateness (its own task keeps it current); ``spill_lag``:
+    how late (seconds) the loop must run for checks to go to the workers; 0 sends every
+    check there.
     """
 
-    def __init__(self, workers: int, spill_lag: float = SPILL_LAG) -> None:
+    def __init__(self, workers: int, lag: LoopLag, spill_lag: float = SPILL_LAG) -> None:
         if workers < 1:
             raise ValueError("WorkerSignatures needs at least one worker")
         self.workers = workers
         self.spill_lag = spill_lag
+        self._lag = lag
         self._running: list[_Worker] = []
         self._idents = itertools.count(1)
-        self._lag = 0.0
 
     @property
     def behind(self) -> bool:
@@ -184,7 +184,7 @@ class WorkerSignatures:
         Always with ``spill_lag`` 0: asyncio may fire a timer a clock tick early, so a
         measured lag can be a hair below 0.
         """
-        return self.spill_lag <= 0 or self._lag >= self.spill_lag
+        return self.spill_lag <= 0 or self._lag.level >= self.spill_lag
 
     async def is_signed_by(self, public_key_pem: bytes, data: bytes, signature: bytes) -> bool:
         """See ``SignatureChecker``; the least busy worker checks it if the loop is behind."""
@@ -233,8 +233,6 @@ class WorkerSignatures:
                 logger.warning("A signature worker did not start; checking on the event loop")
             task_status.started()
             async with anyio.create_task_group() as watchers:
-                if self.spill_lag > 0:
-                    watchers.start_soon(self._measure_lag)
                 for worker in self._running:
                     watchers.start_soon(self._warn_on_exit, worker)
                 await anyio.sleep_forever()
@@ -242,14 +240,6 @@ class WorkerSignatures:
             self._running = []
             with anyio.CancelScope(shield=True):
                 await _stop(workers)
-
-    async def _measure_lag(self) -> None:
-        """Keep ``behind`` current: how late each of a stream of short timers fires."""
-        loop = asyncio.get_running_loop()
-        while True:
-            start = loop.time()
-            await asyncio.sleep(_LAG_TICK)
-            self._lag = loop.time() - start - _LAG_TICK
 
     @staticmethod
     async def _warn_on_exit(worker: _Worker) -> None:

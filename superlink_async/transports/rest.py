@@ -16,7 +16,7 @@ from google.protobuf.message import Message as ProtoMessage
 from superlink_async.services.errors import ServiceError, Status
 from superlink_async.services.fleet import FleetService
 from superlink_async.transports.fleet_calls import FLEET_CALLS
-from superlink_async.transports.gate import CallGate, ShuttingDownError
+from superlink_async.transports.gate import CallGate, RefusedError
 from superlink_async.wire import fab_pb2, fleet_pb2, run_pb2
 
 PROTOBUF = "application/protobuf"
@@ -96,7 +96,7 @@ def fleet_rest_app(
                 response = await FLEET_CALLS[request_type](service, message)
         except DecodeError:
             return _text(400, f"Malformed {request_type.__name__}")
-        except ShuttingDownError as exc:
+        except RefusedError as exc:
             return _text(503, str(exc))
         except ServiceError as exc:
             return _text(HTTP_STATUS[exc.status], exc.message)

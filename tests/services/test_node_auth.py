@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from grpclib import GRPCError, Status
 from grpclib.testing import ChannelFor
 
+from superlink_async.loop_lag import LoopLag
 from superlink_async.services.fleet import FleetService
 from superlink_async.services.node_auth import (
     KeyListError,
@@ -40,7 +41,7 @@ async def signatures(request: pytest.FixtureRequest) -> AsyncIterator[SignatureC
     if request.param == "on the loop":
         yield InlineSignatures()
         return
-    workers = WorkerSignatures(1, spill_lag=0)  # every check in the worker
+    workers = WorkerSignatures(1, LoopLag(), spill_lag=0)  # every check in the worker
     async with anyio.create_task_group() as tasks:
         await tasks.start(workers.run)
         yield workers

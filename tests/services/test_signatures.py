@@ -19,6 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from superlink_async.loop_lag import LoopLag
 from superlink_async.services import signatures
 from superlink_async.services.signatures import (
     SPILL_LAG,
@@ -56,7 +57,7 @@ async def test_many_checks_at_once_each_get_their_own_answer() -> None:
         if index % 4 == 0:
             pem = KEYS[(index + 1) % 3].pem  # signed by another key
         checks.append(((pem, data, signature), index % 4 != 0))
-    workers = WorkerSignatures(2, spill_lag=0)
+    workers = WorkerSignatures(2, LoopLag(), spill_lag=0)
     answers: dict[int, bool] = {}
 
     async def check(index: int) -> None:
@@ -75,7 +76,7 @@ async def test_a_worker_that_dies_leaves_its_checks_to_the_loop(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A killed worker costs no call its answer: pending and later checks run on the loop."""
-    workers = WorkerSignatures(1, spill_lag=0)
+    workers = WorkerSignatures(1, LoopLag(), spill_lag=0)
     good = signed(KEYS[0], "alive")
     async with anyio.create_task_group() as tasks:
         await tasks.start(workers.run)
@@ -93,7 +94,7 @@ async def test_a_worker_that_dies_leaves_its_checks_to_the_loop(
 
 
 async def test_workers_start_before_ready_and_are_gone_after_stop() -> None:
-    workers = WorkerSignatures(2)
+    workers = WorkerSignatures(2, LoopLag())
     async with anyio.create_task_group() as tasks:
         await tasks.start(workers.run)
         running = list(workers._running)
@@ -113,7 +114,7 @@ async def test_a_worker_that_cannot_start_leaves_checks_to_the_loop_at_once(
 ) -> None:
     """A worker that exits before its handshake is noticed when it ends, not after 30 s."""
     monkeypatch.setattr(sys, "executable", "/bin/false")
-    workers = WorkerSignatures(1)
+    workers = WorkerSignatures(1, LoopLag())
     with caplog.at_level(logging.WARNING), anyio.fail_after(5):
         async with anyio.create_task_group() as tasks:
             await tasks.start(workers.run)
@@ -139,8 +140,10 @@ def checks_on_the_loop(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 
 async def test_checks_stay_on_the_loop_while_it_keeps_up(checks_on_the_loop: list[bytes]) -> None:
     """No wait for a worker when the loop has time: the check is made right there."""
-    workers = WorkerSignatures(1)
+    lag = LoopLag()
+    workers = WorkerSignatures(1, lag)
     async with anyio.create_task_group() as tasks:
+        await tasks.start(lag.run)
         await tasks.start(workers.run)
         await anyio.sleep(0.1)  # a few lag measurements of an idle loop
         assert not workers.behind
@@ -153,8 +156,10 @@ async def test_checks_go_to_workers_while_the_loop_is_behind(
     checks_on_the_loop: list[bytes],
 ) -> None:
     """A loop whose timers fire late hands checks to the workers, and takes them back."""
-    workers = WorkerSignatures(1)
+    lag = LoopLag()
+    workers = WorkerSignatures(1, lag)
     async with anyio.create_task_group() as tasks:
+        await tasks.start(lag.run)
         await tasks.start(workers.run)
         await anyio.sleep(0.05)  # the lag timer is running
         time.sleep(SPILL_LAG * 5)  # noqa: ASYNC251 (the point: the loop is stuck, its timer late)
@@ -171,7 +176,7 @@ async def test_checks_go_to_workers_while_the_loop_is_behind(
 
 async def test_spill_lag_0_sends_every_check_to_a_worker(checks_on_the_loop: list[bytes]) -> None:
     """Even on an idle loop, whose timers may fire a clock tick early."""
-    workers = WorkerSignatures(1, spill_lag=0)
+    workers = WorkerSignatures(1, LoopLag(), spill_lag=0)
     async with anyio.create_task_group() as tasks:
         await tasks.start(workers.run)
         await anyio.sleep(0.1)

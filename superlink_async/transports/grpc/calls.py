@@ -12,7 +12,7 @@ from grpclib.server import Stream
 
 from superlink_async.logs import logger
 from superlink_async.services.errors import ServiceError, Status
-from superlink_async.transports.gate import CallGate, ShuttingDownError
+from superlink_async.transports.gate import CallGate, RefusedError, ShuttingDownError
 
 RequestT = TypeVar("RequestT")
 ResponseT = TypeVar("ResponseT")
@@ -32,7 +32,7 @@ def to_grpc_error(exc: Exception) -> GRPCError:
     """The status a client sees; unexpected faults are logged and answered INTERNAL."""
     if isinstance(exc, ServiceError):
         return GRPCError(GRPC_STATUS[exc.status], exc.message)
-    if isinstance(exc, ShuttingDownError):
+    if isinstance(exc, RefusedError):
         return GRPCError(GrpcStatus.UNAVAILABLE, str(exc))
     logger.error("Unexpected error while serving a call", exc_info=exc)
     return GRPCError(GrpcStatus.INTERNAL, f"Internal error: {type(exc).__name__}")

@@ -1,0 +1,153 @@
+"""Admission control: which calls are shed while the loop is overloaded, and their answers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from grpclib import GRPCError, Status
+from grpclib.testing import ChannelFor
+
+from superlink_async.config import DEFAULT_MAX_FLEET_IN_FLIGHT, DEFAULT_SHED_LAG
+from superlink_async.loop_lag import LoopLag
+from superlink_async.metrics import Metrics
+from superlink_async.services.fleet import FleetService
+from superlink_async.transports.gate import (
+    Admission,
+    CallGate,
+    OverloadedError,
+    ShuttingDownError,
+)
+from superlink_async.transports.grpc.servicers import FleetServicer
+from superlink_async.transports.rest import PROTOBUF, fleet_rest_app
+from superlink_async.wire import fleet_grpc, fleet_pb2
+from superlink_async.wire.node_pb2 import Node
+from tests.services.conftest import Link
+
+pytestmark = pytest.mark.anyio
+
+LATE = 0.2
+NEVER_SHED = ("Ping", "PushMessages", "GetRun", "GetFab", "DeleteNode")
+
+
+def late_gate(
+    level: float = LATE,
+    max_lag: float = DEFAULT_SHED_LAG,
+    max_fleet_in_flight: int = DEFAULT_MAX_FLEET_IN_FLIGHT,
+) -> CallGate:
+    """A gate whose loop measured ``level`` seconds of lag."""
+    lag = LoopLag()
+    lag.level = level
+    admission = Admission(max_lag, max_fleet_in_flight)
+    return CallGate(lag=lag, admission=admission, metrics=Metrics())
+
+
+async def enter(gate: CallGate, api: str, method: str) -> None:
+    async with gate.admit(api, method):
+        pass
+
+
+@pytest.mark.parametrize("api", ["Fleet", "FleetRest"])
+async def test_idle_polls_are_shed_while_the_loop_runs_late(api: str) -> None:
+    gate = late_gate(max_lag=0.05)
+    with pytest.raises(OverloadedError, match="overloaded; retry later"):
+        await enter(gate, api, "PullMessages")
+    assert gate.in_flight == 0
+
+
+async def test_polls_are_admitted_while_the_loop_keeps_up() -> None:
+    await enter(late_gate(level=0.04, max_lag=0.05), "Fleet", "PullMessages")
+
+
+async def test_registrations_are_not_shed_for_lag_alone() -> None:
+    """On a loop that other processes slow down, nodes could otherwise never register."""
+    await enter(late_gate(max_lag=0.05), "Fleet", "CreateNode")
+
+
+@pytest.mark.parametrize("method", NEVER_SHED)
+async def test_pings_and_work_on_an_instruction_are_never_shed(method: str) -> None:
+    gate = late_gate(max_lag=0.05, max_fleet_in_flight=1)
+    async with gate.admit("Fleet", "PushMessages"):  # the in-flight bound is reached too
+        await enter(gate, "Fleet", method)
+
+
+@pytest.mark.parametrize("api", ["ServerAppIo", "Exec", "GrpcAdapter"])
+async def test_other_apis_are_never_shed(api: str) -> None:
+    """A ServerApp's PullMessages is not a SuperNode's poll."""
+    await enter(late_gate(max_lag=0.05), api, "PullMessages")
+
+
+@pytest.mark.parametrize("method", ["PullMessages", "CreateNode"])
+async def test_polls_and_registrations_are_shed_while_too_many_fleet_calls_are_in_flight(
+    method: str,
+) -> None:
+    gate = late_gate(level=0.0, max_fleet_in_flight=2)
+    async with gate.admit("Fleet", "PushMessages"), gate.admit("FleetRest", "GetFab"):
+        assert gate.fleet_in_flight == 2
+        assert gate.overload(method) == "in_flight"
+        with pytest.raises(OverloadedError):
+            await enter(gate, "Fleet", method)
+    await enter(gate, "Fleet", method)
+
+
+async def test_serverappio_calls_do_not_count_as_fleet_calls_in_flight() -> None:
+    gate = late_gate(level=0.0, max_fleet_in_flight=1)
+    async with gate.admit("ServerAppIo", "PushMessages"):
+        assert gate.fleet_in_flight == 0
+        await enter(gate, "Fleet", "PullMessages")
+
+
+async def test_bounds_of_zero_shed_nothing() -> None:
+    gate = late_gate(level=10.0, max_lag=0, max_fleet_in_flight=0)
+    await enter(gate, "Fleet", "PullMessages")
+
+
+async def test_each_shed_call_is_counted_with_its_reason() -> None:
+    gate = late_gate(max_lag=0.05)
+    for _ in range(3):
+        with pytest.raises(OverloadedError):
+            await enter(gate, "Fleet", "PullMessages")
+    assert gate._metrics is not None
+    text = gate._metrics.exposition().decode()
+    assert (
+        'superlink_calls_shed_total{api="Fleet",method="PullMessages",reason="loop_lag"} 3.0'
+        in text
+    )
+
+
+async def test_draining_wins_over_shedding() -> None:
+    gate = late_gate(max_lag=0.05)
+    await gate.drain(0)
+    with pytest.raises(ShuttingDownError):
+        await enter(gate, "Fleet", "PullMessages")
+
+
+async def test_a_shed_grpc_poll_is_unavailable_with_a_message(link: Link) -> None:
+    """UNAVAILABLE is the one code a 1.18 SuperNode retries (with backoff) for a poll."""
+    gate = late_gate(max_lag=0.05)
+    async with ChannelFor([FleetServicer(FleetService(link.state, link.fabs), gate)]) as channel:
+        stub = fleet_grpc.FleetStub(channel)
+        with pytest.raises(GRPCError) as raised:
+            await stub.PullMessages(fleet_pb2.PullMessagesRequest(node=Node(node_id=1)))
+        assert (raised.value.status, raised.value.message) == (
+            Status.UNAVAILABLE,
+            "SuperLink is overloaded; retry later",
+        )
+        created = await stub.CreateNode(fleet_pb2.CreateNodeRequest(ping_interval=30))
+        assert created.node.node_id
+
+
+@pytest.fixture
+async def late_rest(link: Link) -> AsyncIterator[TestClient[Any, Any]]:
+    app = fleet_rest_app(FleetService(link.state, link.fabs), late_gate(max_lag=0.05))
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+async def test_a_shed_rest_poll_is_503(late_rest: TestClient[Any, Any]) -> None:
+    body = fleet_pb2.PullMessagesRequest(node=Node(node_id=1)).SerializeToString()
+    headers = {"Content-Type": PROTOBUF, "Accept": PROTOBUF}
+    response = await late_rest.post("/api/v0/fleet/pull-messages", data=body, headers=headers)
+    assert (response.status, await response.text()) == (503, "SuperLink is overloaded; retry later")
