@@ -52,7 +52,7 @@ from superlink_async.storage import FabStore
 from superlink_async.tls import ListenerTls, listener_tls
 from superlink_async.transports.gate import Admission, CallGate
 from superlink_async.transports.grpc.adapter import GrpcAdapterServicer
-from superlink_async.transports.grpc.server import serve_grpc
+from superlink_async.transports.grpc.server import BULK, serve_grpc
 from superlink_async.transports.grpc.servicers import (
     ExecServicer,
     FleetServicer,
@@ -198,6 +198,7 @@ class SuperLink:
             address,
             "Flower Deployment Engine: Starting Exec API",
             parts.tls.grpc,
+            BULK,
         )
 
     async def _start_serverappio(self, parts: _Parts, address: Address) -> None:
@@ -208,6 +209,7 @@ class SuperLink:
             address,
             "Flower ECE: Starting ServerAppIo API (gRPC-rere)",
             parts.tls.serverappio,
+            BULK,
         )
 
     async def _start_fleet(self, parts: _Parts, listener: FleetListener) -> None:

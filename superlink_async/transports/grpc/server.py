@@ -18,6 +18,13 @@ long-lived SuperNode connections, so ``serve_grpc`` runs a ``LeanServer``:
   SuperNode has at most a couple of calls open at once, so a short memory is enough for
   the late frames it exists for.
 
+ServerApps and the ``flwr`` CLI connect differently: a few connections that move whole
+models at once. Their listeners (``BULK``) read up to 16 MiB per turn of the loop instead
+of asyncio's 256 KiB, open 64 MiB HTTP/2 windows instead of grpclib's 4 MiB, and let 16 MiB
+of a response queue in the transport instead of 64 KiB. A busy loop takes each socket's
+turn once per iteration, so with the defaults a 100 MB push needed 400 iterations to
+arrive (and waited for a window update every 4 MiB), however fast the iterations were.
+
 All of this reaches into grpclib's, h2's and asyncio's internals
 (``Server._protocol_factory``, ``Handler._tasks``, ``H2Connection._closed_streams`` and
 ``_frame_dispatch_table``, ``Settings._settings``, ``EventsProcessor.processors``,
@@ -29,10 +36,12 @@ from __future__ import annotations
 import asyncio
 import ssl as _ssl
 from collections.abc import Callable, Collection
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, cast
 
 import anyio
 from anyio.abc import TaskStatus
+from grpclib.config import Configuration
 from grpclib.protocol import H2Protocol, Stream
 from grpclib.server import Handler, Server
 from h2.connection import H2Connection
@@ -43,6 +52,27 @@ from superlink_async.transports.gate import LISTEN_BACKLOG
 
 #: Closed streams h2 remembers per connection (it answers late frames on them politely).
 CLOSED_STREAMS_REMEMBERED = 64
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ConnectionProfile:
+    """How a listener's connections move data: many small calls, or few large ones."""
+
+    #: Inbound HTTP/2 flow-control window of a connection and of each stream.
+    window_bytes: int
+    #: Bytes read from the socket per turn of the loop; 0: asyncio's own (256 KiB).
+    read_bytes: int
+    #: Response bytes that may wait in the transport before writers pause; 0: asyncio's
+    #: own (64 KiB).
+    write_buffer_bytes: int
+
+
+#: SuperNodes: thousands of connections, small calls; grpclib's and asyncio's defaults.
+FLEET = ConnectionProfile(window_bytes=4 * MiB, read_bytes=0, write_buffer_bytes=0)
+#: ServerApps and the ``flwr`` CLI: few connections that carry whole models.
+BULK = ConnectionProfile(window_bytes=64 * MiB, read_bytes=16 * MiB, write_buffer_bytes=16 * MiB)
 
 
 class _SettingValues(list):  # type: ignore[type-arg]
@@ -129,8 +159,49 @@ class _ShortMemoryProtocol(H2Protocol):
             event._waiters = []  # type: ignore[assignment]
 
 
+class _BulkProtocol(_ShortMemoryProtocol, asyncio.BufferedProtocol):
+    """Reads as much as the socket holds, up to ``read_bytes``, in each turn of the loop.
+
+    asyncio hands a buffered protocol's own buffer to ``recv_into``; the buffer is
+    allocated at the first read (its pages are committed only as far as data reaches).
+    It is a memoryview because asyncio's TLS layer fills slices of it, and a slice of a
+    bytearray would be a copy.
+    """
+
+    def __init__(self, profile: ConnectionProfile, *args: Any) -> None:
+        super().__init__(*args)
+        self._profile = profile
+        self._buffer: memoryview | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self._profile.write_buffer_bytes:
+            cast(asyncio.WriteTransport, transport).set_write_buffer_limits(
+                high=self._profile.write_buffer_bytes
+            )
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._buffer is None:
+            self._buffer = memoryview(bytearray(self._profile.read_bytes))
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        assert self._buffer is not None
+        self.data_received(bytes(self._buffer[:nbytes]))
+
+
 class LeanServer(Server):
     """A grpclib ``Server`` whose idle connections keep no finished calls."""
+
+    def __init__(self, handlers: Collection[Any], profile: ConnectionProfile = FLEET) -> None:
+        super().__init__(
+            list(handlers),
+            config=Configuration(
+                http2_connection_window_size=profile.window_bytes,
+                http2_stream_window_size=profile.window_bytes,
+            ),
+        )
+        self._profile = profile
 
     def _protocol_factory(self) -> H2Protocol:
         self.__gc_step__()
@@ -138,6 +209,8 @@ class LeanServer(Server):
             self._mapping, self._codec, self._status_details_codec, self.__dispatch__
         )
         self._handlers.add(handler)
+        if self._profile.read_bytes:
+            return _BulkProtocol(self._profile, handler, self._config, self._h2_config)
         return _ShortMemoryProtocol(handler, self._config, self._h2_config)
 
 
@@ -146,16 +219,18 @@ async def serve_grpc(
     address: Address,
     banner: str,
     ssl: _ssl.SSLContext | None = None,
+    profile: ConnectionProfile = FLEET,
     *,
     task_status: TaskStatus[None],
 ) -> None:
     """Listen on ``address`` until cancelled; report ``started`` once listening.
 
     A port that cannot be bound raises here, before ``started``, so the supervisor sees
-    the listener's crash with its cause. With ``ssl`` every connection must be TLS
-    (positional, because the supervisor passes arguments positionally).
+    the listener's crash with its cause. With ``ssl`` every connection must be TLS;
+    ``profile`` fits the connections to their callers (both positional, because the
+    supervisor passes arguments positionally).
     """
-    server = LeanServer(list(handlers))
+    server = LeanServer(handlers, profile)
     await server.start(
         address.host, address.port, reuse_address=True, ssl=ssl, backlog=LISTEN_BACKLOG
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections import deque
 from contextlib import closing
@@ -9,6 +10,7 @@ from contextlib import closing
 import anyio
 import pytest
 from aiohttp import web
+from grpclib import GRPCError, Status
 from grpclib.client import Channel
 from grpclib.health.service import Health
 from grpclib.health.v1.health_grpc import HealthStub
@@ -17,8 +19,11 @@ from grpclib.protocol import H2Protocol
 
 from superlink_async.config import Address
 from superlink_async.transports.grpc.server import (
+    BULK,
     CLOSED_STREAMS_REMEMBERED,
+    FLEET,
     LeanServer,
+    MiB,
     serve_grpc,
 )
 from superlink_async.transports.http import serve_http
@@ -107,3 +112,73 @@ def _has_peer(client: socket.socket) -> bool:
     except OSError:
         return False
     return True
+
+
+async def test_bulk_connections_read_large_chunks_through_wide_windows() -> None:
+    """ServerAppIo and Exec connections (BULK) take a large message in few turns of the loop.
+
+    A busy loop gives each socket one read per iteration: with asyncio's 256 KiB reads
+    and grpclib's 4 MiB windows a 100 MB push needed hundreds of iterations to arrive.
+    """
+    port = free_port()
+    server = LeanServer([Health()], BULK)
+    protocols: list[H2Protocol] = []
+    reads: list[int] = []
+    make_protocol = server._protocol_factory
+
+    def recording_factory() -> H2Protocol:
+        protocol = make_protocol()
+        updated = protocol.buffer_updated  # type: ignore[attr-defined]
+
+        def record(nbytes: int) -> None:
+            reads.append(nbytes)
+            updated(nbytes)
+
+        protocol.buffer_updated = record  # type: ignore[attr-defined]
+        protocols.append(protocol)
+        return protocol
+
+    server._protocol_factory = recording_factory  # type: ignore[method-assign]
+    await server.start("127.0.0.1", port)
+    try:
+        with closing(Channel("127.0.0.1", port)) as channel:
+            stub = HealthStub(channel)
+            with pytest.raises(GRPCError) as raised:  # an unknown service: read whole, then refused
+                await stub.Check(HealthCheckRequest(service="x" * (20 * MiB)))
+            assert raised.value.status == Status.NOT_FOUND
+            (protocol,) = protocols
+            assert isinstance(protocol, asyncio.BufferedProtocol)
+            h2_connection = protocol.connection._connection
+            assert h2_connection.local_settings.initial_window_size == BULK.window_bytes
+            assert h2_connection.inbound_flow_control_window >= BULK.window_bytes // 2
+            transport = protocol.connection._transport
+            assert transport.get_write_buffer_limits()[1] == BULK.write_buffer_bytes
+            assert max(reads) > 256 * 1024  # asyncio's own read size
+            assert sum(reads) > 20 * MiB
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_fleet_connections_keep_the_defaults_of_many_small_calls() -> None:
+    port = free_port()
+    server = LeanServer([Health()], FLEET)
+    protocols: list[H2Protocol] = []
+    make_protocol = server._protocol_factory
+
+    def recording_factory() -> H2Protocol:
+        protocols.append(make_protocol())
+        return protocols[-1]
+
+    server._protocol_factory = recording_factory  # type: ignore[method-assign]
+    await server.start("127.0.0.1", port)
+    try:
+        with closing(Channel("127.0.0.1", port)) as channel:
+            await HealthStub(channel).Check(HealthCheckRequest())
+            (protocol,) = protocols
+            assert not isinstance(protocol, asyncio.BufferedProtocol)
+            h2_connection = protocol.connection._connection
+            assert h2_connection.local_settings.initial_window_size == FLEET.window_bytes
+    finally:
+        server.close()
+        await server.wait_closed()
