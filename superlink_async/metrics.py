@@ -126,9 +126,15 @@ class Metrics:
         )
         self.shed = Counter(
             "superlink_calls_shed",
-            "Fleet calls refused with UNAVAILABLE while overloaded, by API, method and "
-            "reason (loop_lag or in_flight).",
-            ["api", "method", "reason"],
+            "Fleet calls refused with UNAVAILABLE while too many Fleet calls were in flight.",
+            ["api", "method"],
+            registry=self.registry,
+        )
+        self.early_answers = Counter(
+            "superlink_idle_polls_answered_early",
+            "Polls of nodes with nothing waiting, answered before their signature check "
+            "while the event loop ran late.",
+            ["method"],
             registry=self.registry,
         )
         self._snapshot = _SnapshotCollector()

@@ -129,6 +129,20 @@ class NodeAuthenticator:
             raise _unauthenticated("Invalid node ID")
         return await handler(request)
 
+    async def is_idle_poll(self, metadata: Mapping[str, Any], node_id: int) -> bool:
+        """Whether a poll names the node its key is bound to, and nothing waits for it.
+
+        No signature is checked: the answer to such a poll ("nothing waiting") is what any
+        caller could learn, and answering it so costs a twentieth of a verified call. A
+        poll with an instruction waiting is always verified before anything is handed out.
+        """
+        public_key = metadata.get(PUBLIC_KEY_HEADER)
+        if not isinstance(public_key, bytes) or node_id != await self._state.get_node_id(
+            public_key
+        ):
+            return False
+        return not await self._state.has_instructions_waiting(node_id)
+
     async def verify(self, metadata: Mapping[str, Any]) -> bytes:
         """The caller's PEM key if its metadata is complete, known, signed and fresh."""
         public_key = metadata.get(PUBLIC_KEY_HEADER)

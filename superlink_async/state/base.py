@@ -232,6 +232,13 @@ class LinkState(Protocol):
         node or run, already has a reply, or the reply's TTL outlives the instruction's.
         """
 
+    async def has_instructions_waiting(self, node_id: int) -> bool:
+        """Whether an instruction may be waiting for ``node_id``, answered from memory.
+
+        Never False while one is waiting; may be True for one that expired meanwhile, or
+        until a pull finds nothing.
+        """
+
     async def pull_message_ins(self, node_id: int, limit: int = 1) -> list[Message]:
         """Hand out up to ``limit`` undelivered, unexpired instructions for a node, oldest first.
 

@@ -321,6 +321,10 @@ class InMemoryLinkState:
         exchange.reply = stored
         return stored.metadata.message_id
 
+    async def has_instructions_waiting(self, node_id: int) -> bool:
+        """Whether the node has undelivered instructions (expired ones included)."""
+        return bool(self._tables.waiting.get(node_id))
+
     async def pull_message_ins(self, node_id: int, limit: int = 1) -> list[Message]:
         """Hand out and mark delivered, in one step, a node's oldest waiting instructions."""
         now = self._clock()

@@ -846,6 +846,10 @@ class SqliteLinkState:
         await self._transaction(store)
         return message_id
 
+    async def has_instructions_waiting(self, node_id: int) -> bool:
+        """From the set of nodes with instructions waiting (kept on the database's thread)."""
+        return node_id in self._waiting
+
     async def pull_message_ins(self, node_id: int, limit: int = 1) -> list[Message]:
         """Hand out up to ``limit`` undelivered, unexpired instructions for a node, oldest first.
 

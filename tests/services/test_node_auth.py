@@ -24,9 +24,9 @@ from superlink_async.services.signatures import (
     SignatureChecker,
     WorkerSignatures,
 )
-from superlink_async.transports.gate import CallGate
+from superlink_async.transports.gate import Admission, CallGate
 from superlink_async.transports.grpc.servicers import FleetServicer
-from superlink_async.wire import fab_pb2, fleet_grpc, fleet_pb2, run_pb2
+from superlink_async.wire import fab_pb2, fleet_grpc, fleet_pb2, run_pb2, serverappio_pb2
 from superlink_async.wire.message_pb2 import Message, Metadata
 from superlink_async.wire.node_pb2 import Node
 from tests.node_keys import NodeKey
@@ -307,3 +307,71 @@ def test_a_missing_key_list_is_the_reference_error(tmp_path: Path) -> None:
 def test_a_key_list_that_cannot_be_read_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(KeyListError, match="Unable to read the known public keys CSV file"):
         load_known_public_keys(tmp_path)
+
+
+def forged(key: NodeKey, link: Link) -> dict[str, str | bytes]:
+    """``key``'s metadata with a signature that does not verify."""
+    metadata = key.metadata(link.clock.now)
+    metadata["flwr-signature-bin"] = b"not a signature"
+    return metadata
+
+
+@pytest.fixture
+async def late_fleet(link: Link) -> AsyncIterator[fleet_grpc.FleetStub]:
+    """A Fleet API whose event loop measured 200 ms of lag (the bound is 50 ms)."""
+    lag = LoopLag()
+    lag.level = 0.2
+    auth = NodeAuthenticator(link.state, None, clock=link.clock)
+    gate = CallGate(lag=lag, admission=Admission(max_lag=0.05))
+    servicer = FleetServicer(FleetService(link.state, link.fabs, clock=link.clock), gate, auth)
+    async with ChannelFor([servicer]) as channel:
+        yield fleet_grpc.FleetStub(channel)
+
+
+async def test_an_idle_poll_is_answered_before_its_signature_check_while_the_loop_is_late(
+    late_fleet: fleet_grpc.FleetStub, auto_fleet: fleet_grpc.FleetStub, link: Link
+) -> None:
+    """The answer, nothing waiting, is what anyone may learn; the check would cost most."""
+    key = NodeKey()
+    node_id = await create_node(late_fleet, key, link)
+    poll = fleet_pb2.PullMessagesRequest(node=Node(node_id=node_id))
+    answered = await late_fleet.PullMessages(poll, metadata=forged(key, link))
+    assert list(answered.messages_list) == []
+    await assert_unauthenticated(
+        auto_fleet.PullMessages(poll, metadata=forged(key, link)), "Invalid signature"
+    )
+
+
+async def test_a_poll_with_an_instruction_waiting_is_verified_even_while_the_loop_is_late(
+    late_fleet: fleet_grpc.FleetStub, link: Link
+) -> None:
+    key = NodeKey()
+    node_id = await create_node(late_fleet, key, link)
+    run_id = await link.running_run()
+    await link.serverappio.PushMessages(
+        serverappio_pb2.PushInsMessagesRequest(
+            messages_list=[link.instruction(run_id, node_id)], run_id=run_id
+        )
+    )
+    poll = fleet_pb2.PullMessagesRequest(node=Node(node_id=node_id))
+    await assert_unauthenticated(
+        late_fleet.PullMessages(poll, metadata=forged(key, link)), "Invalid signature"
+    )
+    pulled = await late_fleet.PullMessages(poll, metadata=key.metadata(link.clock.now))
+    assert [message.metadata.dst_node_id for message in pulled.messages_list] == [node_id]
+
+
+async def test_a_poll_in_another_nodes_name_is_never_answered_early(
+    late_fleet: fleet_grpc.FleetStub, link: Link
+) -> None:
+    mine, theirs = NodeKey(), NodeKey()
+    await create_node(late_fleet, mine, link)
+    their_node = await create_node(late_fleet, theirs, link)
+    poll = fleet_pb2.PullMessagesRequest(node=Node(node_id=their_node))
+    await assert_unauthenticated(
+        late_fleet.PullMessages(poll, metadata=mine.metadata(link.clock.now)), "Invalid node ID"
+    )
+    unknown = fleet_pb2.PullMessagesRequest(node=Node(node_id=their_node + 1))
+    await assert_unauthenticated(
+        late_fleet.PullMessages(unknown, metadata=forged(NodeKey(), link)), "Invalid signature"
+    )

@@ -669,6 +669,23 @@ async def test_a_node_that_found_nothing_gets_what_is_stored_for_it_later(
     ]
 
 
+async def test_a_node_has_instructions_waiting_from_their_storing_until_their_pull(
+    state: LinkState, clock: FakeClock
+) -> None:
+    """The cheap check behind early answers: never False while an instruction waits.
+
+    It may stay True until a pull finds nothing (SQLite learns it then).
+    """
+    ins = await send(state, clock)
+    node_id = ins.metadata.dst_node_id
+    other = await state.create_node(PING)
+    assert await state.has_instructions_waiting(node_id)
+    assert not await state.has_instructions_waiting(other)
+    assert len(await state.pull_message_ins(node_id)) == 1
+    assert await state.pull_message_ins(node_id) == []
+    assert not await state.has_instructions_waiting(node_id)
+
+
 async def test_pull_only_returns_the_pulling_nodes_instructions(
     state: LinkState, clock: FakeClock
 ) -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
-
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from grpclib import GRPCError, Status
@@ -49,76 +46,70 @@ async def enter(gate: CallGate, api: str, method: str) -> None:
         pass
 
 
+async def test_a_late_loop_is_behind_and_one_on_time_is_not() -> None:
+    assert late_gate(level=0.05, max_lag=0.05).behind
+    assert not late_gate(level=0.04, max_lag=0.05).behind
+    assert not late_gate(level=10.0, max_lag=0).behind
+
+
+@pytest.mark.parametrize("method", ["PullMessages", "CreateNode", *NEVER_SHED])
+async def test_a_late_loop_alone_refuses_nothing(method: str) -> None:
+    """A refused poll comes back within a second, not after 3 s: refusing raised the load."""
+    await enter(late_gate(level=10.0, max_lag=0.05), "Fleet", method)
+
+
 @pytest.mark.parametrize("api", ["Fleet", "FleetRest"])
-async def test_idle_polls_are_shed_while_the_loop_runs_late(api: str) -> None:
-    gate = late_gate(max_lag=0.05)
-    with pytest.raises(OverloadedError, match="overloaded; retry later"):
-        await enter(gate, api, "PullMessages")
-    assert gate.in_flight == 0
-
-
-async def test_polls_are_admitted_while_the_loop_keeps_up() -> None:
-    await enter(late_gate(level=0.04, max_lag=0.05), "Fleet", "PullMessages")
-
-
-async def test_registrations_are_not_shed_for_lag_alone() -> None:
-    """On a loop that other processes slow down, nodes could otherwise never register."""
-    await enter(late_gate(max_lag=0.05), "Fleet", "CreateNode")
+@pytest.mark.parametrize("method", ["PullMessages", "CreateNode"])
+async def test_polls_and_registrations_are_shed_while_too_many_fleet_calls_are_in_flight(
+    api: str, method: str
+) -> None:
+    gate = late_gate(level=0.0, max_fleet_in_flight=2)
+    async with gate.admit("Fleet", "PushMessages"), gate.admit("FleetRest", "GetFab"):
+        assert gate.fleet_in_flight == 2 and gate.crowded
+        with pytest.raises(OverloadedError, match="overloaded; retry later"):
+            await enter(gate, api, method)
+        assert gate.in_flight == 2
+    await enter(gate, api, method)
 
 
 @pytest.mark.parametrize("method", NEVER_SHED)
 async def test_pings_and_work_on_an_instruction_are_never_shed(method: str) -> None:
-    gate = late_gate(max_lag=0.05, max_fleet_in_flight=1)
-    async with gate.admit("Fleet", "PushMessages"):  # the in-flight bound is reached too
+    gate = late_gate(max_fleet_in_flight=1)
+    async with gate.admit("Fleet", "PushMessages"):
+        assert gate.crowded
         await enter(gate, "Fleet", method)
 
 
 @pytest.mark.parametrize("api", ["ServerAppIo", "Exec", "GrpcAdapter"])
-async def test_other_apis_are_never_shed(api: str) -> None:
+async def test_other_apis_are_never_shed_nor_counted(api: str) -> None:
     """A ServerApp's PullMessages is not a SuperNode's poll."""
-    await enter(late_gate(max_lag=0.05), api, "PullMessages")
-
-
-@pytest.mark.parametrize("method", ["PullMessages", "CreateNode"])
-async def test_polls_and_registrations_are_shed_while_too_many_fleet_calls_are_in_flight(
-    method: str,
-) -> None:
-    gate = late_gate(level=0.0, max_fleet_in_flight=2)
-    async with gate.admit("Fleet", "PushMessages"), gate.admit("FleetRest", "GetFab"):
-        assert gate.fleet_in_flight == 2
-        assert gate.overload(method) == "in_flight"
-        with pytest.raises(OverloadedError):
-            await enter(gate, "Fleet", method)
-    await enter(gate, "Fleet", method)
-
-
-async def test_serverappio_calls_do_not_count_as_fleet_calls_in_flight() -> None:
-    gate = late_gate(level=0.0, max_fleet_in_flight=1)
-    async with gate.admit("ServerAppIo", "PushMessages"):
+    gate = late_gate(max_fleet_in_flight=1)
+    async with gate.admit(api, "PullMessages"):
         assert gate.fleet_in_flight == 0
+        await enter(gate, api, "PullMessages")
+
+
+async def test_a_bound_of_zero_sheds_nothing() -> None:
+    gate = late_gate(max_fleet_in_flight=0)
+    async with gate.admit("Fleet", "PushMessages"):
         await enter(gate, "Fleet", "PullMessages")
 
 
-async def test_bounds_of_zero_shed_nothing() -> None:
-    gate = late_gate(level=10.0, max_lag=0, max_fleet_in_flight=0)
-    await enter(gate, "Fleet", "PullMessages")
-
-
-async def test_each_shed_call_is_counted_with_its_reason() -> None:
-    gate = late_gate(max_lag=0.05)
-    for _ in range(3):
-        with pytest.raises(OverloadedError):
-            await enter(gate, "Fleet", "PullMessages")
+async def test_shed_calls_and_early_answers_are_counted() -> None:
+    gate = late_gate(max_fleet_in_flight=1)
+    async with gate.admit("Fleet", "GetRun"):
+        for _ in range(3):
+            with pytest.raises(OverloadedError):
+                await enter(gate, "Fleet", "PullMessages")
+    gate.count_early_answer("PullMessages")
     assert gate._metrics is not None
     text = gate._metrics.exposition().decode()
-    assert (
-        'superlink_calls_shed_total{api="Fleet",method="PullMessages",reason="loop_lag"} 3.0'
-        in text
-    )
+    assert 'superlink_calls_shed_total{api="Fleet",method="PullMessages"} 3.0' in text
+    assert 'superlink_idle_polls_answered_early_total{method="PullMessages"} 1.0' in text
 
 
 async def test_draining_wins_over_shedding() -> None:
-    gate = late_gate(max_lag=0.05)
+    gate = late_gate(max_fleet_in_flight=1)
     await gate.drain(0)
     with pytest.raises(ShuttingDownError):
         await enter(gate, "Fleet", "PullMessages")
@@ -126,11 +117,12 @@ async def test_draining_wins_over_shedding() -> None:
 
 async def test_a_shed_grpc_poll_is_unavailable_with_a_message(link: Link) -> None:
     """UNAVAILABLE is the one code a 1.18 SuperNode retries (with backoff) for a poll."""
-    gate = late_gate(max_lag=0.05)
+    gate = late_gate(max_fleet_in_flight=1)
     async with ChannelFor([FleetServicer(FleetService(link.state, link.fabs), gate)]) as channel:
         stub = fleet_grpc.FleetStub(channel)
-        with pytest.raises(GRPCError) as raised:
-            await stub.PullMessages(fleet_pb2.PullMessagesRequest(node=Node(node_id=1)))
+        async with gate.admit("Fleet", "PushMessages"):
+            with pytest.raises(GRPCError) as raised:
+                await stub.PullMessages(fleet_pb2.PullMessagesRequest(node=Node(node_id=1)))
         assert (raised.value.status, raised.value.message) == (
             Status.UNAVAILABLE,
             "SuperLink is overloaded; retry later",
@@ -139,15 +131,14 @@ async def test_a_shed_grpc_poll_is_unavailable_with_a_message(link: Link) -> Non
         assert created.node.node_id
 
 
-@pytest.fixture
-async def late_rest(link: Link) -> AsyncIterator[TestClient[Any, Any]]:
-    app = fleet_rest_app(FleetService(link.state, link.fabs), late_gate(max_lag=0.05))
-    async with TestClient(TestServer(app)) as client:
-        yield client
-
-
-async def test_a_shed_rest_poll_is_503(late_rest: TestClient[Any, Any]) -> None:
+async def test_a_shed_rest_poll_is_503(link: Link) -> None:
+    gate = late_gate(max_fleet_in_flight=1)
+    app = fleet_rest_app(FleetService(link.state, link.fabs), gate)
     body = fleet_pb2.PullMessagesRequest(node=Node(node_id=1)).SerializeToString()
     headers = {"Content-Type": PROTOBUF, "Accept": PROTOBUF}
-    response = await late_rest.post("/api/v0/fleet/pull-messages", data=body, headers=headers)
-    assert (response.status, await response.text()) == (503, "SuperLink is overloaded; retry later")
+    async with TestClient(TestServer(app)) as client, gate.admit("Fleet", "PushMessages"):
+        response = await client.post("/api/v0/fleet/pull-messages", data=body, headers=headers)
+        assert (response.status, await response.text()) == (
+            503,
+            "SuperLink is overloaded; retry later",
+        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from grpclib.server import Stream
@@ -13,13 +13,18 @@ from superlink_async.services.node_auth import NodeAuthenticator
 from superlink_async.services.serverappio import ServerAppIoService
 from superlink_async.transports.gate import CallGate
 from superlink_async.transports.grpc.calls import server_streaming, unary
-from superlink_async.wire import exec_grpc, fleet_grpc, serverappio_grpc
+from superlink_async.wire import exec_grpc, fleet_grpc, fleet_pb2, serverappio_grpc
 
 AnyStream = Stream[Any, Any]
 
 
 class FleetServicer(fleet_grpc.FleetBase):
-    """``flwr.proto.Fleet`` (grpc-rere); with an authenticator, every call is signed."""
+    """``flwr.proto.Fleet`` (grpc-rere); with an authenticator, every call is signed.
+
+    While the loop is behind, a poll from a node with nothing waiting is answered
+    "nothing waiting" before its signature is checked: the node polls again after its
+    usual 3 s (see ``NodeAuthenticator.is_idle_poll``).
+    """
 
     def __init__(
         self, service: FleetService, gate: CallGate, auth: NodeAuthenticator | None = None
@@ -37,7 +42,15 @@ class FleetServicer(fleet_grpc.FleetBase):
             return
 
         async def authenticated(request: Any) -> Any:
-            return await auth.call(method, stream.metadata or {}, request, handler)
+            metadata: Mapping[str, Any] = stream.metadata or {}
+            if (
+                method == "PullMessages"
+                and self._gate.behind
+                and await auth.is_idle_poll(metadata, request.node.node_id)
+            ):
+                self._gate.count_early_answer(method)
+                return fleet_pb2.PullMessagesResponse()
+            return await auth.call(method, metadata, request, handler)
 
         await unary(stream, authenticated, self._gate)
 
