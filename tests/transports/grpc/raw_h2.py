@@ -72,11 +72,14 @@ class RawH2Client:
         )
         self.h2 = h2.connection.H2Connection(config=config)
         self.goaway_code: int | None = None
+        #: Whether h2's answers (SETTINGS acknowledgements) are sent: not before ``handshake``.
+        self.answering = False
         self.closed_by_server = False
 
     async def handshake(self) -> None:
         """Send the preface and SETTINGS (h2 acknowledges the server's as they arrive)."""
         self.h2.initiate_connection()
+        self.answering = True
         await self.flush()
 
     async def flush(self) -> None:
@@ -131,8 +134,9 @@ class RawH2Client:
         for event in events:
             if isinstance(event, h2.events.ConnectionTerminated):
                 self.goaway_code = event.error_code
-        with contextlib.suppress(ConnectionError):
-            await self.flush()  # our acknowledgements; the server may be gone already
+        if self.answering:
+            with contextlib.suppress(ConnectionError):
+                await self.flush()  # our acknowledgements; the server may be gone already
         return events
 
     def close(self) -> None:
