@@ -263,8 +263,8 @@ class _LeanProtocol(H2Protocol):
         if goaway is not None:
             with contextlib.suppress(H2ProtocolError):  # one GOAWAY was sent already
                 self.connection._connection.close_connection(goaway)
-        peer = self.connection.get_peer().addr()
-        logger.debug("Closing the HTTP/2 connection from %s: %s", peer, reason)
+        host, port, *_ = self.connection.get_peer().addr() or ("?", "?")
+        logger.debug("Closing the HTTP/2 connection from %s:%s: %s", host, port, reason)
         self.connection.flush()
         self.processor.close(reason)
 
