@@ -92,6 +92,10 @@ class RawH2Client:
         self._writer.write(data)
         await self._writer.drain()
 
+    def end_sending(self) -> None:
+        """Half-close: the server reads EOF after what was sent."""
+        self._writer.write_eof()
+
     async def call(self, path: str, body: bytes, metadata: Sequence[Header] = ()) -> Answer:
         """Send one request (``body`` as DATA, then END_STREAM) and read the answer to it."""
         stream_id = self.h2.get_next_available_stream_id()
