@@ -22,9 +22,9 @@ It also answers peers that break the rules, which grpclib alone answered with si
 a traceback in our log:
 
 - a ``-bin`` metadata value that is not base64 gets INVALID_ARGUMENT at once;
-- a protocol error gets the GOAWAY h2 prepared, a header value or name that is not ASCII
-  GOAWAY PROTOCOL_ERROR, and the connection is closed; a frame of an unknown type is
-  ignored, as HTTP/2 requires;
+- a header name or value that is not ASCII gets its stream reset (PROTOCOL_ERROR);
+- a protocol error gets the GOAWAY h2 prepared and the connection is closed; a frame of
+  an unknown type is ignored, as HTTP/2 requires;
 - a connection that has not completed the HTTP/2 handshake ``HANDSHAKE_TIMEOUT`` seconds
   after it was accepted gets GOAWAY SETTINGS_TIMEOUT and is closed.
 
@@ -121,7 +121,8 @@ async def _refuse(stream: Stream, message: str, release_stream: Callable[[], Any
 class _ForgetfulHandler(Handler):
     """grpclib's handler, dropping each call's task (and all it holds) when it ends.
 
-    A call whose metadata grpclib could not decode is answered here instead.
+    A call whose metadata grpclib could not decode is answered here instead, and one with
+    a header name or value that is not ASCII is reset (RST_STREAM PROTOCOL_ERROR).
     """
 
     _settings_compacted = False
@@ -137,6 +138,11 @@ class _ForgetfulHandler(Handler):
             # no more settings get a deque of their own.
             _compact_settings(stream._h2_connection)
             self._settings_compacted = True
+        if not all(name.isascii() and value.isascii() for name, value in headers):
+            # A malformed request (HTTP/2 and gRPC allow ASCII only): a stream error.
+            stream.reset_nowait(ErrorCodes.PROTOCOL_ERROR)
+            release_stream()
+            return
         undecodable = _undecodable_metadata(headers)
         if undecodable is None:
             super().accept(stream, headers, release_stream)
@@ -219,20 +225,14 @@ class _LeanProtocol(H2Protocol):
         """grpclib's, but a protocol error is answered with GOAWAY before the connection closes.
 
         grpclib closes without sending the GOAWAY h2 prepared (and logs a traceback at
-        DEBUG). A header h2 cannot decode as ASCII escaped both as ``UnicodeDecodeError``
-        and a frame of an unknown type as grpclib's ``NotImplementedError``: asyncio logged
-        each as a fatal error with a traceback and dropped the connection.
+        DEBUG), and raises ``NotImplementedError`` for a frame of a type it does not know,
+        which asyncio logged as a fatal error with a traceback before dropping the
+        connection. HTTP/2 says to ignore such frames.
         """
         try:
             events = self.connection.feed(data)
         except H2ProtocolError as error:
             self._close(f"protocol error: {error}")  # h2 has queued the GOAWAY
-            return
-        except UnicodeDecodeError:
-            # h2 decodes header names and values after updating its state and before
-            # returning the events of the frames read with them: only a connection error
-            # leaves nothing half-done.
-            self._close("header not ASCII", ErrorCodes.PROTOCOL_ERROR)
             return
         if self._handshake_timer is not None and any(
             isinstance(event, SettingsAcknowledged) for event in events
@@ -282,6 +282,11 @@ class LeanServer(Server):
     ) -> None:
         super().__init__(handlers)
         self.handshake_timeout = handshake_timeout
+        # grpclib has h2 decode headers as ASCII, and a byte beyond it escaped h2 and
+        # grpclib as UnicodeDecodeError (asyncio logged a fatal error with a traceback and
+        # dropped the connection). Latin-1 decodes every byte, ASCII as ASCII, so such a
+        # header reaches ``_ForgetfulHandler.accept``, which resets its stream alone.
+        self._h2_config.header_encoding = "latin-1"
 
     def _protocol_factory(self) -> H2Protocol:
         self.__gc_step__()
