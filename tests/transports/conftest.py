@@ -6,6 +6,8 @@ that speak HTTP/2 themselves (``grpc/raw_h2.py``).
 
 import logging
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 
@@ -17,19 +19,28 @@ from superlink_async.transports.grpc.servicers import FleetServicer
 from tests.ports import free_port
 from tests.services.conftest import Clock, Link, link
 
-__all__ = ["MAX_MESSAGE", "Clock", "Link", "assert_no_traceback", "fleet_port", "link", "logged"]
+__all__ = [
+    "MAX_MESSAGE",
+    "Clock",
+    "Link",
+    "assert_no_traceback",
+    "fleet_port",
+    "link",
+    "logged",
+    "serving_fleet",
+]
 
 #: The request size limit of the transports under test: small, so tests can exceed it.
 MAX_MESSAGE = 4096
 
 
-@pytest.fixture
-async def fleet_port(link: Link) -> AsyncIterator[int]:
-    """The port of a ``LeanServer`` serving ``link``'s Fleet API on 127.0.0.1."""
+@asynccontextmanager
+async def serving_fleet(link: Link, **server_options: Any) -> AsyncIterator[int]:
+    """Serve ``link``'s Fleet API from a ``LeanServer`` on 127.0.0.1; yields the port."""
     servicer = FleetServicer(
         FleetService(link.state, link.fabs, clock=link.clock), CallGate(MAX_MESSAGE)
     )
-    server = LeanServer([servicer])
+    server = LeanServer([servicer], **server_options)
     port = free_port()
     await server.start("127.0.0.1", port)
     try:
@@ -37,6 +48,13 @@ async def fleet_port(link: Link) -> AsyncIterator[int]:
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.fixture
+async def fleet_port(link: Link) -> AsyncIterator[int]:
+    """The port of ``serving_fleet`` with the default options."""
+    async with serving_fleet(link) as port:
+        yield port
 
 
 class _Recorder(logging.Handler):

@@ -222,6 +222,10 @@ async def target(link: Link, fleet_port: int) -> Target:
     return Target(link, fleet_port, node_id)
 
 
+#: Which destructive call, and where to cut its bytes (a fraction of their length).
+cut_anywhere = given(call=st.integers(0, 1), cut=st.floats(0, 1, exclude_max=True))
+
+
 async def test_an_intact_destructive_call_over_the_socket_would_show(target: Target) -> None:
     """The properties below are not vacuous: a well-formed PullMessages takes the instruction."""
     async with raw_connection(target.port) as client:
@@ -232,12 +236,9 @@ async def test_an_intact_destructive_call_over_the_socket_would_show(target: Tar
 
 
 @EXAMPLES
-@given(call=st.integers(0, 1), cut=st.floats(0, 1, exclude_max=True))
+@cut_anywhere
 async def test_messages_cut_short_over_a_socket_are_invalid_argument(
-    target: Target,
-    logged: list[logging.LogRecord],
-    call: int,
-    cut: float,
+    target: Target, logged: list[logging.LogRecord], call: int, cut: float
 ) -> None:
     """A message (prefix included) cut anywhere, then END_STREAM: INVALID_ARGUMENT."""
     path, frame = target.destructive_call(call)
@@ -249,12 +250,9 @@ async def test_messages_cut_short_over_a_socket_are_invalid_argument(
 
 
 @EXAMPLES
-@given(call=st.integers(0, 1), cut=st.floats(0, 1, exclude_max=True))
+@cut_anywhere
 async def test_http2_bytes_cut_anywhere_close_quietly(
-    target: Target,
-    logged: list[logging.LogRecord],
-    call: int,
-    cut: float,
+    target: Target, logged: list[logging.LogRecord], call: int, cut: float
 ) -> None:
     """A connection's bytes (preface, SETTINGS, HEADERS, DATA) cut anywhere, then EOF.
 
@@ -297,11 +295,7 @@ def undecodable(value: str) -> bool:
     value=base64_ish.filter(undecodable),
 )
 async def test_undecodable_bin_metadata_is_invalid_argument_before_any_handler(
-    target: Target,
-    logged: list[logging.LogRecord],
-    call: int,
-    key: str,
-    value: str,
+    target: Target, logged: list[logging.LogRecord], call: int, key: str, value: str
 ) -> None:
     """A ``-bin`` value that is not base64 gets INVALID_ARGUMENT; the call does not run."""
     path, frame = target.destructive_call(call)
@@ -322,10 +316,7 @@ ascii_name = st.from_regex(r"\A[a-z][a-z0-9-]{0,8}\Z").map(str.encode)
     header=st.tuples(ascii_name, header_bytes) | st.tuples(header_bytes, st.just(b"v")),
 )
 async def test_non_ascii_headers_are_a_stream_error_before_any_handler(
-    target: Target,
-    logged: list[logging.LogRecord],
-    call: int,
-    header: tuple[bytes, bytes],
+    target: Target, logged: list[logging.LogRecord], call: int, header: tuple[bytes, bytes]
 ) -> None:
     """Header bytes beyond ASCII, in a name or a value: RST_STREAM PROTOCOL_ERROR, no call."""
     path, frame = target.destructive_call(call)

@@ -24,19 +24,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from superlink_async.config import Address
-from superlink_async.services.fleet import FleetService
-from superlink_async.transports.gate import CallGate
 from superlink_async.transports.grpc.server import (
     CLOSED_STREAMS_REMEMBERED,
     LeanServer,
     _undecodable_metadata,
     serve_grpc,
 )
-from superlink_async.transports.grpc.servicers import FleetServicer
 from superlink_async.transports.http import serve_http
 from superlink_async.wire import fleet_pb2
 from tests.ports import free_port
-from tests.transports.conftest import Link, assert_no_traceback
+from tests.transports.conftest import Link, assert_no_traceback, serving_fleet
 from tests.transports.grpc.raw_h2 import PREFACE, Header, grpc_frame, raw_connection
 
 pytestmark = pytest.mark.anyio
@@ -212,15 +209,8 @@ async def test_a_frame_of_an_unknown_type_is_ignored(
 @pytest.fixture
 async def impatient_port(link: Link) -> AsyncIterator[int]:
     """A Fleet server closing connections that have not completed the handshake in 0.2 s."""
-    servicer = FleetServicer(FleetService(link.state, link.fabs, clock=link.clock), CallGate())
-    server = LeanServer([servicer], handshake_timeout=0.2)
-    port = free_port()
-    await server.start("127.0.0.1", port)
-    try:
+    async with serving_fleet(link, handshake_timeout=0.2) as port:
         yield port
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 @pytest.mark.parametrize(
