@@ -29,7 +29,8 @@ a traceback in our log:
   after it was accepted gets GOAWAY SETTINGS_TIMEOUT and is closed.
 
 All of this reaches into grpclib's, h2's and asyncio's internals
-(``Server._protocol_factory``, ``Handler._tasks``, ``H2Connection._closed_streams`` and
+(``Server._protocol_factory`` and ``_h2_config``, ``Handler._tasks``,
+``H2Connection._closed_streams`` and
 ``_frame_dispatch_table``, ``Settings._settings``, ``EventsProcessor.processors``,
 ``Event._waiters``); tests/transports/grpc pins them.
 """
