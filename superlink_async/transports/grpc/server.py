@@ -30,9 +30,8 @@ a traceback in our log:
 
 All of this reaches into grpclib's, h2's and asyncio's internals
 (``Server._protocol_factory`` and ``_h2_config``, ``Handler._tasks``,
-``H2Connection._closed_streams`` and
-``_frame_dispatch_table``, ``Settings._settings``, ``EventsProcessor.processors``,
-``Event._waiters``); tests/transports/grpc pins them.
+``H2Connection._closed_streams`` and ``_frame_dispatch_table``, ``Settings._settings``,
+``EventsProcessor.processors``, ``Event._waiters``); tests/transports/grpc pins them.
 """
 
 from __future__ import annotations
