@@ -2,12 +2,17 @@
 
 Random and mutated requests (hypothesis) must be answered with a status a client can act
 on (never INTERNAL/UNKNOWN over gRPC, never 500 over REST), and what was stored before
-must still be there, unchanged, afterwards.
+must still be there, unchanged, afterwards. Over a real socket (``raw_h2``), messages and
+HTTP/2 frames cut short, undecodable ``-bin`` metadata and non-ASCII headers get the same
+(or a stream reset, as HTTP/2 has it),
+and nothing a client sends makes us log a traceback.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -17,7 +22,9 @@ from grpclib import GRPCError, Status
 from grpclib.client import Channel
 from grpclib.const import Cardinality
 from grpclib.encoding.proto import ProtoCodec
+from grpclib.metadata import decode_bin_value
 from grpclib.testing import ChannelFor
+from h2.errors import ErrorCodes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,11 +34,13 @@ from superlink_async.transports.gate import CallGate
 from superlink_async.transports.grpc.servicers import FleetServicer
 from superlink_async.transports.rest import PROTOBUF, ROUTES, fleet_rest_app
 from superlink_async.wire import fleet_pb2, serverappio_pb2
+from superlink_async.wire.node_pb2 import Node
 from tests.services.conftest import Link
+from tests.transports.conftest import MAX_MESSAGE, assert_no_traceback
+from tests.transports.grpc.raw_h2 import grpc_frame, raw_connection, request_headers
 
 pytestmark = pytest.mark.anyio
 
-MAX_MESSAGE = 4096
 EXAMPLES = settings(
     max_examples=60,
     deadline=None,
@@ -172,3 +181,147 @@ async def test_hostile_rest_bodies_leave_stored_state_intact(
             response = await rest_client.post(f"/api/v0/fleet/{route}", data=body, headers=headers)
             assert response.status in {400, 404, 413}
     await assert_untouched(link, node_id, message_id)
+
+
+@dataclass
+class Target:
+    """A Fleet API on a real socket, with what ``seeded`` stored behind it."""
+
+    link: Link
+    port: int
+    node_id: int
+
+    def destructive_call(self, which: int) -> tuple[str, bytes]:
+        """Path and gRPC frame of a call that would take the instruction or delete the node.
+
+        If a hostile variant of one reached its handler, ``untouched`` would fail.
+        """
+        node = Node(node_id=self.node_id)
+        method, request = [
+            ("PullMessages", fleet_pb2.PullMessagesRequest(node=node)),
+            ("DeleteNode", fleet_pb2.DeleteNodeRequest(node=node)),
+        ][which]
+        return f"/flwr.proto.Fleet/{method}", grpc_frame(request.SerializeToString())
+
+    async def untouched(self) -> None:
+        """What ``seeded`` stored is all still there: checked without taking the instruction.
+
+        (``assert_untouched`` takes it, so it can check only once.)
+        """
+        state = self.link.state
+        assert await state.node_exists(self.node_id)
+        assert len(await state.get_runs()) == 1
+        stats = await state.get_stats()
+        assert (stats.instructions_waiting, stats.instructions_delivered) == (1, 0)
+
+
+@pytest.fixture
+async def target(link: Link, fleet_port: int) -> Target:
+    """Seeded once per test: hypothesis runs all of a test's examples against it."""
+    node_id, _ = await seeded(link)
+    return Target(link, fleet_port, node_id)
+
+
+#: Which destructive call, and where to cut its bytes (a fraction of their length).
+cut_anywhere = given(call=st.integers(0, 1), cut=st.floats(0, 1, exclude_max=True))
+
+
+async def test_an_intact_destructive_call_over_the_socket_would_show(target: Target) -> None:
+    """The properties below are not vacuous: a well-formed PullMessages takes the instruction."""
+    async with raw_connection(target.port) as client:
+        answer = await client.call(*target.destructive_call(0))
+    assert answer.grpc_status == Status.OK.value
+    with pytest.raises(AssertionError):
+        await target.untouched()
+
+
+@EXAMPLES
+@cut_anywhere
+async def test_messages_cut_short_over_a_socket_are_invalid_argument(
+    target: Target, logged: list[logging.LogRecord], call: int, cut: float
+) -> None:
+    """A message (prefix included) cut anywhere, then END_STREAM: INVALID_ARGUMENT."""
+    path, frame = target.destructive_call(call)
+    async with raw_connection(target.port) as client:
+        answer = await client.call(path, frame[: int(cut * len(frame))])
+    assert answer.grpc_status == Status.INVALID_ARGUMENT.value, answer
+    await target.untouched()
+    assert_no_traceback(logged)
+
+
+@EXAMPLES
+@cut_anywhere
+async def test_http2_bytes_cut_anywhere_close_quietly(
+    target: Target, logged: list[logging.LogRecord], call: int, cut: float
+) -> None:
+    """A connection's bytes (preface, SETTINGS, HEADERS, DATA) cut anywhere, then EOF.
+
+    The call never completes, so it never reaches its handler; the server closes the
+    connection without a traceback.
+    """
+    path, frame = target.destructive_call(call)
+    async with raw_connection(target.port, handshake=False) as client:
+        sending = client.h2
+        sending.initiate_connection()
+        stream_id = sending.get_next_available_stream_id()
+        sending.send_headers(stream_id, request_headers(path))
+        sending.send_data(stream_id, frame, end_stream=True)
+        everything = sending.data_to_send()
+        await client.send_raw(everything[: int(cut * len(everything))])
+        client.end_sending()
+        await client.wait_closed()
+    await target.untouched()
+    assert_no_traceback(logged)
+
+
+base64_ish = st.text(
+    alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=", max_size=16
+)
+
+
+def undecodable(value: str) -> bool:
+    try:
+        decode_bin_value(value.encode("ascii"))
+    except ValueError:
+        return True
+    return False
+
+
+@EXAMPLES
+@given(
+    call=st.integers(0, 1),
+    key=st.sampled_from(["flwr-public-key-bin", "flwr-signature-bin"])
+    | st.from_regex(r"\A[a-z][a-z0-9_.]{0,8}-bin\Z"),
+    value=base64_ish.filter(undecodable),
+)
+async def test_undecodable_bin_metadata_is_invalid_argument_before_any_handler(
+    target: Target, logged: list[logging.LogRecord], call: int, key: str, value: str
+) -> None:
+    """A ``-bin`` value that is not base64 gets INVALID_ARGUMENT; the call does not run."""
+    path, frame = target.destructive_call(call)
+    async with raw_connection(target.port) as client:
+        answer = await client.call(path, frame, [(key, value)])
+    assert answer.grpc_status == Status.INVALID_ARGUMENT.value, answer
+    await target.untouched()
+    assert_no_traceback(logged)
+
+
+header_bytes = st.binary(min_size=1, max_size=24).filter(lambda raw: max(raw) >= 0x80)
+ascii_name = st.from_regex(r"\A[a-z][a-z0-9-]{0,8}\Z").map(str.encode)
+
+
+@EXAMPLES
+@given(
+    call=st.integers(0, 1),
+    header=st.tuples(ascii_name, header_bytes) | st.tuples(header_bytes, st.just(b"v")),
+)
+async def test_non_ascii_headers_are_a_stream_error_before_any_handler(
+    target: Target, logged: list[logging.LogRecord], call: int, header: tuple[bytes, bytes]
+) -> None:
+    """Header bytes beyond ASCII, in a name or a value: RST_STREAM PROTOCOL_ERROR, no call."""
+    path, frame = target.destructive_call(call)
+    async with raw_connection(target.port) as client:
+        answer = await client.call(path, frame, [header])
+    assert answer.reset_code == ErrorCodes.PROTOCOL_ERROR, answer
+    await target.untouched()
+    assert_no_traceback(logged)

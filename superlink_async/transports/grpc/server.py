@@ -25,26 +25,44 @@ of a response queue in the transport instead of 64 KiB. A busy loop takes each s
 turn once per iteration, so with the defaults a 100 MB push needed 400 iterations to
 arrive (and waited for a window update every 4 MiB), however fast the iterations were.
 
+It also answers peers that break the rules, which grpclib alone answered with silence and
+a traceback in our log:
+
+- a ``-bin`` metadata value that is not base64 gets INVALID_ARGUMENT at once;
+- a header name or value that is not ASCII gets its stream reset (PROTOCOL_ERROR);
+- a protocol error gets the GOAWAY h2 prepared and the connection is closed; a frame of
+  an unknown type is ignored, as HTTP/2 requires;
+- a connection that has not completed the HTTP/2 handshake ``HANDSHAKE_TIMEOUT`` seconds
+  after it was accepted gets GOAWAY SETTINGS_TIMEOUT and is closed.
+
 All of this reaches into grpclib's, h2's and asyncio's internals
-(``Server._protocol_factory``, ``Handler._tasks``, ``H2Connection._closed_streams`` and
-``_frame_dispatch_table``, ``Settings._settings``, ``EventsProcessor.processors``,
-``Event._waiters``); tests/transports/grpc pins them.
+(``Server._protocol_factory`` and ``_h2_config``, ``Handler._tasks``,
+``H2Connection._closed_streams`` and ``_frame_dispatch_table``, ``Settings._settings``,
+``EventsProcessor.processors``, ``Event._waiters``); tests/transports/grpc pins them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl as _ssl
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
 import anyio
 from anyio.abc import TaskStatus
+from grpclib import Status as GrpcStatus
 from grpclib.config import Configuration
+from grpclib.encoding.base import GRPC_CONTENT_TYPE
+from grpclib.metadata import decode_bin_value, encode_grpc_message
 from grpclib.protocol import H2Protocol, Stream
 from grpclib.server import Handler, Server
+from h2.config import H2Configuration
 from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import SettingsAcknowledged, UnknownFrameReceived
+from h2.exceptions import ProtocolError as H2ProtocolError
 
 from superlink_async.config import Address
 from superlink_async.logs import logger
@@ -52,6 +70,9 @@ from superlink_async.transports.gate import LISTEN_BACKLOG
 
 #: Closed streams h2 remembers per connection (it answers late frames on them politely).
 CLOSED_STREAMS_REMEMBERED = 64
+#: Seconds a connection has, once accepted (after TLS, with TLS), to complete the HTTP/2
+#: handshake; docs/operations.md explains the figure.
+HANDSHAKE_TIMEOUT = 20.0
 
 MiB = 1 << 20
 
@@ -90,8 +111,48 @@ def _compact_settings(connection: H2Connection) -> None:
             values[code] = _SettingValues(history)
 
 
+def _undecodable_metadata(headers: Sequence[tuple[str, str]]) -> str | None:
+    """The first ``-bin`` metadata key whose value is not base64, if any.
+
+    grpclib decodes these keys (all but pseudo-headers and ``grpc-*``) before a call
+    reaches a servicer, and one it cannot decode used to leave the call unanswered and a
+    "Server error" traceback in the log.
+    """
+    for key, value in headers:
+        if key.endswith("-bin") and not key.startswith((":", "grpc-")):
+            try:
+                decode_bin_value(value.encode("ascii"))
+            except ValueError:
+                return key
+    return None
+
+
+async def _refuse(stream: Stream, message: str, release_stream: Callable[[], Any]) -> None:
+    """Answer a call INVALID_ARGUMENT at once (trailers only), as grpclib answers its own."""
+    try:
+        await stream.send_headers(
+            [
+                (":status", "200"),
+                ("content-type", GRPC_CONTENT_TYPE),
+                ("grpc-status", str(GrpcStatus.INVALID_ARGUMENT.value)),
+                ("grpc-message", encode_grpc_message(message)),
+            ],
+            end_stream=True,
+        )
+        if stream.closable:
+            stream.reset_nowait()  # no need to send us the rest of the request
+    except H2ProtocolError:
+        pass  # the client reset the stream or closed the connection first
+    finally:
+        release_stream()
+
+
 class _ForgetfulHandler(Handler):
-    """grpclib's handler, dropping each call's task (and all it holds) when it ends."""
+    """grpclib's handler, dropping each call's task (and all it holds) when it ends.
+
+    A call whose metadata grpclib could not decode is answered here instead, and one with
+    a header name or value that is not ASCII is reset (RST_STREAM PROTOCOL_ERROR).
+    """
 
     _settings_compacted = False
 
@@ -106,7 +167,17 @@ class _ForgetfulHandler(Handler):
             # no more settings get a deque of their own.
             _compact_settings(stream._h2_connection)
             self._settings_compacted = True
-        super().accept(stream, headers, release_stream)
+        if not all(name.isascii() and value.isascii() for name, value in headers):
+            # A malformed request (HTTP/2 and gRPC allow ASCII only): a stream error.
+            stream.reset_nowait(ErrorCodes.PROTOCOL_ERROR)
+            release_stream()
+            return
+        undecodable = _undecodable_metadata(headers)
+        if undecodable is None:
+            super().accept(stream, headers, release_stream)
+        else:
+            message = f"Metadata {undecodable} is not valid base64"
+            self._tasks[stream] = self.loop.create_task(_refuse(stream, message, release_stream))
         self._tasks[stream].add_done_callback(lambda _: self._tasks.pop(stream, None))
 
     def cancel(self, stream: Stream) -> None:
@@ -143,8 +214,26 @@ class _BoundOnLookup:
         return self._functions[kind].__get__(self._owner)
 
 
-class _ShortMemoryProtocol(H2Protocol):
-    """grpclib's HTTP/2 protocol holding less per connection (see the module docstring)."""
+class _LeanProtocol(H2Protocol):
+    """grpclib's HTTP/2 protocol holding less per connection, and closing on hostile peers.
+
+    (See the module docstring.) A peer that breaks the protocol gets a GOAWAY and a
+    closed connection, one DEBUG line in our log and no traceback; one that has not
+    completed the HTTP/2 handshake ``handshake_timeout`` seconds after connecting gets
+    GOAWAY SETTINGS_TIMEOUT.
+    """
+
+    _handshake_timer: asyncio.TimerHandle | None = None
+
+    def __init__(
+        self,
+        handler: Handler,
+        config: Configuration,
+        h2_config: H2Configuration,
+        handshake_timeout: float,
+    ) -> None:
+        super().__init__(handler, config, h2_config)
+        self._handshake_timeout = handshake_timeout
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -157,9 +246,59 @@ class _ShortMemoryProtocol(H2Protocol):
             # asyncio.Event only appends, removes and iterates its waiters: a list does,
             # at a tenth of an empty deque's size.
             event._waiters = []  # type: ignore[assignment]
+        self._handshake_timer = asyncio.get_running_loop().call_later(
+            self._handshake_timeout, self._handshake_timed_out
+        )
+
+    def data_received(self, data: bytes) -> None:
+        """grpclib's, but a protocol error is answered with GOAWAY before the connection closes.
+
+        grpclib closes without sending the GOAWAY h2 prepared (and logs a traceback at
+        DEBUG), and raises ``NotImplementedError`` for a frame of a type it does not know,
+        which asyncio logged as a fatal error with a traceback before dropping the
+        connection. HTTP/2 says to ignore such frames.
+        """
+        try:
+            events = self.connection.feed(data)
+        except H2ProtocolError as error:
+            self._close(f"protocol error: {error}")  # h2 has queued the GOAWAY
+            return
+        if self._handshake_timer is not None and any(
+            isinstance(event, SettingsAcknowledged) for event in events
+        ):
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        self.connection.flush()
+        for event in events:
+            if type(event) is not UnknownFrameReceived:  # HTTP/2: ignore; grpclib raises
+                self.processor.process(event)
+        self.connection.flush()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        super().connection_lost(exc)
+
+    def _handshake_timed_out(self) -> None:
+        self._handshake_timer = None
+        self._close(
+            f"no HTTP/2 handshake within {self._handshake_timeout:g} s",
+            ErrorCodes.SETTINGS_TIMEOUT,
+        )
+
+    def _close(self, reason: str, goaway: ErrorCodes | None = None) -> None:
+        """Send ``goaway`` (if h2 has not queued one) and what else is queued, then close."""
+        if goaway is not None:
+            with contextlib.suppress(H2ProtocolError):  # one GOAWAY was sent already
+                self.connection._connection.close_connection(goaway)
+        host, port, *_ = self.connection.get_peer().addr() or ("?", "?")
+        logger.debug("Closing the HTTP/2 connection from %s:%s: %s", host, port, reason)
+        self.connection.flush()
+        self.processor.close(reason)
 
 
-class _BulkProtocol(_ShortMemoryProtocol, asyncio.BufferedProtocol):
+class _BulkProtocol(_LeanProtocol, asyncio.BufferedProtocol):
     """Reads as much as the socket holds, up to ``read_bytes``, in each turn of the loop.
 
     asyncio hands a buffered protocol's own buffer to ``recv_into``; the buffer is
@@ -191,9 +330,20 @@ class _BulkProtocol(_ShortMemoryProtocol, asyncio.BufferedProtocol):
 
 
 class LeanServer(Server):
-    """A grpclib ``Server`` whose idle connections keep no finished calls."""
+    """A grpclib ``Server`` whose idle connections keep no finished calls.
 
-    def __init__(self, handlers: Collection[Any], profile: ConnectionProfile = FLEET) -> None:
+    A connection that has not completed the HTTP/2 handshake (sent the preface and its
+    SETTINGS, and acknowledged ours) ``handshake_timeout`` seconds after it was accepted
+    is closed: without that, sockets that never speak HTTP/2 are held forever.
+    """
+
+    def __init__(
+        self,
+        handlers: Collection[Any],
+        profile: ConnectionProfile = FLEET,
+        *,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    ) -> None:
         super().__init__(
             list(handlers),
             config=Configuration(
@@ -202,6 +352,12 @@ class LeanServer(Server):
             ),
         )
         self._profile = profile
+        self.handshake_timeout = handshake_timeout
+        # grpclib has h2 decode headers as ASCII, and a byte beyond it escaped h2 and
+        # grpclib as UnicodeDecodeError (asyncio logged a fatal error with a traceback and
+        # dropped the connection). Latin-1 decodes every byte, ASCII as ASCII, so such a
+        # header reaches ``_ForgetfulHandler.accept``, which resets its stream alone.
+        self._h2_config.header_encoding = "latin-1"
 
     def _protocol_factory(self) -> H2Protocol:
         self.__gc_step__()
@@ -210,8 +366,10 @@ class LeanServer(Server):
         )
         self._handlers.add(handler)
         if self._profile.read_bytes:
-            return _BulkProtocol(self._profile, handler, self._config, self._h2_config)
-        return _ShortMemoryProtocol(handler, self._config, self._h2_config)
+            return _BulkProtocol(
+                self._profile, handler, self._config, self._h2_config, self.handshake_timeout
+            )
+        return _LeanProtocol(handler, self._config, self._h2_config, self.handshake_timeout)
 
 
 async def serve_grpc(

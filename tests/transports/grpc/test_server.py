@@ -1,10 +1,13 @@
-"""The listeners: what a long-lived gRPC connection keeps, and how sockets are bound."""
+"""The listeners: what a long-lived gRPC connection keeps, how sockets are bound, and what
+hostile HTTP/2 peers get (over real sockets, through ``raw_h2``)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections import deque
+from collections.abc import AsyncIterator
 from contextlib import closing
 
 import anyio
@@ -15,7 +18,11 @@ from grpclib.client import Channel
 from grpclib.health.service import Health
 from grpclib.health.v1.health_grpc import HealthStub
 from grpclib.health.v1.health_pb2 import HealthCheckRequest
+from grpclib.metadata import decode_metadata
 from grpclib.protocol import H2Protocol
+from h2.errors import ErrorCodes
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from superlink_async.config import Address
 from superlink_async.transports.grpc.server import (
@@ -24,14 +31,19 @@ from superlink_async.transports.grpc.server import (
     FLEET,
     LeanServer,
     MiB,
+    _undecodable_metadata,
     serve_grpc,
 )
 from superlink_async.transports.http import serve_http
+from superlink_async.wire import fleet_pb2
 from tests.ports import free_port
+from tests.transports.conftest import Link, assert_no_traceback, serving_fleet
+from tests.transports.grpc.raw_h2 import PREFACE, Header, grpc_frame, raw_connection
 
 pytestmark = pytest.mark.anyio
 
 CALLS = 3 * CLOSED_STREAMS_REMEMBERED
+PING = "/flwr.proto.Fleet/Ping"
 
 
 async def test_a_busy_connection_keeps_no_finished_calls() -> None:
@@ -182,3 +194,153 @@ async def test_fleet_connections_keep_the_defaults_of_many_small_calls() -> None
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_undecodable_binary_metadata_is_invalid_argument_at_once(
+    fleet_port: int, logged: list[logging.LogRecord]
+) -> None:
+    """A ``-bin`` header that is not base64 gets INVALID_ARGUMENT, call after call.
+
+    grpclib left such a call unanswered (the client waited for its deadline), logged a
+    traceback for it and, after about ten, lost the connection. The connection serves a
+    well-formed call afterwards.
+    """
+    ping = grpc_frame(fleet_pb2.PingRequest(ping_interval=30).SerializeToString())
+    async with raw_connection(fleet_port) as client:
+        for value in ["A", "AAAAA", "AAAA=A"]:
+            for _ in range(5):
+                answer = await client.call(PING, ping, [("flwr-public-key-bin", value)])
+                assert answer.grpc_status == Status.INVALID_ARGUMENT.value
+                assert answer.grpc_message == "Metadata flwr-public-key-bin is not valid base64"
+        well_formed = await client.call(PING, ping, [("flwr-public-key-bin", "AAAA")])
+    assert well_formed.grpc_status is not None
+    assert well_formed.grpc_status != Status.INVALID_ARGUMENT.value
+    assert_no_traceback(logged)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [("x-name", "caf\xe9".encode("latin-1")), ("x-n\xe4me".encode("latin-1"), "v"), ("x", b"\xff")],
+)
+async def test_a_header_that_is_not_ascii_resets_its_stream_only(
+    fleet_port: int, logged: list[logging.LogRecord], header: Header
+) -> None:
+    """Non-ASCII header bytes get RST_STREAM PROTOCOL_ERROR; the connection goes on serving.
+
+    h2 raised the ``UnicodeDecodeError`` out of grpclib, and asyncio logged it as a fatal
+    error with a traceback before dropping the connection without a word.
+    """
+    async with raw_connection(fleet_port) as client:
+        for _ in range(3):
+            answer = await client.call(PING, grpc_frame(b""), [header])
+            assert answer.reset_code == ErrorCodes.PROTOCOL_ERROR
+            assert answer.grpc_status is None
+        assert (await client.call(PING, b"")).grpc_status == Status.INVALID_ARGUMENT.value
+        assert not client.closed_by_server
+    assert_no_traceback(logged)
+
+
+@pytest.mark.parametrize(
+    ("garbage", "goaway"),
+    [
+        # SETTINGS of 5 bytes (settings take 6 each)
+        (
+            PREFACE + b"\x00\x00\x05\x04\x00\x00\x00\x00\x00" + b"\0" * 5,
+            ErrorCodes.FRAME_SIZE_ERROR,
+        ),
+        # GOAWAY on stream 1 (it belongs to stream 0)
+        (PREFACE + b"\x00\x00\x08\x07\x00\x00\x00\x00\x01" + b"\0" * 8, ErrorCodes.PROTOCOL_ERROR),
+        # not HTTP/2 at all: there is no connection to send a GOAWAY on
+        (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", None),
+    ],
+)
+async def test_a_protocol_error_closes_the_connection_with_a_goaway(
+    fleet_port: int, logged: list[logging.LogRecord], garbage: bytes, goaway: ErrorCodes | None
+) -> None:
+    """Bytes h2 refuses get the GOAWAY h2 prepared and a closed connection, at once.
+
+    grpclib closed such connections without sending the GOAWAY.
+    """
+    async with raw_connection(fleet_port, handshake=False) as client:
+        await client.send_raw(garbage)
+        assert await client.wait_closed() == goaway
+    assert_no_traceback(logged)
+
+
+async def test_a_frame_of_an_unknown_type_is_ignored(
+    fleet_port: int, logged: list[logging.LogRecord]
+) -> None:
+    """HTTP/2 says to ignore unknown frame types; grpclib raised NotImplementedError for them.
+
+    asyncio logged that as a fatal error with a traceback and dropped the connection.
+    """
+    async with raw_connection(fleet_port) as client:
+        await client.send_raw(b"\x00\x00\x04\xff\x00\x00\x00\x00\x00" + b"junk")
+        assert (await client.call(PING, b"")).grpc_status == Status.INVALID_ARGUMENT.value
+    assert_no_traceback(logged)
+
+
+@pytest.fixture
+async def impatient_port(link: Link) -> AsyncIterator[int]:
+    """A Fleet server closing connections that have not completed the handshake in 0.2 s."""
+    async with serving_fleet(link, handshake_timeout=0.2) as port:
+        yield port
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"",  # nothing at all
+        b"PRI * HTTP",  # part of the preface
+        PREFACE,  # the preface, no SETTINGS
+        PREFACE + b"\x00\x10\x00garbage",  # a frame header promising 4 KB that never come
+        PREFACE + b"\x00\x00\x04\xff\x00\x00\x00\x00\x00junk",  # a frame of unknown type only
+        PREFACE + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00",  # SETTINGS, ours never acknowledged
+    ],
+)
+async def test_a_connection_without_a_handshake_is_closed_after_the_timeout(
+    impatient_port: int, logged: list[logging.LogRecord], sent: bytes
+) -> None:
+    """Sockets that never complete the HTTP/2 handshake do not hold a descriptor forever.
+
+    Before, 20 of 20 such sockets were still open after 42 s. They get GOAWAY
+    SETTINGS_TIMEOUT, then the connection closes.
+    """
+    async with raw_connection(impatient_port, handshake=False) as client:
+        await client.send_raw(sent)
+        assert await client.wait_closed() == ErrorCodes.SETTINGS_TIMEOUT
+    assert_no_traceback(logged)
+
+
+async def test_a_connection_past_the_handshake_stays_open_while_idle(impatient_port: int) -> None:
+    """The handshake timeout ends with the handshake: idle SuperNodes keep their connection."""
+    async with raw_connection(impatient_port) as client:
+        assert (await client.call(PING, b"")).grpc_status == Status.INVALID_ARGUMENT.value
+        await anyio.sleep(0.5)  # well past the 0.2 s handshake timeout
+        assert (await client.call(PING, b"")).grpc_status == Status.INVALID_ARGUMENT.value
+        assert not client.closed_by_server
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    headers=st.lists(
+        st.tuples(
+            st.sampled_from(
+                [":path", "te", "x", "x-bin", "grpc-x-bin", "flwr-public-key-bin", "a-bin-b"]
+            ),
+            st.text(alphabet="AZaz09+/=!- ", max_size=9),
+        ),
+        max_size=4,
+    )
+)
+def test_undecodable_metadata_is_exactly_what_grpclib_cannot_decode(
+    headers: list[tuple[str, str]],
+) -> None:
+    """Pins grpclib's rule (which keys it base64-decodes, and how) that the handler mirrors."""
+    try:
+        decode_metadata(headers)
+    except ValueError:
+        decodable = False
+    else:
+        decodable = True
+    assert (_undecodable_metadata(headers) is None) == decodable
