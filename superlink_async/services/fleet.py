@@ -10,7 +10,11 @@ from superlink_async.logs import logger
 from superlink_async.services.errors import ServiceError, Status
 from superlink_async.services.fabs import load_fab
 from superlink_async.services.runs import ensure_running, require_running
-from superlink_async.services.validation import validate_message
+from superlink_async.services.validation import (
+    bounded_ping_interval,
+    ping_interval_error,
+    validate_message,
+)
 from superlink_async.state.base import LinkState, MessageRejectedError, NodeNotFoundError
 from superlink_async.storage import FabStore
 from superlink_async.wire import fab_pb2, fleet_pb2, run_pb2
@@ -35,7 +39,7 @@ class FleetService:
     ) -> fleet_pb2.CreateNodeResponse:
         """Register a node for ``ping_interval`` seconds of liveness."""
         logger.info("[Fleet.CreateNode] Request ping_interval=%s", request.ping_interval)
-        node_id = await self._state.create_node(request.ping_interval)
+        node_id = await self._state.create_node(_ping_interval(request.ping_interval))
         logger.info("[Fleet.CreateNode] Created node_id=%s", node_id, extra={"node_id": node_id})
         return fleet_pb2.CreateNodeResponse(node=Node(node_id=node_id))
 
@@ -54,7 +58,8 @@ class FleetService:
 
     async def ping(self, request: fleet_pb2.PingRequest) -> fleet_pb2.PingResponse:
         """Extend a node's liveness; ``success`` is false for an unknown node."""
-        success = await self._state.acknowledge_ping(request.node.node_id, request.ping_interval)
+        interval = _ping_interval(request.ping_interval)
+        success = await self._state.acknowledge_ping(request.node.node_id, interval)
         return fleet_pb2.PingResponse(success=success)
 
     async def pull_messages(
@@ -121,3 +126,10 @@ class FleetService:
             # Only the run's own FAB is served: a node has no business with any other.
             raise ServiceError(Status.NOT_FOUND, f"Found no FAB with hash: {request.hash_str}")
         return fab_pb2.GetFabResponse(fab=await load_fab(self._fabs, request.hash_str))
+
+
+def _ping_interval(requested: float) -> float:
+    """The liveness a CreateNode or Ping gets: INVALID_ARGUMENT for nonsense, else clamped."""
+    if (error := ping_interval_error(requested)) is not None:
+        raise ServiceError(Status.INVALID_ARGUMENT, error)
+    return bounded_ping_interval(requested)

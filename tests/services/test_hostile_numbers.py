@@ -1,0 +1,177 @@
+"""Non-finite and absurd numbers from clients, on every backend: a clear status, state intact.
+
+NaN, infinities, zero and negative values as ``ping_interval`` (CreateNode, Ping) or as a
+message's ``ttl``/``created_at`` (ServerAppIo and Fleet PushMessages) are refused with
+INVALID_ARGUMENT (a reply is dropped with OK, as the reference answers replies), nothing
+stored changes, and no traceback is logged: the input is the client's, not our fault.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from grpclib import GRPCError, Status
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from superlink_async.logs import logger
+from superlink_async.services.validation import MAX_PING_INTERVAL
+from superlink_async.wire import fleet_pb2, serverappio_pb2
+from superlink_async.wire.message_pb2 import Message
+from superlink_async.wire.node_pb2 import Node
+from tests.services.conftest import Link, open_link
+
+pytestmark = pytest.mark.anyio
+
+EXAMPLES = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+#: Numbers no ping interval or TTL can mean; the finite ones among them too small.
+nonsense = st.one_of(
+    st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -0.0, -1.0]),
+    st.floats(max_value=0.0),
+    st.floats(allow_nan=True).filter(math.isnan),
+)
+non_finite = st.sampled_from([math.nan, math.inf, -math.inf])
+
+
+@pytest.fixture(params=[":flwr-in-memory-state:", "sqlite-file"])
+async def backend_link(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Link]:
+    """The APIs over the in-memory backend and over a SQLite file (where NaN used to crash)."""
+    database = str(tmp_path / "state.db") if request.param == "sqlite-file" else request.param
+    async with open_link(database, tmp_path) as opened:
+        yield opened
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def log_records() -> Iterator[list[logging.LogRecord]]:
+    """Everything our logger records during the test."""
+    handler = _Records()
+    logger.addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        logger.removeHandler(handler)
+
+
+def assert_no_traceback(records: list[logging.LogRecord]) -> None:
+    tracebacks = [record.getMessage() for record in records if record.exc_info]
+    assert tracebacks == []
+
+
+async def seeded(link: Link) -> tuple[int, int, Message]:
+    """A node, a running run and one instruction stored for the node."""
+    node = await link.fleet.CreateNode(fleet_pb2.CreateNodeRequest(ping_interval=30.0))
+    node_id = node.node.node_id
+    run_id = await link.running_run()
+    instruction = link.instruction(run_id, node_id)
+    pushed = await link.serverappio.PushMessages(
+        serverappio_pb2.PushInsMessagesRequest(run_id=run_id, messages_list=[instruction])
+    )
+    instruction.metadata.message_id = pushed.message_ids[0]
+    return node_id, run_id, instruction
+
+
+async def assert_invalid_argument(call: object, text: str) -> None:
+    with pytest.raises(GRPCError) as error:
+        await call  # type: ignore[misc]
+    assert error.value.status is Status.INVALID_ARGUMENT
+    assert error.value.message is not None
+    assert text in error.value.message
+
+
+@EXAMPLES
+@given(interval=nonsense)
+async def test_create_node_with_a_nonsense_ping_interval_is_refused(
+    backend_link: Link, log_records: list[logging.LogRecord], interval: float
+) -> None:
+    before = await backend_link.state.get_stats()
+    await assert_invalid_argument(
+        backend_link.fleet.CreateNode(fleet_pb2.CreateNodeRequest(ping_interval=interval)),
+        "`ping_interval` must be a finite number of seconds above zero",
+    )
+    assert await backend_link.state.get_stats() == before
+    assert_no_traceback(log_records)
+
+
+@EXAMPLES
+@given(interval=nonsense)
+async def test_ping_with_a_nonsense_interval_is_refused_and_liveness_kept(
+    backend_link: Link, log_records: list[logging.LogRecord], interval: float
+) -> None:
+    node = await backend_link.fleet.CreateNode(fleet_pb2.CreateNodeRequest(ping_interval=30.0))
+    node_id = node.node.node_id
+    await assert_invalid_argument(
+        backend_link.fleet.Ping(
+            fleet_pb2.PingRequest(node=Node(node_id=node_id), ping_interval=interval)
+        ),
+        "`ping_interval` must be a finite number of seconds above zero",
+    )
+    backend_link.clock.now += 31
+    assert node_id not in await backend_link.state.get_online_nodes()
+    assert_no_traceback(log_records)
+
+
+async def test_a_huge_ping_interval_is_clamped_so_the_node_expires(backend_link: Link) -> None:
+    """1e300 s (what the reference stores as asked) lasts MAX_PING_INTERVAL, no longer."""
+    node = await backend_link.fleet.CreateNode(fleet_pb2.CreateNodeRequest(ping_interval=1e300))
+    node_id = node.node.node_id
+    backend_link.clock.now += MAX_PING_INTERVAL - 1
+    assert await backend_link.state.get_online_nodes() == [node_id]
+    backend_link.clock.now += 2
+    assert await backend_link.state.get_online_nodes() == []
+
+
+@EXAMPLES
+@given(field=st.sampled_from(["ttl", "created_at"]), value=non_finite)
+async def test_an_instruction_with_a_non_finite_number_is_refused_and_nothing_stored(
+    backend_link: Link, log_records: list[logging.LogRecord], field: str, value: float
+) -> None:
+    node_id, run_id, stored = await seeded(backend_link)
+    hostile = backend_link.instruction(run_id, node_id)
+    setattr(hostile.metadata, field, value)
+    await assert_invalid_argument(
+        backend_link.serverappio.PushMessages(
+            serverappio_pb2.PushInsMessagesRequest(run_id=run_id, messages_list=[hostile])
+        ),
+        "Malformed PushMessages",
+    )
+    [pulled] = await backend_link.state.pull_message_ins(node_id, limit=5)
+    assert pulled.metadata.message_id == stored.metadata.message_id
+    assert_no_traceback(log_records)
+
+
+@EXAMPLES
+@given(field=st.sampled_from(["ttl", "created_at"]), value=non_finite)
+async def test_a_reply_with_a_non_finite_number_is_dropped_and_a_good_one_still_fits(
+    backend_link: Link, log_records: list[logging.LogRecord], field: str, value: float
+) -> None:
+    node_id, _, instruction = await seeded(backend_link)
+    await backend_link.fleet.PullMessages(fleet_pb2.PullMessagesRequest(node=Node(node_id=node_id)))
+    hostile = backend_link.reply(instruction)
+    setattr(hostile.metadata, field, value)
+    pushed = await backend_link.fleet.PushMessages(
+        fleet_pb2.PushMessagesRequest(node=Node(node_id=node_id), messages_list=[hostile])
+    )
+    assert dict(pushed.results) == {}
+    good = await backend_link.fleet.PushMessages(
+        fleet_pb2.PushMessagesRequest(
+            node=Node(node_id=node_id), messages_list=[backend_link.reply(instruction)]
+        )
+    )
+    assert len(good.results) == 1
+    assert_no_traceback(log_records)
