@@ -102,7 +102,8 @@ async def test_automatic_mode_binds_the_key_and_accepts_its_node(
 
 async def test_missing_metadata_is_rejected(auto_fleet: fleet_grpc.FleetStub) -> None:
     await assert_unauthenticated(
-        auto_fleet.CreateNode(fleet_pb2.CreateNodeRequest()), "Missing authentication metadata"
+        auto_fleet.CreateNode(fleet_pb2.CreateNodeRequest(ping_interval=30.0)),
+        "Missing authentication metadata",
     )
 
 
@@ -122,7 +123,8 @@ async def test_a_signature_by_another_key_is_invalid(
     metadata = NodeKey().metadata(link.clock.now)
     metadata["flwr-public-key-bin"] = NodeKey().pem
     await assert_unauthenticated(
-        auto_fleet.CreateNode(fleet_pb2.CreateNodeRequest(), metadata=metadata), "Invalid signature"
+        auto_fleet.CreateNode(fleet_pb2.CreateNodeRequest(ping_interval=30.0), metadata=metadata),
+        "Invalid signature",
     )
 
 
@@ -132,7 +134,8 @@ async def test_timestamps_outside_the_window_are_rejected(
 ) -> None:
     metadata = NodeKey().metadata(link.clock.now, skew=skew)
     await assert_unauthenticated(
-        auto_fleet.CreateNode(fleet_pb2.CreateNodeRequest(), metadata=metadata), "Invalid timestamp"
+        auto_fleet.CreateNode(fleet_pb2.CreateNodeRequest(ping_interval=30.0), metadata=metadata),
+        "Invalid timestamp",
     )
 
 
@@ -141,7 +144,7 @@ async def test_timestamps_inside_the_window_are_accepted(
     auto_fleet: fleet_grpc.FleetStub, link: Link, skew: float
 ) -> None:
     metadata = NodeKey().metadata(link.clock.now, skew=skew)
-    await auto_fleet.CreateNode(fleet_pb2.CreateNodeRequest(), metadata=metadata)
+    await auto_fleet.CreateNode(fleet_pb2.CreateNodeRequest(ping_interval=30.0), metadata=metadata)
 
 
 @pytest.mark.parametrize(
@@ -153,7 +156,8 @@ async def test_naive_or_garbage_timestamps_are_rejected_not_crashed_on(
     """The reference answered a naive timestamp with UNKNOWN (a crash in its interceptor)."""
     metadata = NodeKey().metadata(link.clock.now, timestamp=timestamp)
     await assert_unauthenticated(
-        auto_fleet.CreateNode(fleet_pb2.CreateNodeRequest(), metadata=metadata), "Invalid timestamp"
+        auto_fleet.CreateNode(fleet_pb2.CreateNodeRequest(ping_interval=30.0), metadata=metadata),
+        "Invalid timestamp",
     )
 
 
