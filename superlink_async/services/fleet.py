@@ -15,7 +15,12 @@ from superlink_async.services.validation import (
     ping_interval_error,
     validate_message,
 )
-from superlink_async.state.base import LinkState, MessageRejectedError, NodeNotFoundError
+from superlink_async.state.base import (
+    LinkState,
+    MessageRejectedError,
+    NodeNotFoundError,
+    PublicKeyInUseError,
+)
 from superlink_async.storage import FabStore
 from superlink_async.wire import fab_pb2, fleet_pb2, run_pb2
 from superlink_async.wire.node_pb2 import Node
@@ -35,11 +40,24 @@ class FleetService:
         self._clock = clock
 
     async def create_node(
-        self, request: fleet_pb2.CreateNodeRequest
+        self, request: fleet_pb2.CreateNodeRequest, public_key: bytes | None = None
     ) -> fleet_pb2.CreateNodeResponse:
-        """Register a node for ``ping_interval`` seconds of liveness."""
+        """Register a node for ``ping_interval`` seconds of liveness, bound to its key if any.
+
+        A key held by an online node is UNAUTHENTICATED (as the reference answers) and
+        leaves no node behind.
+        """
         logger.info("[Fleet.CreateNode] Request ping_interval=%s", request.ping_interval)
-        node_id = await self._state.create_node(_ping_interval(request.ping_interval))
+        ping_interval = _ping_interval(request.ping_interval)
+        if public_key is None:
+            node_id = await self._state.create_node(ping_interval)
+        else:
+            try:
+                node_id, replaced = await self._state.create_keyed_node(ping_interval, public_key)
+            except PublicKeyInUseError as exc:
+                raise ServiceError(Status.UNAUTHENTICATED, str(exc)) from exc
+            if replaced is not None:
+                logger.info("Node %s rejoins with the key of offline node %s", node_id, replaced)
         logger.info("[Fleet.CreateNode] Created node_id=%s", node_id, extra={"node_id": node_id})
         return fleet_pb2.CreateNodeResponse(node=Node(node_id=node_id))
 

@@ -134,12 +134,16 @@ class LinkState(Protocol):
         """Whether the node id is registered (online or not)."""
 
     # --- Node authentication --------------------------------------------------------------
-    async def set_node_public_key(self, node_id: int, public_key: bytes) -> int | None:
-        """Bind a key to a node; return the id of the offline node it was taken from.
+    async def create_keyed_node(
+        self, ping_interval: float, public_key: bytes
+    ) -> tuple[int, int | None]:
+        """Register a node bound to ``public_key``, in one step: (its id, the node replaced).
 
-        A key held by an offline node moves, and that node is deleted, so a SuperNode that
-        died without DeleteNode can rejoin with its fixed key (the reference refused it
-        forever). ``NodeNotFoundError``; ``PublicKeyInUseError`` while the holder is online.
+        Creating and binding are one transaction, so no node is ever left without its key.
+        A key held by an offline node moves, and that node is deleted (its id is returned),
+        so a SuperNode that died without DeleteNode can rejoin with its fixed key (the
+        reference refused it forever). ``PublicKeyInUseError``, and no new node, while the
+        holder is online.
         """
 
     async def get_node_id(self, public_key: bytes) -> int | None:

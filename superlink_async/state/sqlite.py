@@ -310,12 +310,21 @@ class _Session:
     ) -> int:
         """Insert with a random id (first parameter), drawing again on the rare collision.
 
-        ``sql`` must end in ``ON CONFLICT DO NOTHING`` so a collision inserts nothing.
+        ``sql`` must end in ``ON CONFLICT [(id)] DO NOTHING`` so a collision inserts nothing.
         """
         while True:
             candidate = new_id()
             if self.change(sql, (_to_db(candidate), *params)):
                 return candidate
+
+    def insert_node(self, online_until: float, ping_interval: float, key: bytes | None) -> int:
+        """A new node under a fresh random id, bound to ``key`` if one is given."""
+        return self.insert_with_fresh_id(
+            "INSERT INTO node (node_id, online_until, ping_interval, public_key) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (node_id) DO NOTHING",
+            rules.new_node_id,
+            (online_until, ping_interval, key),
+        )
 
     def run_exists(self, run_id: int) -> bool:
         return self.row("SELECT 1 FROM run WHERE run_id = ?", (_to_db(run_id),)) is not None
@@ -435,14 +444,7 @@ class SqliteLinkState:
     async def create_node(self, ping_interval: float) -> int:
         """Register a node, online for ``ping_interval`` seconds; return its id (not 0 or 1)."""
         online_until = self._clock() + ping_interval
-        return await self._call(
-            lambda db: db.insert_with_fresh_id(
-                "INSERT INTO node (node_id, online_until, ping_interval) VALUES (?, ?, ?) "
-                "ON CONFLICT DO NOTHING",
-                rules.new_node_id,
-                (online_until, ping_interval),
-            )
-        )
+        return await self._call(lambda db: db.insert_node(online_until, ping_interval, None))
 
     async def delete_node(self, node_id: int) -> None:
         """Forget a node and its key binding; its messages stay. ``NodeNotFoundError``."""
@@ -478,29 +480,26 @@ class SqliteLinkState:
         return await self._call(lambda db: db.node_exists(node_id))
 
     # --- Node authentication --------------------------------------------------------------
-    async def set_node_public_key(self, node_id: int, public_key: bytes) -> int | None:
-        """Bind a key to a node; an offline holder is deleted in the same transaction."""
+    async def create_keyed_node(
+        self, ping_interval: float, public_key: bytes
+    ) -> tuple[int, int | None]:
+        """Register a node bound to ``public_key`` in one transaction; an offline holder goes."""
         now = self._clock()
 
-        def bind(db: _Session) -> int | None:
+        def create(db: _Session) -> tuple[int, int | None]:
             self._node_ids.clear()
-            if not db.node_exists(node_id):
-                raise NodeNotFoundError(node_id)
             owner = db.row(
                 "SELECT node_id, online_until FROM node WHERE public_key = ?", (public_key,)
             )
             holder = None
-            if owner is not None and _from_db(owner["node_id"]) != node_id:
+            if owner is not None:
                 if owner["online_until"] > now:
                     raise PublicKeyInUseError
                 holder = _from_db(owner["node_id"])
                 db.change("DELETE FROM node WHERE node_id = ?", (owner["node_id"],))
-            db.change(
-                "UPDATE node SET public_key = ? WHERE node_id = ?", (public_key, _to_db(node_id))
-            )
-            return holder
+            return db.insert_node(now + ping_interval, ping_interval, public_key), holder
 
-        return await self._transaction(bind)
+        return await self._transaction(create)
 
     async def get_node_id(self, public_key: bytes) -> int | None:
         """The node a key is bound to, if any."""

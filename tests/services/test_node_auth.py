@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from superlink_async.wire import fab_pb2, fleet_grpc, fleet_pb2, run_pb2
 from superlink_async.wire.message_pb2 import Message, Metadata
 from superlink_async.wire.node_pb2 import Node
 from tests.node_keys import NodeKey
-from tests.services.conftest import Link
+from tests.services.conftest import Link, open_link
 
 pytestmark = pytest.mark.anyio
 
@@ -265,6 +266,33 @@ async def test_a_fixed_key_node_rejoins_once_its_old_node_is_offline(
     assert new != old
     assert not await link.state.node_exists(old)
     assert await link.state.get_node_id(key.pem) == new
+
+
+#: SQLite refuses every write that would give a node its key, or remove a node, as a
+#: failing disk refused them: creating a bare node still works.
+_FAILING_KEY_WRITES = (
+    "CREATE TRIGGER keyed_insert BEFORE INSERT ON node WHEN NEW.public_key IS NOT NULL "
+    "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END",
+    "CREATE TRIGGER key_update BEFORE UPDATE OF public_key ON node "
+    "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END",
+    "CREATE TRIGGER node_delete BEFORE DELETE ON node "
+    "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END",
+)
+
+
+async def test_a_create_node_whose_key_cannot_be_stored_leaves_no_node(
+    tmp_path: Path, signatures: SignatureChecker
+) -> None:
+    """Create and bind are one transaction: the reference (and we, before) left a keyless node."""
+    database = tmp_path / "state.db"
+    async with open_link(str(database), tmp_path) as link:
+        with sqlite3.connect(database) as other:
+            for statement in _FAILING_KEY_WRITES:
+                other.execute(statement)
+        async for stub in fleet_with(link, None, signatures):
+            with pytest.raises(GRPCError):
+                await create_node(stub, NodeKey(), link)
+        assert (await link.state.get_stats()).nodes_registered == 0
 
 
 def test_key_list_loads_openssh_ec_keys(tmp_path: Path) -> None:

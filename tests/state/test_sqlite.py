@@ -98,8 +98,7 @@ async def test_reopened_file_keeps_runs_nodes_keys_messages_contexts_and_logs(
     context.run_config["lr"].CopyFrom(Scalar(double=0.1))
 
     async with opened(path, clock) as state:
-        node_id = await state.create_node(ping_interval=30.0)
-        await state.set_node_public_key(node_id, b"node-key")
+        node_id, _ = await state.create_keyed_node(30.0, b"node-key")
         await state.replace_known_public_keys([b"known-1", b"known-2"])
         run_id = await state.create_run("flwr/app", "1.0.0", "abc123", override, options)
         stopped_id = await state.create_run("flwr/app", "1.0.0", "abc123", {}, ConfigRecord())
