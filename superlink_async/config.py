@@ -150,6 +150,8 @@ class Config:
     #: Processes that check node-auth signatures; None: ``default_workers()`` (one per
     #: CPU but one with 4+ CPUs, else none).
     signature_workers: int | None = None
+    #: Whether a ``--database`` file passes SQLite's ``quick_check`` before it is served.
+    check_database: bool = True
 
     @property
     def fleet_address(self) -> str:

@@ -41,6 +41,7 @@ OUR_OPTIONS = {
     "--metrics-address",
     "--signature-workers",
     "--event-loop",
+    "--skip-database-check",
 }
 OUR_FIELDS = {
     "serverapp_command",
@@ -51,6 +52,7 @@ OUR_FIELDS = {
     "log_level",
     "metrics_address",
     "signature_workers",
+    "check_database",
 }
 SSL_FLAGS = ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile")
 ADDRESS_FLAGS = (

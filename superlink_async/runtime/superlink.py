@@ -140,7 +140,9 @@ class SuperLink:
         """Open the state and build the services every listener delegates to."""
         config = self.config
         tls = listener_tls(config)  # first: unusable certificates leave the database untouched
-        state = await self._stack.enter_async_context(open_state(config.database, self._clock))
+        state = await self._stack.enter_async_context(
+            open_state(config.database, self._clock, check_integrity=config.check_database)
+        )
         if self._metrics is not None:
             state = self._metrics.timed_state(state)
         self._state = state

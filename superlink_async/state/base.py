@@ -108,6 +108,10 @@ class SchemaVersionError(StateError):
     """A database file was written by an incompatible schema version."""
 
 
+class DatabaseCorruptError(StateError):
+    """A database file fails SQLite's integrity check; it must be restored, not served."""
+
+
 class LinkState(Protocol):
     """Everything the SuperLink remembers. Each method is atomic with respect to the others.
 

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import aiosqlite
+import anyio.to_thread
 
 from superlink_async.codec import fill_user_config, user_config_from_proto
 from superlink_async.logs import logger
@@ -45,6 +46,7 @@ from superlink_async.state.base import (
     PENDING,
     RUNNING,
     STARTING,
+    DatabaseCorruptError,
     MessageRejectedError,
     NodeNotFoundError,
     PublicKeyInUseError,
@@ -353,7 +355,10 @@ class SqliteLinkState:
     """``LinkState`` on SQLite; create it with ``await SqliteLinkState.open(database)``."""
 
     def __init__(
-        self, db: aiosqlite.Connection, clock: Callable[[], float], waiting: set[int]
+        self,
+        db: aiosqlite.Connection,
+        clock: Callable[[], float],
+        waiting: set[int],
     ) -> None:
         self._db = db
         self._session = _Session(db._conn)
@@ -376,36 +381,48 @@ class SqliteLinkState:
         self._node_ids: dict[bytes, int] = {}
 
     @classmethod
-    async def open(cls, database: str, clock: Callable[[], float] = time.time) -> SqliteLinkState:
+    async def open(
+        cls,
+        database: str,
+        clock: Callable[[], float] = time.time,
+        *,
+        check_integrity: bool = True,
+    ) -> SqliteLinkState:
         """Open (creating if needed) ``database``, or a private in-memory DB for ``:memory:``.
 
-        ``SchemaVersionError`` for a file of another schema version; ``StateError`` for a
-        file that is not a usable SQLite database.
+        An existing file first passes SQLite's ``quick_check`` unless ``check_integrity``
+        is False (``DatabaseCorruptError``). ``SchemaVersionError`` for a file of another
+        schema version; ``StateError`` for a path that cannot be a usable SQLite database.
+        Every refusal leaves the file as it was.
         """
-        directory = os.path.dirname(database) or "."
-        # Checked up front (one stat, once, at startup): aiosqlite's failed connect leaves its
-        # worker thread to finish on its own, and this is by far the most common reason for it.
-        if database != IN_MEMORY and not os.path.isdir(directory):  # noqa: ASYNC240
-            raise StateError(f"Cannot open database {database!r}: its directory does not exist")
+        if database != IN_MEMORY:
+            _check_path(database)
+        connecting = aiosqlite.connect(database, isolation_level=None)
         try:
-            db = await aiosqlite.connect(database, isolation_level=None)
+            db = await connecting
         except sqlite3.Error as exc:
+            # aiosqlite's thread is still closing: let it end while this loop can hear it.
+            await anyio.to_thread.run_sync(connecting._thread.join)
             raise StateError(f"Cannot open database {database!r}: {exc}") from exc
         db.row_factory = sqlite3.Row
         try:
             await db.execute("PRAGMA foreign_keys = ON")
+            if database != IN_MEMORY and check_integrity:
+                await _check_integrity(db, database)
             await _prepare_schema(db, database)
             if database != IN_MEMORY:
                 await _enable_wal(db, database)
-        except sqlite3.Error as exc:
+            rows = await db.execute_fetchall(
+                "SELECT DISTINCT dst_node_id FROM message_ins WHERE delivered_at IS NULL"
+            )
+        except sqlite3.DatabaseError as exc:
             await db.close()
+            if exc.sqlite_errorcode == sqlite3.SQLITE_CORRUPT:
+                raise DatabaseCorruptError(_corrupt_message(database, str(exc))) from exc
             raise StateError(f"Cannot use {database!r} as a SQLite database: {exc}") from exc
         except BaseException:
             await db.close()
             raise
-        rows = await db.execute_fetchall(
-            "SELECT DISTINCT dst_node_id FROM message_ins WHERE delivered_at IS NULL"
-        )
         return cls(db, clock, {_from_db(row[0]) for row in rows})
 
     async def aclose(self) -> None:
@@ -964,6 +981,50 @@ def _reply_for(
     online_until = ins_row["online_until"] if ins_row is not None else None
     online = online_until is not None and online_until >= now
     return rules.result_for(ins_id, instruction, reply, online, now)
+
+
+def _check_path(database: str) -> None:
+    """Refuse, with its cause, a path SQLite could not use (one stat each, once, at start-up).
+
+    SQLite itself reports most of these as "unable to open database file".
+    """
+    directory = os.path.dirname(database) or "."
+    if not os.path.isdir(directory):
+        raise StateError(f"Cannot open database {database!r}: its directory does not exist")
+    if os.path.isdir(database):
+        raise StateError(f"Cannot open database {database!r}: it is a directory, not a file")
+    if not os.access(directory, os.W_OK):
+        # WAL needs <file>-wal and <file>-shm beside the file, even to read it.
+        raise StateError(
+            f"Cannot open database {database!r}: its directory {directory!r} is read-only"
+        )
+    if os.path.exists(database) and not os.access(database, os.W_OK):
+        raise StateError(f"Cannot open database {database!r}: the file is read-only")
+
+
+def _corrupt_message(database: str, finding: str) -> str:
+    """One line: SQLite's findings span several."""
+    finding = " ".join(finding.replace("*** in database main ***", "").split())
+    return (
+        f"Database {database!r} is corrupted ({finding}); refusing to serve from it. "
+        'Restore it from a backup (docs/persistence.md, "Backups"), or move it aside to '
+        "start with an empty database"
+    )
+
+
+async def _check_integrity(db: aiosqlite.Connection, database: str) -> None:
+    """SQLite's ``quick_check`` over the whole file: every page read once (docs/persistence.md).
+
+    A malformed page makes it report (or raise) "database disk image is malformed"; a
+    server that served such a file would fail or answer wrongly later, far from the cause.
+    """
+    started = time.monotonic()
+    findings = [str(row[0]) for row in await db.execute_fetchall("PRAGMA quick_check")]
+    if findings != ["ok"]:
+        raise DatabaseCorruptError(_corrupt_message(database, "; ".join(findings[:3])))
+    logger.debug(
+        "Database %r passed its integrity check in %.2f s", database, time.monotonic() - started
+    )
 
 
 async def _prepare_schema(db: aiosqlite.Connection, database: str) -> None:

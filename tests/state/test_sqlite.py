@@ -22,6 +22,7 @@ from superlink_async.state.base import (
     STARTING,
     STOPPED,
     SUPERLINK_NODE_ID,
+    DatabaseCorruptError,
     RunStatus,
     SchemaVersionError,
     StateError,
@@ -31,7 +32,7 @@ from superlink_async.state.sqlite import SCHEMA_VERSION, SqliteLinkState
 from superlink_async.wire.message_pb2 import Context, Message, Metadata
 from superlink_async.wire.recorddict_pb2 import ConfigRecord, ConfigRecordValue, RecordDict
 from superlink_async.wire.transport_pb2 import Scalar
-from tests.state.conftest import FakeClock
+from tests.state.conftest import FakeClock, corrupt_a_page
 
 pytestmark = pytest.mark.anyio
 
@@ -434,3 +435,19 @@ async def test_closed_state_refuses_calls_and_closes_once(clock: FakeClock) -> N
     await state.aclose()
     with pytest.raises(RuntimeError, match="closed"):
         await state.get_runs()
+
+
+async def test_a_corrupted_file_is_refused_unless_the_check_is_skipped(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """``quick_check`` at open finds a torn page; ``check_integrity=False`` serves the file."""
+    path = tmp_path / "state.db"
+    async with opened(path, clock) as state:
+        for _ in range(2000):
+            await state.create_node(30.0)
+    corrupt_a_page(path)
+
+    with pytest.raises(DatabaseCorruptError, match=r"state\.db' is corrupted \(Page \d+: "):
+        await SqliteLinkState.open(str(path), clock=clock)
+    unchecked = await SqliteLinkState.open(str(path), clock=clock, check_integrity=False)
+    await unchecked.aclose()
