@@ -108,6 +108,16 @@ class SchemaVersionError(StateError):
     """A database file was written by an incompatible schema version."""
 
 
+class StorageFullError(StateError):
+    """The database cannot take a write: its disk (or its size limit) is full.
+
+    Reads still work; writes work again once space returns. Clients are told to retry.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("database or disk is full")
+
+
 class DatabaseCorruptError(StateError):
     """A database file fails SQLite's integrity check; it must be restored, not served."""
 
@@ -120,6 +130,12 @@ class LinkState(Protocol):
 
     async def aclose(self) -> None:
         """Flush and release the backend; the object is unusable afterwards."""
+
+    async def probe(self) -> None:
+        """Raise unless the store serves: it reads, and writes too if one failed lately.
+
+        ``StorageFullError`` while a full disk still refuses writes.
+        """
 
     # --- Nodes ----------------------------------------------------------------------------
     async def create_node(self, ping_interval: float) -> int:

@@ -106,6 +106,10 @@ class InMemoryLinkState:
         """Drop everything; later calls raise ``RuntimeError``."""
         self._data = None
 
+    async def probe(self) -> None:
+        """Memory has no disk to fill: serving while open."""
+        _ = self._tables
+
     # --- Nodes ----------------------------------------------------------------------------
     async def create_node(self, ping_interval: float) -> int:
         """Register a node, online for ``ping_interval`` seconds (once, as the reference)."""

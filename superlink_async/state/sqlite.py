@@ -57,6 +57,7 @@ from superlink_async.state.base import (
     SchemaVersionError,
     StateError,
     StateStats,
+    StorageFullError,
     UserConfig,
 )
 from superlink_async.wire import run_pb2
@@ -207,6 +208,11 @@ _RUN_ROWS_KEPT = 1024
 #: Page size of new files. A message's payload lives in a chain of overflow pages, read and
 #: freed one page at a time; 16 KiB pages make a 100 KB payload 7 pages instead of 25.
 _PAGE_SIZE = 16384
+
+#: The WAL is copied into the database file once it holds this many pages (4 MiB)...
+_WAL_CHECKPOINT_PAGES = 256
+#: ...and cut back to this size when it starts over, so it stays about this small.
+WAL_SIZE_LIMIT = _WAL_CHECKPOINT_PAGES * _PAGE_SIZE
 
 
 def _to_db(value: int) -> int:
@@ -359,8 +365,13 @@ class SqliteLinkState:
         db: aiosqlite.Connection,
         clock: Callable[[], float],
         waiting: set[int],
+        database: str = IN_MEMORY,
     ) -> None:
         self._db = db
+        self._database = database
+        #: Set when a write found the disk full; cleared by the first ``probe`` write that
+        #: succeeds. Only health reads it: every call still tries its own writes.
+        self._storage_full = False
         self._session = _Session(db._conn)
         self._clock = clock
         self._closed = False
@@ -423,7 +434,7 @@ class SqliteLinkState:
         except BaseException:
             await db.close()
             raise
-        return cls(db, clock, {_from_db(row[0]) for row in rows})
+        return cls(db, clock, {_from_db(row[0]) for row in rows}, database)
 
     async def aclose(self) -> None:
         """Close after the operations already queued; every change is already committed.
@@ -450,12 +461,38 @@ class SqliteLinkState:
         """
         if self._closed:
             raise RuntimeError("The SQLite LinkState is closed")
-        result: T = await self._db._execute(work, self._session)  # type: ignore[no-untyped-call]
+        try:
+            result: T = await self._db._execute(work, self._session)  # type: ignore[no-untyped-call]
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_FULL:
+                raise
+            if not self._storage_full:
+                self._storage_full = True
+                logger.error(
+                    "Database %r cannot take writes (%s): calls that write are answered "
+                    "UNAVAILABLE and health is NOT_SERVING until space returns",
+                    self._database,
+                    exc,
+                )
+            raise StorageFullError from exc
         return result
 
     async def _transaction(self, work: Callable[[_Session], T]) -> T:
         """``_call`` for work that writes more than once: all of it commits, or none."""
         return await self._call(functools.partial(_atomically, work))
+
+    async def probe(self) -> None:
+        """A read; while writes failed lately, a one-page write that ends that state if it works.
+
+        The write rewrites the schema version with its own value: nothing changes, but the
+        disk must take the page.
+        """
+        if not self._storage_full:
+            await self._call(lambda db: db.row("SELECT 1 FROM run LIMIT 1"))
+            return
+        await self._call(lambda db: db.change(f"PRAGMA user_version = {SCHEMA_VERSION}"))
+        self._storage_full = False
+        logger.info("Database %r takes writes again", self._database)
 
     # --- Nodes ----------------------------------------------------------------------------
     async def create_node(self, ping_interval: float) -> int:
@@ -1061,11 +1098,19 @@ async def _prepare_schema(db: aiosqlite.Connection, database: str) -> None:
 
 
 async def _enable_wal(db: aiosqlite.Connection, database: str) -> None:
-    """WAL lets readers of the file run beside the writer; NORMAL sync is safe under WAL."""
+    """WAL lets readers of the file run beside the writer; NORMAL sync is safe under WAL.
+
+    The WAL is checkpointed into the file every ``_WAL_CHECKPOINT_PAGES`` pages and cut
+    back to ``WAL_SIZE_LIMIT`` bytes when it restarts (docs/persistence.md, "Disk
+    space"). SQLite's default, 1,000 pages, let it grow to 16 MB with 16 KiB pages and
+    never shrink: on a small volume that is the space a full disk needs back to recover.
+    """
     mode = await _single_value(db, "PRAGMA journal_mode = WAL")
     if str(mode).lower() != "wal":
         logger.warning("Database %r could not switch to WAL (journal mode %s)", database, mode)
     await db.execute("PRAGMA synchronous = NORMAL")
+    await db.execute(f"PRAGMA wal_autocheckpoint = {_WAL_CHECKPOINT_PAGES}")
+    await db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
 
 
 async def _single_value(db: aiosqlite.Connection, sql: str) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,11 +18,11 @@ from grpclib import GRPCError, Status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from superlink_async.logs import logger
 from superlink_async.services.validation import MAX_PING_INTERVAL
 from superlink_async.wire import fleet_pb2, serverappio_pb2
 from superlink_async.wire.message_pb2 import Message
 from superlink_async.wire.node_pb2 import Node
+from tests.logged import assert_no_traceback
 from tests.services.conftest import Link, open_link
 
 pytestmark = pytest.mark.anyio
@@ -46,31 +46,6 @@ async def backend_link(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     database = str(tmp_path / "state.db") if request.param == "sqlite-file" else request.param
     async with open_link(database, tmp_path) as opened:
         yield opened
-
-
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def log_records() -> Iterator[list[logging.LogRecord]]:
-    """Everything our logger records during the test."""
-    handler = _Records()
-    logger.addHandler(handler)
-    try:
-        yield handler.records
-    finally:
-        logger.removeHandler(handler)
-
-
-def assert_no_traceback(records: list[logging.LogRecord]) -> None:
-    tracebacks = [record.getMessage() for record in records if record.exc_info]
-    assert tracebacks == []
 
 
 async def seeded(link: Link) -> tuple[int, int, Message]:
