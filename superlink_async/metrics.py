@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -124,6 +130,15 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=self.registry,
         )
+        self.accept_pauses = Counter(
+            "superlink_accept_paused",
+            "Times a listener stopped accepting connections for a while because the "
+            "process was out of file descriptors.",
+            ["listener"],
+            registry=self.registry,
+        )
+        # process_open_fds and process_max_fds, among others: how close that limit is.
+        ProcessCollector(registry=self.registry)
         self._snapshot = _SnapshotCollector()
         self.registry.register(self._snapshot)
 

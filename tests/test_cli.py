@@ -87,6 +87,7 @@ def _untuned_process(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI's tuning is process-wide: not for the test process (tests/runtime pins it)."""
     monkeypatch.setattr("superlink_async.runtime.process.tune_gc", lambda: None)
     monkeypatch.setattr("superlink_async.transports.grpc.speedups.install", lambda: None)
+    monkeypatch.setattr("superlink_async.runtime.process.raise_file_limit", lambda: None)
 
 
 @pytest.fixture

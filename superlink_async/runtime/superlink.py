@@ -189,6 +189,7 @@ class SuperLink:
             address,
             "Flower Deployment Engine: Starting Exec API",
             parts.tls.grpc,
+            self._gate,
         )
 
     async def _start_serverappio(self, parts: _Parts, address: Address) -> None:
@@ -199,6 +200,7 @@ class SuperLink:
             address,
             "Flower ECE: Starting ServerAppIo API (gRPC-rere)",
             parts.tls.serverappio,
+            self._gate,
         )
 
     async def _start_fleet(self, parts: _Parts, listener: FleetListener) -> None:
@@ -211,6 +213,7 @@ class SuperLink:
                 listener.address,
                 "Flower ECE: Starting Fleet API (gRPC-rere)",
                 parts.tls.grpc,
+                self._gate,
             )
         elif listener.api_type == FLEET_GRPC_ADAPTER:
             await self._require_supervisor().start(
@@ -220,6 +223,7 @@ class SuperLink:
                 listener.address,
                 "Flower ECE: Starting Fleet API (GrpcAdapter)",
                 parts.tls.grpc,
+                self._gate,
             )
         elif listener.api_type == FLEET_REST:
             await self._require_supervisor().start(
@@ -229,6 +233,7 @@ class SuperLink:
                 listener.address,
                 "Starting Flower REST server",
                 parts.tls.rest,
+                self._gate,
             )
 
     async def _start_background(self, parts: _Parts) -> None:
@@ -249,6 +254,8 @@ class SuperLink:
                 metrics_app(metrics, refresh),
                 Address.parse(self.config.metrics_address),
                 "Serving Prometheus metrics at /metrics",
+                None,
+                self._gate,
             )
 
     def _require_supervisor(self) -> Supervisor:

@@ -39,7 +39,8 @@ from h2.connection import H2Connection
 
 from superlink_async.config import Address
 from superlink_async.logs import logger
-from superlink_async.transports.gate import LISTEN_BACKLOG
+from superlink_async.transports.gate import CallGate
+from superlink_async.transports.listener import PausingListener, bind
 
 #: Closed streams h2 remembers per connection (it answers late frames on them politely).
 CLOSED_STREAMS_REMEMBERED = 64
@@ -130,7 +131,23 @@ class _ShortMemoryProtocol(H2Protocol):
 
 
 class LeanServer(Server):
-    """A grpclib ``Server`` whose idle connections keep no finished calls."""
+    """A grpclib ``Server`` whose idle connections keep no finished calls.
+
+    ``listen`` is its ``start``: it accepts through a ``PausingListener``, which stops
+    accepting, quietly, while the process is out of file descriptors.
+    """
+
+    async def listen(
+        self, address: Address, gate: CallGate, ssl: _ssl.SSLContext | None = None
+    ) -> None:
+        """Bind ``address`` and accept on it until ``close``."""
+        if self._server is not None:
+            raise RuntimeError("Server is already started")
+        sockets = await bind(address)
+        self._server = PausingListener(  # type: ignore[assignment]
+            f"Listener on {address}", sockets, self._protocol_factory, gate, ssl
+        )
+        self._server_closed_fut = self._loop.create_future()
 
     def _protocol_factory(self) -> H2Protocol:
         self.__gc_step__()
@@ -146,19 +163,19 @@ async def serve_grpc(
     address: Address,
     banner: str,
     ssl: _ssl.SSLContext | None = None,
+    gate: CallGate | None = None,
     *,
     task_status: TaskStatus[None],
 ) -> None:
     """Listen on ``address`` until cancelled; report ``started`` once listening.
 
     A port that cannot be bound raises here, before ``started``, so the supervisor sees
-    the listener's crash with its cause. With ``ssl`` every connection must be TLS
-    (positional, because the supervisor passes arguments positionally).
+    the listener's crash with its cause. With ``ssl`` every connection must be TLS; the
+    ``gate``'s metrics count the listener's pauses (both positional, because the
+    supervisor passes arguments positionally).
     """
     server = LeanServer(list(handlers))
-    await server.start(
-        address.host, address.port, reuse_address=True, ssl=ssl, backlog=LISTEN_BACKLOG
-    )
+    await server.listen(address, gate or CallGate(), ssl)
     logger.info("%s on %s", banner, address)
     task_status.started()
     try:
