@@ -14,11 +14,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from grpclib import GRPCError, Status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from superlink_async.services.fleet import FleetService
 from superlink_async.services.validation import MAX_PING_INTERVAL
+from superlink_async.transports.gate import CallGate
+from superlink_async.transports.rest import PROTOBUF, fleet_rest_app
 from superlink_async.wire import fleet_pb2, serverappio_pb2
 from superlink_async.wire.message_pb2 import Message
 from superlink_async.wire.node_pb2 import Node
@@ -37,7 +41,11 @@ nonsense = st.one_of(
     st.floats(max_value=0.0),
     st.floats(allow_nan=True).filter(math.isnan),
 )
-non_finite = st.sampled_from([math.nan, math.inf, -math.inf])
+#: A message's metadata with one non-finite number in it.
+non_finite_metadata = given(
+    field=st.sampled_from(["ttl", "created_at"]),
+    value=st.sampled_from([math.nan, math.inf, -math.inf]),
+)
 
 
 @pytest.fixture(params=[":flwr-in-memory-state:", "sqlite-file"])
@@ -74,11 +82,22 @@ async def assert_invalid_argument(call: object, text: str) -> None:
 async def test_create_node_with_a_nonsense_ping_interval_is_refused(
     backend_link: Link, log_records: list[logging.LogRecord], interval: float
 ) -> None:
+    """INVALID_ARGUMENT over gRPC, 400 over REST (aiohttp), both with the reason."""
     before = await backend_link.state.get_stats()
+    reason = "`ping_interval` must be a finite number of seconds above zero"
     await assert_invalid_argument(
         backend_link.fleet.CreateNode(fleet_pb2.CreateNodeRequest(ping_interval=interval)),
-        "`ping_interval` must be a finite number of seconds above zero",
+        reason,
     )
+    app = fleet_rest_app(
+        FleetService(backend_link.state, backend_link.fabs, clock=backend_link.clock), CallGate()
+    )
+    body = fleet_pb2.CreateNodeRequest(ping_interval=interval).SerializeToString()
+    headers = {"Content-Type": PROTOBUF, "Accept": PROTOBUF}
+    async with TestClient(TestServer(app)) as client:
+        response = await client.post("/api/v0/fleet/create-node", data=body, headers=headers)
+        assert response.status == 400
+        assert reason in await response.text()
     assert await backend_link.state.get_stats() == before
     assert_no_traceback(log_records)
 
@@ -112,10 +131,11 @@ async def test_a_huge_ping_interval_is_clamped_so_the_node_expires(backend_link:
 
 
 @EXAMPLES
-@given(field=st.sampled_from(["ttl", "created_at"]), value=non_finite)
-async def test_an_instruction_with_a_non_finite_number_is_refused_and_nothing_stored(
+@non_finite_metadata
+async def test_messages_with_a_non_finite_number_are_refused_and_nothing_is_lost(
     backend_link: Link, log_records: list[logging.LogRecord], field: str, value: float
 ) -> None:
+    """An instruction is INVALID_ARGUMENT; a reply is dropped with OK (the reference's answer)."""
     node_id, run_id, stored = await seeded(backend_link)
     hostile = backend_link.instruction(run_id, node_id)
     setattr(hostile.metadata, field, value)
@@ -125,28 +145,21 @@ async def test_an_instruction_with_a_non_finite_number_is_refused_and_nothing_st
         ),
         "Malformed PushMessages",
     )
-    [pulled] = await backend_link.state.pull_message_ins(node_id, limit=5)
-    assert pulled.metadata.message_id == stored.metadata.message_id
-    assert_no_traceback(log_records)
-
-
-@EXAMPLES
-@given(field=st.sampled_from(["ttl", "created_at"]), value=non_finite)
-async def test_a_reply_with_a_non_finite_number_is_dropped_and_a_good_one_still_fits(
-    backend_link: Link, log_records: list[logging.LogRecord], field: str, value: float
-) -> None:
-    node_id, _, instruction = await seeded(backend_link)
-    await backend_link.fleet.PullMessages(fleet_pb2.PullMessagesRequest(node=Node(node_id=node_id)))
-    hostile = backend_link.reply(instruction)
-    setattr(hostile.metadata, field, value)
+    pulled = await backend_link.fleet.PullMessages(
+        fleet_pb2.PullMessagesRequest(node=Node(node_id=node_id))
+    )
+    assert [message.metadata.message_id for message in pulled.messages_list] == [
+        stored.metadata.message_id
+    ]
+    hostile_reply = backend_link.reply(stored)
+    setattr(hostile_reply.metadata, field, value)
+    node = Node(node_id=node_id)
     pushed = await backend_link.fleet.PushMessages(
-        fleet_pb2.PushMessagesRequest(node=Node(node_id=node_id), messages_list=[hostile])
+        fleet_pb2.PushMessagesRequest(node=node, messages_list=[hostile_reply])
     )
     assert dict(pushed.results) == {}
     good = await backend_link.fleet.PushMessages(
-        fleet_pb2.PushMessagesRequest(
-            node=Node(node_id=node_id), messages_list=[backend_link.reply(instruction)]
-        )
+        fleet_pb2.PushMessagesRequest(node=node, messages_list=[backend_link.reply(stored)])
     )
     assert len(good.results) == 1
     assert_no_traceback(log_records)
