@@ -1,7 +1,8 @@
 """An unusable or corrupted ``--database``: one ERROR line naming the file and why, status 1.
 
 Each case starts the real command (``python -m superlink_async``) and reads its whole
-stderr: after the two usual start-up lines comes exactly one ERROR line and nothing else
+stderr: after the usual start-up lines (the warning, the descriptor limit) comes exactly
+one ERROR line and nothing else
 (no traceback, none from aiosqlite's thread), and the file is left byte for byte as it was.
 """
 
@@ -52,7 +53,9 @@ def refusal(database: Path) -> str:
     result = start(database)
     lines = ANSI.sub("", result.stderr).splitlines()
     assert result.returncode == 1, result.stderr
-    assert lines[:-1] == START_UP, result.stderr
+    assert lines[:2] == START_UP, result.stderr
+    assert re.fullmatch(r"INFO :      File descriptors: at most \d+.*", lines[2]), result.stderr
+    assert len(lines) == 4, result.stderr
     assert lines[-1].startswith("ERROR :     "), result.stderr
     assert result.stdout == ""
     assert fingerprint(database) == before
