@@ -2,8 +2,8 @@
 
 Each case starts the real command (``python -m superlink_async``) and reads its whole
 stderr: after the usual start-up lines (the warning, the descriptor limit) comes exactly
-one ERROR line and nothing else
-(no traceback, none from aiosqlite's thread), and the file is left byte for byte as it was.
+one ERROR line and nothing else (no traceback, none from aiosqlite's thread), and the file
+is left byte for byte as it was.
 """
 
 from __future__ import annotations
