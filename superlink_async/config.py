@@ -160,6 +160,8 @@ class Config:
     shed_lag: float = DEFAULT_SHED_LAG
     #: ... while this many Fleet calls are in flight (0: no bound).
     max_fleet_in_flight: int = DEFAULT_MAX_FLEET_IN_FLIGHT
+    #: Whether a ``--database`` file passes SQLite's ``quick_check`` before it is served.
+    check_database: bool = True
 
     @property
     def fleet_address(self) -> str:

@@ -1,4 +1,6 @@
-"""Health: SERVING only while the state store answers and the server is not draining.
+"""Health: SERVING only while the state store serves and the server is not draining.
+
+Serving means reads work, and writes too once one found the disk full.
 
 One probe feeds the standard ``grpc.health.v1.Health`` service on every gRPC port (via
 grpclib's own implementation) and ``GET /health`` on the REST port.
@@ -31,12 +33,12 @@ class HealthProbe:
         self._gate = gate
 
     async def healthy(self) -> bool:
-        """False while draining, or when the state store fails or stalls."""
+        """False while draining, or when the state store fails, stalls or is out of space."""
         if self._gate.draining:
             return False
         try:
             with anyio.fail_after(PROBE_TIMEOUT):
-                await self._state.get_pending_run_id()
+                await self._state.probe()
         except Exception as exc:  # any failure of the store means "not serving"
             logger.warning("Health probe failed: %s: %s", type(exc).__name__, exc)
             return False

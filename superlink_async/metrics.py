@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -137,6 +144,15 @@ class Metrics:
             ["method"],
             registry=self.registry,
         )
+        self.accept_pauses = Counter(
+            "superlink_accept_paused",
+            "Times a listener stopped accepting connections for a while because the "
+            "process was out of file descriptors.",
+            ["listener"],
+            registry=self.registry,
+        )
+        # process_open_fds and process_max_fds, among others: how close that limit is.
+        ProcessCollector(registry=self.registry)
         self._snapshot = _SnapshotCollector()
         self.registry.register(self._snapshot)
 

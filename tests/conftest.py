@@ -1,9 +1,13 @@
 """Shared test configuration: every async test runs on asyncio through anyio's plugin."""
 
+import logging
+from collections.abc import Iterator
+
 import pytest
 
 from superlink_async.tls import CertificateFiles
 from tests.certificates import make_certificates
+from tests.logged import recorded
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -24,3 +28,10 @@ def anyio_backend() -> str:
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> CertificateFiles:
     """A test CA and a server certificate for 127.0.0.1 signed by it (made once, not committed)."""
     return make_certificates(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def log_records() -> Iterator[list[logging.LogRecord]]:
+    """Everything our logger records during the test."""
+    with recorded() as records:
+        yield records

@@ -43,6 +43,7 @@ OUR_OPTIONS = {
     "--shed-lag",
     "--max-fleet-in-flight",
     "--event-loop",
+    "--skip-database-check",
 }
 OUR_FIELDS = {
     "serverapp_command",
@@ -55,6 +56,7 @@ OUR_FIELDS = {
     "signature_workers",
     "shed_lag",
     "max_fleet_in_flight",
+    "check_database",
 }
 SSL_FLAGS = ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile")
 ADDRESS_FLAGS = (
@@ -89,6 +91,7 @@ def _untuned_process(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI's tuning is process-wide: not for the test process (tests/runtime pins it)."""
     monkeypatch.setattr("superlink_async.runtime.process.tune_gc", lambda: None)
     monkeypatch.setattr("superlink_async.transports.grpc.speedups.install", lambda: None)
+    monkeypatch.setattr("superlink_async.runtime.process.raise_file_limit", lambda: None)
 
 
 @pytest.fixture

@@ -76,6 +76,6 @@ async def test_series_exist_and_move_during_a_flow(tmp_path: Path) -> None:
     assert after[timed] == 1
     state_ops = (
         "superlink_state_operation_duration_seconds_count",
-        (("operation", "create_node"),),
+        (("operation", "create_keyed_node"),),
     )
     assert after[state_ops] == 1

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -151,7 +152,9 @@ class SuperLink:
         """Open the state and build the services every listener delegates to."""
         config = self.config
         tls = listener_tls(config)  # first: unusable certificates leave the database untouched
-        state = await self._stack.enter_async_context(open_state(config.database, self._clock))
+        state = await self._stack.enter_async_context(
+            open_state(config.database, self._clock, check_integrity=config.check_database)
+        )
         if self._metrics is not None:
             state = self._metrics.timed_state(state)
         self._state = state
@@ -193,23 +196,23 @@ class SuperLink:
     async def _start_exec(self, parts: _Parts, address: Address) -> None:
         await self._require_supervisor().start(
             "exec-api",
-            serve_grpc,
+            partial(serve_grpc, profile=BULK),
             parts.with_health(ExecServicer(parts.exec, self._gate)),
             address,
             "Flower Deployment Engine: Starting Exec API",
             parts.tls.grpc,
-            BULK,
+            self._gate,
         )
 
     async def _start_serverappio(self, parts: _Parts, address: Address) -> None:
         await self._require_supervisor().start(
             "serverappio-api",
-            serve_grpc,
+            partial(serve_grpc, profile=BULK),
             parts.with_health(ServerAppIoServicer(parts.serverappio, self._gate)),
             address,
             "Flower ECE: Starting ServerAppIo API (gRPC-rere)",
             parts.tls.serverappio,
-            BULK,
+            self._gate,
         )
 
     async def _start_fleet(self, parts: _Parts, listener: FleetListener) -> None:
@@ -222,6 +225,7 @@ class SuperLink:
                 listener.address,
                 "Flower ECE: Starting Fleet API (gRPC-rere)",
                 parts.tls.grpc,
+                self._gate,
             )
         elif listener.api_type == FLEET_GRPC_ADAPTER:
             await self._require_supervisor().start(
@@ -231,6 +235,7 @@ class SuperLink:
                 listener.address,
                 "Flower ECE: Starting Fleet API (GrpcAdapter)",
                 parts.tls.grpc,
+                self._gate,
             )
         elif listener.api_type == FLEET_REST:
             await self._require_supervisor().start(
@@ -240,6 +245,7 @@ class SuperLink:
                 listener.address,
                 "Starting Flower REST server",
                 parts.tls.rest,
+                self._gate,
             )
 
     async def _start_background(self, parts: _Parts) -> None:
@@ -260,6 +266,8 @@ class SuperLink:
                 metrics_app(metrics, refresh),
                 Address.parse(self.config.metrics_address),
                 "Serving Prometheus metrics at /metrics",
+                None,
+                self._gate,
             )
 
     def _require_supervisor(self) -> Supervisor:

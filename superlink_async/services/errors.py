@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+from superlink_async.state.base import StorageFullError
+
 
 class Status(Enum):
     """Outcome classes the services use (a subset of gRPC's, which transports map)."""
@@ -24,3 +26,14 @@ class ServiceError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def state_failure(exc: Exception) -> ServiceError | None:
+    """What a client is told about a state failure that is not its fault, if it has a status.
+
+    A full disk is UNAVAILABLE, the status a 1.18 SuperNode retries; anything else (None)
+    is an unexpected fault.
+    """
+    if isinstance(exc, StorageFullError):
+        return ServiceError(Status.UNAVAILABLE, str(exc))
+    return None

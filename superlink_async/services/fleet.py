@@ -10,8 +10,17 @@ from superlink_async.logs import logger
 from superlink_async.services.errors import ServiceError, Status
 from superlink_async.services.fabs import load_fab
 from superlink_async.services.runs import ensure_running, require_running
-from superlink_async.services.validation import validate_message
-from superlink_async.state.base import LinkState, MessageRejectedError, NodeNotFoundError
+from superlink_async.services.validation import (
+    bounded_ping_interval,
+    ping_interval_error,
+    validate_message,
+)
+from superlink_async.state.base import (
+    LinkState,
+    MessageRejectedError,
+    NodeNotFoundError,
+    PublicKeyInUseError,
+)
 from superlink_async.storage import FabStore
 from superlink_async.wire import fab_pb2, fleet_pb2, run_pb2
 from superlink_async.wire.node_pb2 import Node
@@ -31,11 +40,24 @@ class FleetService:
         self._clock = clock
 
     async def create_node(
-        self, request: fleet_pb2.CreateNodeRequest
+        self, request: fleet_pb2.CreateNodeRequest, public_key: bytes | None = None
     ) -> fleet_pb2.CreateNodeResponse:
-        """Register a node for ``ping_interval`` seconds of liveness."""
+        """Register a node for ``ping_interval`` seconds of liveness, bound to its key if any.
+
+        A key held by an online node is UNAUTHENTICATED (as the reference answers) and
+        leaves no node behind.
+        """
         logger.info("[Fleet.CreateNode] Request ping_interval=%s", request.ping_interval)
-        node_id = await self._state.create_node(request.ping_interval)
+        ping_interval = _ping_interval(request.ping_interval)
+        if public_key is None:
+            node_id = await self._state.create_node(ping_interval)
+        else:
+            try:
+                node_id, replaced = await self._state.create_keyed_node(ping_interval, public_key)
+            except PublicKeyInUseError as exc:
+                raise ServiceError(Status.UNAUTHENTICATED, str(exc)) from exc
+            if replaced is not None:
+                logger.info("Node %s rejoins with the key of offline node %s", node_id, replaced)
         logger.info("[Fleet.CreateNode] Created node_id=%s", node_id, extra={"node_id": node_id})
         return fleet_pb2.CreateNodeResponse(node=Node(node_id=node_id))
 
@@ -54,7 +76,8 @@ class FleetService:
 
     async def ping(self, request: fleet_pb2.PingRequest) -> fleet_pb2.PingResponse:
         """Extend a node's liveness; ``success`` is false for an unknown node."""
-        success = await self._state.acknowledge_ping(request.node.node_id, request.ping_interval)
+        interval = _ping_interval(request.ping_interval)
+        success = await self._state.acknowledge_ping(request.node.node_id, interval)
         return fleet_pb2.PingResponse(success=success)
 
     async def pull_messages(
@@ -121,3 +144,10 @@ class FleetService:
             # Only the run's own FAB is served: a node has no business with any other.
             raise ServiceError(Status.NOT_FOUND, f"Found no FAB with hash: {request.hash_str}")
         return fab_pb2.GetFabResponse(fab=await load_fab(self._fabs, request.hash_str))
+
+
+def _ping_interval(requested: float) -> float:
+    """The liveness a CreateNode or Ping gets: INVALID_ARGUMENT for nonsense, else clamped."""
+    if (error := ping_interval_error(requested)) is not None:
+        raise ServiceError(Status.INVALID_ARGUMENT, error)
+    return bounded_ping_interval(requested)

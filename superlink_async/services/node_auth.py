@@ -4,7 +4,8 @@ Every Fleet call of a 1.18 SuperNode carries its public key (PEM), the current t
 and an ECDSA-SHA256 signature over that time. With a key list (``--auth-list-public-keys``)
 only listed keys may call; without one any well-signed call is accepted and the key is the
 node's identity ("automatic node authentication"). The key is bound to the node that
-CreateNode made, and every later call must name that node.
+CreateNode made (in the same step that creates the node), and every later call must name
+that node.
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from superlink_async.config import ConfigError
-from superlink_async.logs import logger
 from superlink_async.services.errors import ServiceError, Status
 from superlink_async.services.signatures import InlineSignatures, SignatureChecker
-from superlink_async.state.base import LinkState, StateError
+from superlink_async.state.base import LinkState
 
 PUBLIC_KEY_HEADER = "flwr-public-key-bin"
 TIMESTAMP_HEADER = "flwr-timestamp"
@@ -116,14 +116,12 @@ class NodeAuthenticator:
         method: str,
         metadata: Mapping[str, Any],
         request: Any,
-        handler: Callable[[Any], Awaitable[ResponseT]],
+        handler: Callable[..., Awaitable[ResponseT]],
     ) -> ResponseT:
-        """Authenticate one Fleet call, run it, and bind the key after CreateNode."""
+        """Authenticate one Fleet call and run it; CreateNode gets the key to bind."""
         public_key = await self.verify(metadata)
         if method == "CreateNode":
-            response = await handler(request)
-            await self._bind(public_key, response.node.node_id)  # type: ignore[attr-defined]
-            return response
+            return await handler(request, public_key)
         node_id = await self._state.get_node_id(public_key)
         if node_id is None or not _names_only(request, node_id):
             raise _unauthenticated("Invalid node ID")
@@ -176,17 +174,3 @@ class NodeAuthenticator:
             return False
         age = self._clock() - sent.timestamp()
         return -MAX_CLOCK_AHEAD < age < MAX_AGE
-
-    async def _bind(self, public_key: bytes, node_id: int) -> None:
-        """Bind the key to the new node; refused, the new node goes, as in the reference.
-
-        The state hands over a key whose holder is offline, so a fixed-key SuperNode that
-        died without DeleteNode may rejoin (the reference refused it forever).
-        """
-        try:
-            replaced = await self._state.set_node_public_key(node_id, public_key)
-        except StateError as exc:
-            await self._state.delete_node(node_id)
-            raise _unauthenticated(str(exc)) from exc
-        if replaced is not None:
-            logger.info("Node %s rejoins with the key of offline node %s", node_id, replaced)

@@ -108,6 +108,20 @@ class SchemaVersionError(StateError):
     """A database file was written by an incompatible schema version."""
 
 
+class StorageFullError(StateError):
+    """The database cannot take a write: its disk (or its size limit) is full.
+
+    Reads still work; writes work again once space returns. Clients are told to retry.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("database or disk is full")
+
+
+class DatabaseCorruptError(StateError):
+    """A database file fails SQLite's integrity check; it must be restored, not served."""
+
+
 class LinkState(Protocol):
     """Everything the SuperLink remembers. Each method is atomic with respect to the others.
 
@@ -116,6 +130,12 @@ class LinkState(Protocol):
 
     async def aclose(self) -> None:
         """Flush and release the backend; the object is unusable afterwards."""
+
+    async def probe(self) -> None:
+        """Raise unless the store serves: it reads, and writes too if one failed lately.
+
+        ``StorageFullError`` while a full disk still refuses writes.
+        """
 
     # --- Nodes ----------------------------------------------------------------------------
     async def create_node(self, ping_interval: float) -> int:
@@ -134,12 +154,16 @@ class LinkState(Protocol):
         """Whether the node id is registered (online or not)."""
 
     # --- Node authentication --------------------------------------------------------------
-    async def set_node_public_key(self, node_id: int, public_key: bytes) -> int | None:
-        """Bind a key to a node; return the id of the offline node it was taken from.
+    async def create_keyed_node(
+        self, ping_interval: float, public_key: bytes
+    ) -> tuple[int, int | None]:
+        """Register a node bound to ``public_key``, in one step: (its id, the node replaced).
 
-        A key held by an offline node moves, and that node is deleted, so a SuperNode that
-        died without DeleteNode can rejoin with its fixed key (the reference refused it
-        forever). ``NodeNotFoundError``; ``PublicKeyInUseError`` while the holder is online.
+        Creating and binding are one transaction, so no node is ever left without its key.
+        A key held by an offline node moves, and that node is deleted (its id is returned),
+        so a SuperNode that died without DeleteNode can rejoin with its fixed key (the
+        reference refused it forever). ``PublicKeyInUseError``, and no new node, while the
+        holder is online.
         """
 
     async def get_node_id(self, public_key: bytes) -> int | None:

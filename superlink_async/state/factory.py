@@ -16,19 +16,20 @@ IN_MEMORY_DATABASE = ":flwr-in-memory-state:"
 
 @asynccontextmanager
 async def open_state(
-    database: str, clock: Callable[[], float] = time.time
+    database: str, clock: Callable[[], float] = time.time, *, check_integrity: bool = True
 ) -> AsyncIterator[LinkState]:
     """Open the backend for ``database`` and close it on exit.
 
     ``:flwr-in-memory-state:`` is the in-memory backend; ``:memory:`` is one shared SQLite
     in-memory connection (the reference opened a new empty one per call); anything else is a
-    SQLite file, created or reopened.
+    SQLite file, created or reopened (after SQLite's ``quick_check``, unless
+    ``check_integrity`` is False).
     """
     state: LinkState
     if database == IN_MEMORY_DATABASE:
         state = InMemoryLinkState(clock=clock)
     else:
-        state = await SqliteLinkState.open(database, clock=clock)
+        state = await SqliteLinkState.open(database, clock=clock, check_integrity=check_integrity)
     try:
         yield state
     finally:

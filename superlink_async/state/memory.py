@@ -106,6 +106,10 @@ class InMemoryLinkState:
         """Drop everything; later calls raise ``RuntimeError``."""
         self._data = None
 
+    async def probe(self) -> None:
+        """Memory has no disk to fill: serving while open."""
+        _ = self._tables
+
     # --- Nodes ----------------------------------------------------------------------------
     async def create_node(self, ping_interval: float) -> int:
         """Register a node, online for ``ping_interval`` seconds (once, as the reference)."""
@@ -144,24 +148,20 @@ class InMemoryLinkState:
         return node_id in self._tables.nodes
 
     # --- Node authentication --------------------------------------------------------------
-    async def set_node_public_key(self, node_id: int, public_key: bytes) -> int | None:
-        """Bind a key to a node, replacing the node's previous key; an offline holder goes."""
+    async def create_keyed_node(
+        self, ping_interval: float, public_key: bytes
+    ) -> tuple[int, int | None]:
+        """Register a node bound to ``public_key``; an offline holder of the key goes."""
         tables = self._tables
-        node = tables.nodes.get(node_id)
-        if node is None:
-            raise NodeNotFoundError(node_id)
         holder = tables.key_owners.get(public_key)
-        if holder == node_id:
-            holder = None
         if holder is not None:
             if tables.nodes[holder].online_until > self._clock():
                 raise PublicKeyInUseError
             await self.delete_node(holder)
-        if node.public_key is not None:
-            del tables.key_owners[node.public_key]
-        node.public_key = public_key
+        node_id = await self.create_node(ping_interval)
+        tables.nodes[node_id].public_key = public_key
         tables.key_owners[public_key] = node_id
-        return holder
+        return node_id, holder
 
     async def get_node_id(self, public_key: bytes) -> int | None:
         """The node the key is bound to, if any."""

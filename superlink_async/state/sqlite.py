@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import aiosqlite
+import anyio.to_thread
 
 from superlink_async.codec import fill_user_config, user_config_from_proto
 from superlink_async.logs import logger
@@ -45,6 +46,7 @@ from superlink_async.state.base import (
     PENDING,
     RUNNING,
     STARTING,
+    DatabaseCorruptError,
     MessageRejectedError,
     NodeNotFoundError,
     PublicKeyInUseError,
@@ -55,6 +57,7 @@ from superlink_async.state.base import (
     SchemaVersionError,
     StateError,
     StateStats,
+    StorageFullError,
     UserConfig,
 )
 from superlink_async.wire import run_pb2
@@ -206,6 +209,11 @@ _RUN_ROWS_KEPT = 1024
 #: freed one page at a time; 16 KiB pages make a 100 KB payload 7 pages instead of 25.
 _PAGE_SIZE = 16384
 
+#: The WAL is copied into the database file once it holds this many pages (4 MiB)...
+_WAL_CHECKPOINT_PAGES = 256
+#: ...and cut back to this size when it starts over, so it stays about this small.
+WAL_SIZE_LIMIT = _WAL_CHECKPOINT_PAGES * _PAGE_SIZE
+
 
 def _to_db(value: int) -> int:
     """A uint64 as the signed int64 with the same bits (SQLite integers are signed)."""
@@ -310,12 +318,21 @@ class _Session:
     ) -> int:
         """Insert with a random id (first parameter), drawing again on the rare collision.
 
-        ``sql`` must end in ``ON CONFLICT DO NOTHING`` so a collision inserts nothing.
+        ``sql`` must end in ``ON CONFLICT [(id)] DO NOTHING`` so a collision inserts nothing.
         """
         while True:
             candidate = new_id()
             if self.change(sql, (_to_db(candidate), *params)):
                 return candidate
+
+    def insert_node(self, online_until: float, ping_interval: float, key: bytes | None) -> int:
+        """A new node under a fresh random id, bound to ``key`` if one is given."""
+        return self.insert_with_fresh_id(
+            "INSERT INTO node (node_id, online_until, ping_interval, public_key) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (node_id) DO NOTHING",
+            rules.new_node_id,
+            (online_until, ping_interval, key),
+        )
 
     def run_exists(self, run_id: int) -> bool:
         return self.row("SELECT 1 FROM run WHERE run_id = ?", (_to_db(run_id),)) is not None
@@ -344,9 +361,17 @@ class SqliteLinkState:
     """``LinkState`` on SQLite; create it with ``await SqliteLinkState.open(database)``."""
 
     def __init__(
-        self, db: aiosqlite.Connection, clock: Callable[[], float], waiting: set[int]
+        self,
+        db: aiosqlite.Connection,
+        clock: Callable[[], float],
+        waiting: set[int],
+        database: str = IN_MEMORY,
     ) -> None:
         self._db = db
+        self._database = database
+        #: Set when a write found the disk full; cleared by the first ``probe`` write that
+        #: succeeds. Only health reads it: every call still tries its own writes.
+        self._storage_full = False
         self._session = _Session(db._conn)
         self._clock = clock
         self._closed = False
@@ -367,37 +392,49 @@ class SqliteLinkState:
         self._node_ids: dict[bytes, int] = {}
 
     @classmethod
-    async def open(cls, database: str, clock: Callable[[], float] = time.time) -> SqliteLinkState:
+    async def open(
+        cls,
+        database: str,
+        clock: Callable[[], float] = time.time,
+        *,
+        check_integrity: bool = True,
+    ) -> SqliteLinkState:
         """Open (creating if needed) ``database``, or a private in-memory DB for ``:memory:``.
 
-        ``SchemaVersionError`` for a file of another schema version; ``StateError`` for a
-        file that is not a usable SQLite database.
+        An existing file first passes SQLite's ``quick_check`` unless ``check_integrity``
+        is False (``DatabaseCorruptError``). ``SchemaVersionError`` for a file of another
+        schema version; ``StateError`` for a path that cannot be a usable SQLite database.
+        Every refusal leaves the file as it was.
         """
-        directory = os.path.dirname(database) or "."
-        # Checked up front (one stat, once, at startup): aiosqlite's failed connect leaves its
-        # worker thread to finish on its own, and this is by far the most common reason for it.
-        if database != IN_MEMORY and not os.path.isdir(directory):  # noqa: ASYNC240
-            raise StateError(f"Cannot open database {database!r}: its directory does not exist")
+        if database != IN_MEMORY:
+            _check_path(database)
+        connecting = aiosqlite.connect(database, isolation_level=None)
         try:
-            db = await aiosqlite.connect(database, isolation_level=None)
+            db = await connecting
         except sqlite3.Error as exc:
+            # aiosqlite's thread is still closing: let it end while this loop can hear it.
+            await anyio.to_thread.run_sync(connecting._thread.join)
             raise StateError(f"Cannot open database {database!r}: {exc}") from exc
         db.row_factory = sqlite3.Row
         try:
             await db.execute("PRAGMA foreign_keys = ON")
+            if database != IN_MEMORY and check_integrity:
+                await _check_integrity(db, database)
             await _prepare_schema(db, database)
             if database != IN_MEMORY:
                 await _enable_wal(db, database)
-        except sqlite3.Error as exc:
+            rows = await db.execute_fetchall(
+                "SELECT DISTINCT dst_node_id FROM message_ins WHERE delivered_at IS NULL"
+            )
+        except sqlite3.DatabaseError as exc:
             await db.close()
+            if exc.sqlite_errorcode == sqlite3.SQLITE_CORRUPT:
+                raise DatabaseCorruptError(_corrupt_message(database, str(exc))) from exc
             raise StateError(f"Cannot use {database!r} as a SQLite database: {exc}") from exc
         except BaseException:
             await db.close()
             raise
-        rows = await db.execute_fetchall(
-            "SELECT DISTINCT dst_node_id FROM message_ins WHERE delivered_at IS NULL"
-        )
-        return cls(db, clock, {_from_db(row[0]) for row in rows})
+        return cls(db, clock, {_from_db(row[0]) for row in rows}, database)
 
     async def aclose(self) -> None:
         """Close after the operations already queued; every change is already committed.
@@ -424,25 +461,44 @@ class SqliteLinkState:
         """
         if self._closed:
             raise RuntimeError("The SQLite LinkState is closed")
-        result: T = await self._db._execute(work, self._session)  # type: ignore[no-untyped-call]
+        try:
+            result: T = await self._db._execute(work, self._session)  # type: ignore[no-untyped-call]
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_FULL:
+                raise
+            if not self._storage_full:
+                self._storage_full = True
+                logger.error(
+                    "Database %r cannot take writes (%s): calls that write are answered "
+                    "UNAVAILABLE and health is NOT_SERVING until space returns",
+                    self._database,
+                    exc,
+                )
+            raise StorageFullError from exc
         return result
 
     async def _transaction(self, work: Callable[[_Session], T]) -> T:
         """``_call`` for work that writes more than once: all of it commits, or none."""
         return await self._call(functools.partial(_atomically, work))
 
+    async def probe(self) -> None:
+        """A read; while writes failed lately, a one-page write that ends that state if it works.
+
+        The write rewrites the schema version with its own value: nothing changes, but the
+        disk must take the page.
+        """
+        if not self._storage_full:
+            await self._call(lambda db: db.row("SELECT 1 FROM run LIMIT 1"))
+            return
+        await self._call(lambda db: db.change(f"PRAGMA user_version = {SCHEMA_VERSION}"))
+        self._storage_full = False
+        logger.info("Database %r takes writes again", self._database)
+
     # --- Nodes ----------------------------------------------------------------------------
     async def create_node(self, ping_interval: float) -> int:
         """Register a node, online for ``ping_interval`` seconds; return its id (not 0 or 1)."""
         online_until = self._clock() + ping_interval
-        return await self._call(
-            lambda db: db.insert_with_fresh_id(
-                "INSERT INTO node (node_id, online_until, ping_interval) VALUES (?, ?, ?) "
-                "ON CONFLICT DO NOTHING",
-                rules.new_node_id,
-                (online_until, ping_interval),
-            )
-        )
+        return await self._call(lambda db: db.insert_node(online_until, ping_interval, None))
 
     async def delete_node(self, node_id: int) -> None:
         """Forget a node and its key binding; its messages stay. ``NodeNotFoundError``."""
@@ -478,29 +534,26 @@ class SqliteLinkState:
         return await self._call(lambda db: db.node_exists(node_id))
 
     # --- Node authentication --------------------------------------------------------------
-    async def set_node_public_key(self, node_id: int, public_key: bytes) -> int | None:
-        """Bind a key to a node; an offline holder is deleted in the same transaction."""
+    async def create_keyed_node(
+        self, ping_interval: float, public_key: bytes
+    ) -> tuple[int, int | None]:
+        """Register a node bound to ``public_key`` in one transaction; an offline holder goes."""
         now = self._clock()
 
-        def bind(db: _Session) -> int | None:
+        def create(db: _Session) -> tuple[int, int | None]:
             self._node_ids.clear()
-            if not db.node_exists(node_id):
-                raise NodeNotFoundError(node_id)
             owner = db.row(
                 "SELECT node_id, online_until FROM node WHERE public_key = ?", (public_key,)
             )
             holder = None
-            if owner is not None and _from_db(owner["node_id"]) != node_id:
+            if owner is not None:
                 if owner["online_until"] > now:
                     raise PublicKeyInUseError
                 holder = _from_db(owner["node_id"])
                 db.change("DELETE FROM node WHERE node_id = ?", (owner["node_id"],))
-            db.change(
-                "UPDATE node SET public_key = ? WHERE node_id = ?", (public_key, _to_db(node_id))
-            )
-            return holder
+            return db.insert_node(now + ping_interval, ping_interval, public_key), holder
 
-        return await self._transaction(bind)
+        return await self._transaction(create)
 
     async def get_node_id(self, public_key: bytes) -> int | None:
         """The node a key is bound to, if any."""
@@ -971,6 +1024,50 @@ def _reply_for(
     return rules.result_for(ins_id, instruction, reply, online, now)
 
 
+def _check_path(database: str) -> None:
+    """Refuse, with its cause, a path SQLite could not use (one stat each, once, at start-up).
+
+    SQLite itself reports most of these as "unable to open database file".
+    """
+    directory = os.path.dirname(database) or "."
+    if not os.path.isdir(directory):
+        raise StateError(f"Cannot open database {database!r}: its directory does not exist")
+    if os.path.isdir(database):
+        raise StateError(f"Cannot open database {database!r}: it is a directory, not a file")
+    if not os.access(directory, os.W_OK):
+        # WAL needs <file>-wal and <file>-shm beside the file, even to read it.
+        raise StateError(
+            f"Cannot open database {database!r}: its directory {directory!r} is read-only"
+        )
+    if os.path.exists(database) and not os.access(database, os.W_OK):
+        raise StateError(f"Cannot open database {database!r}: the file is read-only")
+
+
+def _corrupt_message(database: str, finding: str) -> str:
+    """One line: SQLite's findings span several."""
+    finding = " ".join(finding.replace("*** in database main ***", "").split())
+    return (
+        f"Database {database!r} is corrupted ({finding}); refusing to serve from it. "
+        'Restore it from a backup (docs/persistence.md, "Backups"), or move it aside to '
+        "start with an empty database"
+    )
+
+
+async def _check_integrity(db: aiosqlite.Connection, database: str) -> None:
+    """SQLite's ``quick_check`` over the whole file: every page read once (docs/persistence.md).
+
+    A malformed page makes it report (or raise) "database disk image is malformed"; a
+    server that served such a file would fail or answer wrongly later, far from the cause.
+    """
+    started = time.monotonic()
+    findings = [str(row[0]) for row in await db.execute_fetchall("PRAGMA quick_check")]
+    if findings != ["ok"]:
+        raise DatabaseCorruptError(_corrupt_message(database, "; ".join(findings[:3])))
+    logger.debug(
+        "Database %r passed its integrity check in %.2f s", database, time.monotonic() - started
+    )
+
+
 async def _prepare_schema(db: aiosqlite.Connection, database: str) -> None:
     """Create the schema in a fresh database, or bring an older one of ours up to date.
 
@@ -1005,11 +1102,19 @@ async def _prepare_schema(db: aiosqlite.Connection, database: str) -> None:
 
 
 async def _enable_wal(db: aiosqlite.Connection, database: str) -> None:
-    """WAL lets readers of the file run beside the writer; NORMAL sync is safe under WAL."""
+    """WAL lets readers of the file run beside the writer; NORMAL sync is safe under WAL.
+
+    The WAL is checkpointed into the file every ``_WAL_CHECKPOINT_PAGES`` pages and cut
+    back to ``WAL_SIZE_LIMIT`` bytes when it restarts (docs/persistence.md, "Disk
+    space"). SQLite's default, 1,000 pages, let it grow to 16 MB with 16 KiB pages and
+    never shrink: on a small volume that is the space a full disk needs back to recover.
+    """
     mode = await _single_value(db, "PRAGMA journal_mode = WAL")
     if str(mode).lower() != "wal":
         logger.warning("Database %r could not switch to WAL (journal mode %s)", database, mode)
     await db.execute("PRAGMA synchronous = NORMAL")
+    await db.execute(f"PRAGMA wal_autocheckpoint = {_WAL_CHECKPOINT_PAGES}")
+    await db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
 
 
 async def _single_value(db: aiosqlite.Connection, sql: str) -> Any:

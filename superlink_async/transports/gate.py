@@ -154,6 +154,11 @@ class CallGate:
             if self._in_flight == 0:
                 self._idle.set()
 
+    def accept_paused(self, listener: str) -> None:
+        """Count one pause of ``listener``, out of file descriptors (with metrics)."""
+        if self._metrics is not None:
+            self._metrics.accept_pauses.labels(listener).inc()
+
     async def drain(self, grace: float) -> bool:
         """Refuse new calls and wait up to ``grace`` seconds; True if all calls finished."""
         self._draining = True

@@ -10,7 +10,39 @@ from anyio.abc import TaskStatus
 
 from superlink_async.config import Address
 from superlink_async.logs import logger
-from superlink_async.transports.gate import LISTEN_BACKLOG
+from superlink_async.transports.gate import CallGate
+from superlink_async.transports.listener import PausingListener, bind
+
+
+class _PausingSite(web.BaseSite):
+    """An aiohttp site that accepts through a ``PausingListener`` (see transports.listener)."""
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        address: Address,
+        gate: CallGate,
+        tls: ssl.SSLContext | None,
+    ) -> None:
+        super().__init__(runner, ssl_context=tls)
+        self._address = address
+        self._gate = gate
+
+    @property
+    def name(self) -> str:
+        scheme = "https" if self._ssl_context else "http"
+        return f"{scheme}://{self._address}"
+
+    async def start(self) -> None:
+        await super().start()
+        assert self._runner.server is not None
+        self._server = PausingListener(  # type: ignore[assignment]
+            f"Listener on {self._address}",
+            await bind(self._address),
+            self._runner.server,
+            self._gate,
+            self._ssl_context,
+        )
 
 
 async def serve_http(
@@ -18,22 +50,18 @@ async def serve_http(
     address: Address,
     banner: str,
     tls: ssl.SSLContext | None = None,
+    gate: CallGate | None = None,
     *,
     task_status: TaskStatus[None],
 ) -> None:
-    """Serve an aiohttp ``app`` until cancelled: the site stops, then the runner cleans up."""
+    """Serve an aiohttp ``app`` until cancelled: the site stops, then the runner cleans up.
+
+    The ``gate``'s metrics count the listener's pauses (out of file descriptors).
+    """
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(
-            runner,
-            address.host or None,
-            address.port,
-            ssl_context=tls,
-            reuse_address=True,
-            backlog=LISTEN_BACKLOG,
-        )
-        await site.start()
+        await _PausingSite(runner, address, gate or CallGate(), tls).start()
         logger.info("%s on %s", banner, address)
         task_status.started()
         await anyio.sleep_forever()

@@ -13,8 +13,9 @@ from aiohttp import web
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 
-from superlink_async.services.errors import ServiceError, Status
+from superlink_async.services.errors import ServiceError, Status, state_failure
 from superlink_async.services.fleet import FleetService
+from superlink_async.state.base import StateError
 from superlink_async.transports.fleet_calls import FLEET_CALLS
 from superlink_async.transports.gate import CallGate, RefusedError
 from superlink_async.wire import fab_pb2, fleet_pb2, run_pb2
@@ -100,6 +101,10 @@ def fleet_rest_app(
             return _text(503, str(exc))
         except ServiceError as exc:
             return _text(HTTP_STATUS[exc.status], exc.message)
+        except StateError as exc:
+            if (failure := state_failure(exc)) is None:
+                raise
+            return _text(HTTP_STATUS[failure.status], failure.message)
         return web.Response(body=response.SerializeToString(), content_type=PROTOBUF)
 
     async def health(request: web.Request) -> web.StreamResponse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,10 +111,11 @@ class Link:
         )
 
 
-@pytest.fixture
-async def link(tmp_path: Path) -> AsyncIterator[Link]:
+@asynccontextmanager
+async def open_link(database: str, tmp_path: Path) -> AsyncIterator[Link]:
+    """The three APIs over the state backend that ``database`` names (as ``--database``)."""
     clock = Clock()
-    async with open_state(":flwr-in-memory-state:", clock=clock) as state:
+    async with open_state(database, clock=clock) as state:
         fabs = FabStore(tmp_path / "ffs")
         events = RunEvents()
         gate = CallGate()
@@ -142,3 +144,9 @@ async def link(tmp_path: Path) -> AsyncIterator[Link]:
                 stopped_runs=stopped,
                 claimed_runs=claimed,
             )
+
+
+@pytest.fixture
+async def link(tmp_path: Path) -> AsyncIterator[Link]:
+    async with open_link(":flwr-in-memory-state:", tmp_path) as opened:
+        yield opened

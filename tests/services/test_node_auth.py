@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from superlink_async.wire import fab_pb2, fleet_grpc, fleet_pb2, run_pb2, server
 from superlink_async.wire.message_pb2 import Message, Metadata
 from superlink_async.wire.node_pb2 import Node
 from tests.node_keys import NodeKey
-from tests.services.conftest import Link
+from tests.services.conftest import Link, open_link
 
 pytestmark = pytest.mark.anyio
 
@@ -103,7 +104,8 @@ async def test_automatic_mode_binds_the_key_and_accepts_its_node(
 
 async def test_missing_metadata_is_rejected(auto_fleet: fleet_grpc.FleetStub) -> None:
     await assert_unauthenticated(
-        auto_fleet.CreateNode(fleet_pb2.CreateNodeRequest()), "Missing authentication metadata"
+        auto_fleet.CreateNode(fleet_pb2.CreateNodeRequest(ping_interval=30.0)),
+        "Missing authentication metadata",
     )
 
 
@@ -123,7 +125,8 @@ async def test_a_signature_by_another_key_is_invalid(
     metadata = NodeKey().metadata(link.clock.now)
     metadata["flwr-public-key-bin"] = NodeKey().pem
     await assert_unauthenticated(
-        auto_fleet.CreateNode(fleet_pb2.CreateNodeRequest(), metadata=metadata), "Invalid signature"
+        auto_fleet.CreateNode(fleet_pb2.CreateNodeRequest(ping_interval=30.0), metadata=metadata),
+        "Invalid signature",
     )
 
 
@@ -133,7 +136,8 @@ async def test_timestamps_outside_the_window_are_rejected(
 ) -> None:
     metadata = NodeKey().metadata(link.clock.now, skew=skew)
     await assert_unauthenticated(
-        auto_fleet.CreateNode(fleet_pb2.CreateNodeRequest(), metadata=metadata), "Invalid timestamp"
+        auto_fleet.CreateNode(fleet_pb2.CreateNodeRequest(ping_interval=30.0), metadata=metadata),
+        "Invalid timestamp",
     )
 
 
@@ -142,7 +146,7 @@ async def test_timestamps_inside_the_window_are_accepted(
     auto_fleet: fleet_grpc.FleetStub, link: Link, skew: float
 ) -> None:
     metadata = NodeKey().metadata(link.clock.now, skew=skew)
-    await auto_fleet.CreateNode(fleet_pb2.CreateNodeRequest(), metadata=metadata)
+    await auto_fleet.CreateNode(fleet_pb2.CreateNodeRequest(ping_interval=30.0), metadata=metadata)
 
 
 @pytest.mark.parametrize(
@@ -154,7 +158,8 @@ async def test_naive_or_garbage_timestamps_are_rejected_not_crashed_on(
     """The reference answered a naive timestamp with UNKNOWN (a crash in its interceptor)."""
     metadata = NodeKey().metadata(link.clock.now, timestamp=timestamp)
     await assert_unauthenticated(
-        auto_fleet.CreateNode(fleet_pb2.CreateNodeRequest(), metadata=metadata), "Invalid timestamp"
+        auto_fleet.CreateNode(fleet_pb2.CreateNodeRequest(ping_interval=30.0), metadata=metadata),
+        "Invalid timestamp",
     )
 
 
@@ -262,6 +267,33 @@ async def test_a_fixed_key_node_rejoins_once_its_old_node_is_offline(
     assert new != old
     assert not await link.state.node_exists(old)
     assert await link.state.get_node_id(key.pem) == new
+
+
+#: SQLite refuses every write that would give a node its key, or remove a node, as a
+#: failing disk refused them: creating a bare node still works.
+_FAILING_KEY_WRITES = (
+    "CREATE TRIGGER keyed_insert BEFORE INSERT ON node WHEN NEW.public_key IS NOT NULL "
+    "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END",
+    "CREATE TRIGGER key_update BEFORE UPDATE OF public_key ON node "
+    "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END",
+    "CREATE TRIGGER node_delete BEFORE DELETE ON node "
+    "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END",
+)
+
+
+async def test_a_create_node_whose_key_cannot_be_stored_leaves_no_node(
+    tmp_path: Path, signatures: SignatureChecker
+) -> None:
+    """Create and bind are one transaction: the reference (and we, before) left a keyless node."""
+    database = tmp_path / "state.db"
+    async with open_link(str(database), tmp_path) as link:
+        with sqlite3.connect(database) as other:
+            for statement in _FAILING_KEY_WRITES:
+                other.execute(statement)
+        async for stub in fleet_with(link, None, signatures):
+            with pytest.raises(GRPCError):
+                await create_node(stub, NodeKey(), link)
+        assert (await link.state.get_stats()).nodes_registered == 0
 
 
 def test_key_list_loads_openssh_ec_keys(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -46,3 +48,15 @@ async def state(
 ) -> AsyncIterator[LinkState]:
     async with open_state(_database(request.param, tmp_path), clock=clock) as opened:
         yield opened
+
+
+def corrupt_a_page(path: Path) -> None:
+    """Overwrite the first 4 KB of a page in the middle, as a torn write would."""
+    with sqlite3.connect(path) as connection:
+        page_size = connection.execute("PRAGMA page_size").fetchone()[0]
+        pages = connection.execute("PRAGMA page_count").fetchone()[0]
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    connection.close()
+    with path.open("r+b") as file:
+        file.seek(page_size * (pages // 2))
+        file.write(os.urandom(4096))

@@ -178,14 +178,13 @@ async def test_online_nodes_are_sorted_ascending(state: LinkState) -> None:
 
 
 async def test_delete_node_forgets_the_node_and_frees_its_key(state: LinkState) -> None:
-    node_id = await state.create_node(PING)
-    await state.set_node_public_key(node_id, b"key")
+    node_id, _ = await state.create_keyed_node(PING, b"key")
     await state.delete_node(node_id)
     assert not await state.node_exists(node_id)
     assert await state.get_online_nodes() == []
     assert await state.get_node_id(b"key") is None
-    other = await state.create_node(PING)
-    await state.set_node_public_key(other, b"key")
+    other, replaced = await state.create_keyed_node(PING, b"key")
+    assert replaced is None
     assert await state.get_node_id(b"key") == other
 
 
@@ -195,25 +194,21 @@ async def test_delete_unknown_node_raises_node_not_found(state: LinkState) -> No
 
 
 # --- Node authentication -------------------------------------------------------------------
-async def test_public_key_binding_is_found_by_key(state: LinkState) -> None:
-    node_id = await state.create_node(PING)
-    await state.set_node_public_key(node_id, b"key")
+async def test_a_keyed_node_is_online_and_found_by_its_key(state: LinkState) -> None:
+    node_id, replaced = await state.create_keyed_node(PING, b"key")
+    assert replaced is None
+    assert await state.get_online_nodes() == [node_id]
     assert await state.get_node_id(b"key") == node_id
     assert await state.get_node_id(b"other") is None
 
 
-async def test_binding_key_to_unknown_node_raises_node_not_found(state: LinkState) -> None:
-    with pytest.raises(NodeNotFoundError):
-        await state.set_node_public_key(12345, b"key")
-    assert await state.get_node_id(b"key") is None
-
-
-async def test_key_bound_to_another_node_raises_public_key_in_use(state: LinkState) -> None:
-    first = await state.create_node(PING)
-    second = await state.create_node(PING)
-    await state.set_node_public_key(first, b"key")
+async def test_a_key_held_by_an_online_node_creates_no_node(state: LinkState) -> None:
+    """Creating and binding are one step: a refused key leaves no keyless node behind."""
+    first, _ = await state.create_keyed_node(PING, b"key")
     with pytest.raises(PublicKeyInUseError, match="Public key already in use"):
-        await state.set_node_public_key(second, b"key")
+        await state.create_keyed_node(PING, b"key")
+    assert await state.get_online_nodes() == [first]
+    assert (await state.get_stats()).nodes_registered == 1
     assert await state.get_node_id(b"key") == first
 
 
@@ -221,11 +216,10 @@ async def test_a_key_held_by_an_offline_node_moves_and_the_holder_is_deleted(
     state: LinkState, clock: FakeClock
 ) -> None:
     """A SuperNode that died without DeleteNode can rejoin with its key (§17 item 13)."""
-    old = await state.create_node(PING)
-    assert await state.set_node_public_key(old, b"key") is None
+    old, _ = await state.create_keyed_node(PING, b"key")
     clock.advance(PING)
-    new = await state.create_node(PING)
-    assert await state.set_node_public_key(new, b"key") == old
+    new, replaced = await state.create_keyed_node(PING, b"key")
+    assert replaced == old
     assert not await state.node_exists(old)
     assert await state.get_node_id(b"key") == new
 
@@ -233,48 +227,27 @@ async def test_a_key_held_by_an_offline_node_moves_and_the_holder_is_deleted(
 async def test_a_key_held_by_a_pinging_node_stays_with_it(
     state: LinkState, clock: FakeClock
 ) -> None:
-    holder = await state.create_node(PING)
-    await state.set_node_public_key(holder, b"key")
+    holder, _ = await state.create_keyed_node(PING, b"key")
     clock.advance(PING - 1)
     assert await state.acknowledge_ping(holder, PING)
     clock.advance(PING + 1)
-    newcomer = await state.create_node(PING)
     with pytest.raises(PublicKeyInUseError):
-        await state.set_node_public_key(newcomer, b"key")
+        await state.create_keyed_node(PING, b"key")
     assert await state.get_node_id(b"key") == holder
-
-
-async def test_binding_the_same_key_to_the_same_node_again_is_allowed(state: LinkState) -> None:
-    node_id = await state.create_node(PING)
-    await state.set_node_public_key(node_id, b"key")
-    await state.set_node_public_key(node_id, b"key")
-    assert await state.get_node_id(b"key") == node_id
-
-
-async def test_new_key_for_a_node_frees_its_old_key(state: LinkState) -> None:
-    node_id = await state.create_node(PING)
-    await state.set_node_public_key(node_id, b"old")
-    await state.set_node_public_key(node_id, b"new")
-    assert await state.get_node_id(b"old") is None
-    assert await state.get_node_id(b"new") == node_id
 
 
 async def test_a_binding_read_before_each_change_reads_changed_after_it(
     state: LinkState, clock: FakeClock
 ) -> None:
-    """A new key, a key moved off an offline node and a deleted node all show (no stale copy)."""
-    node_id = await state.create_node(PING)
-    await state.set_node_public_key(node_id, b"old")
-    assert await state.get_node_id(b"old") == node_id
-    await state.set_node_public_key(node_id, b"new")
-    assert await state.get_node_id(b"old") is None
-    assert await state.get_node_id(b"new") == node_id
+    """A key moved off an offline node and a deleted node both show (no stale copy)."""
+    node_id, _ = await state.create_keyed_node(PING, b"key")
+    assert await state.get_node_id(b"key") == node_id
     clock.advance(PING)
-    newcomer = await state.create_node(PING)
-    assert await state.set_node_public_key(newcomer, b"new") == node_id
-    assert await state.get_node_id(b"new") == newcomer
+    newcomer, replaced = await state.create_keyed_node(PING, b"key")
+    assert replaced == node_id
+    assert await state.get_node_id(b"key") == newcomer
     await state.delete_node(newcomer)
-    assert await state.get_node_id(b"new") is None
+    assert await state.get_node_id(b"key") is None
 
 
 async def test_known_public_keys_are_replaced_whole_and_apart_from_bindings(

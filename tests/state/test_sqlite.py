@@ -22,6 +22,7 @@ from superlink_async.state.base import (
     STARTING,
     STOPPED,
     SUPERLINK_NODE_ID,
+    DatabaseCorruptError,
     RunStatus,
     SchemaVersionError,
     StateError,
@@ -31,7 +32,7 @@ from superlink_async.state.sqlite import SCHEMA_VERSION, SqliteLinkState
 from superlink_async.wire.message_pb2 import Context, Message, Metadata
 from superlink_async.wire.recorddict_pb2 import ConfigRecord, ConfigRecordValue, RecordDict
 from superlink_async.wire.transport_pb2 import Scalar
-from tests.state.conftest import FakeClock
+from tests.state.conftest import FakeClock, corrupt_a_page
 
 pytestmark = pytest.mark.anyio
 
@@ -98,8 +99,7 @@ async def test_reopened_file_keeps_runs_nodes_keys_messages_contexts_and_logs(
     context.run_config["lr"].CopyFrom(Scalar(double=0.1))
 
     async with opened(path, clock) as state:
-        node_id = await state.create_node(ping_interval=30.0)
-        await state.set_node_public_key(node_id, b"node-key")
+        node_id, _ = await state.create_keyed_node(30.0, b"node-key")
         await state.replace_known_public_keys([b"known-1", b"known-2"])
         run_id = await state.create_run("flwr/app", "1.0.0", "abc123", override, options)
         stopped_id = await state.create_run("flwr/app", "1.0.0", "abc123", {}, ConfigRecord())
@@ -435,3 +435,19 @@ async def test_closed_state_refuses_calls_and_closes_once(clock: FakeClock) -> N
     await state.aclose()
     with pytest.raises(RuntimeError, match="closed"):
         await state.get_runs()
+
+
+async def test_a_corrupted_file_is_refused_unless_the_check_is_skipped(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """``quick_check`` at open finds a torn page; ``check_integrity=False`` serves the file."""
+    path = tmp_path / "state.db"
+    async with opened(path, clock) as state:
+        for _ in range(2000):
+            await state.create_node(30.0)
+    corrupt_a_page(path)
+
+    with pytest.raises(DatabaseCorruptError, match=r"state\.db' is corrupted \(Page \d+: "):
+        await SqliteLinkState.open(str(path), clock=clock)
+    unchecked = await SqliteLinkState.open(str(path), clock=clock, check_integrity=False)
+    await unchecked.aclose()

@@ -63,7 +63,9 @@ async def test_get_run_reply_names_the_run_module(
 async def test_ping_of_an_unknown_node_is_not_an_error(
     adapter: grpcadapter_grpc.GrpcAdapterStub,
 ) -> None:
-    reply = await adapter.SendReceive(wrap(fleet_pb2.PingRequest(node=Node(node_id=9))))
+    reply = await adapter.SendReceive(
+        wrap(fleet_pb2.PingRequest(node=Node(node_id=9), ping_interval=30.0))
+    )
     assert not fleet_pb2.PingResponse.FromString(reply.grpc_message_content).success
 
 

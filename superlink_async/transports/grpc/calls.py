@@ -12,7 +12,7 @@ from grpclib.protocol import Stream as H2Stream
 from grpclib.server import Stream
 
 from superlink_async.logs import logger
-from superlink_async.services.errors import ServiceError, Status
+from superlink_async.services.errors import ServiceError, Status, state_failure
 from superlink_async.transports.gate import CallGate, RefusedError, ShuttingDownError
 
 RequestT = TypeVar("RequestT")
@@ -35,6 +35,8 @@ def to_grpc_error(exc: Exception) -> GRPCError:
         return GRPCError(GRPC_STATUS[exc.status], exc.message)
     if isinstance(exc, RefusedError):
         return GRPCError(GrpcStatus.UNAVAILABLE, str(exc))
+    if (failure := state_failure(exc)) is not None:
+        return GRPCError(GRPC_STATUS[failure.status], failure.message)
     logger.error("Unexpected error while serving a call", exc_info=exc)
     return GRPCError(GrpcStatus.INTERNAL, f"Internal error: {type(exc).__name__}")
 

@@ -66,7 +66,8 @@ from h2.exceptions import ProtocolError as H2ProtocolError
 
 from superlink_async.config import Address
 from superlink_async.logs import logger
-from superlink_async.transports.gate import LISTEN_BACKLOG
+from superlink_async.transports.gate import CallGate
+from superlink_async.transports.listener import PausingListener, bind
 
 #: Closed streams h2 remembers per connection (it answers late frames on them politely).
 CLOSED_STREAMS_REMEMBERED = 64
@@ -335,6 +336,9 @@ class LeanServer(Server):
     A connection that has not completed the HTTP/2 handshake (sent the preface and its
     SETTINGS, and acknowledged ours) ``handshake_timeout`` seconds after it was accepted
     is closed: without that, sockets that never speak HTTP/2 are held forever.
+
+    ``listen`` is its ``start``: it accepts through a ``PausingListener``, which stops
+    accepting, quietly, while the process is out of file descriptors.
     """
 
     def __init__(
@@ -359,6 +363,18 @@ class LeanServer(Server):
         # header reaches ``_ForgetfulHandler.accept``, which resets its stream alone.
         self._h2_config.header_encoding = "latin-1"
 
+    async def listen(
+        self, address: Address, gate: CallGate, ssl: _ssl.SSLContext | None = None
+    ) -> None:
+        """Bind ``address`` and accept on it until ``close``."""
+        if self._server is not None:
+            raise RuntimeError("Server is already started")
+        sockets = await bind(address)
+        self._server = PausingListener(  # type: ignore[assignment]
+            f"Listener on {address}", sockets, self._protocol_factory, gate, ssl
+        )
+        self._server_closed_fut = self._loop.create_future()
+
     def _protocol_factory(self) -> H2Protocol:
         self.__gc_step__()
         handler = _ForgetfulHandler(
@@ -377,21 +393,21 @@ async def serve_grpc(
     address: Address,
     banner: str,
     ssl: _ssl.SSLContext | None = None,
-    profile: ConnectionProfile = FLEET,
+    gate: CallGate | None = None,
     *,
+    profile: ConnectionProfile = FLEET,
     task_status: TaskStatus[None],
 ) -> None:
     """Listen on ``address`` until cancelled; report ``started`` once listening.
 
     A port that cannot be bound raises here, before ``started``, so the supervisor sees
-    the listener's crash with its cause. With ``ssl`` every connection must be TLS;
-    ``profile`` fits the connections to their callers (both positional, because the
-    supervisor passes arguments positionally).
+    the listener's crash with its cause. With ``ssl`` every connection must be TLS; the
+    ``gate``'s metrics count the listener's pauses (both positional, because the
+    supervisor passes arguments positionally). ``profile`` fits the connections to their
+    callers.
     """
     server = LeanServer(handlers, profile)
-    await server.start(
-        address.host, address.port, reuse_address=True, ssl=ssl, backlog=LISTEN_BACKLOG
-    )
+    await server.listen(address, gate or CallGate(), ssl)
     logger.info("%s on %s", banner, address)
     task_status.started()
     try:

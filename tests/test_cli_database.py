@@ -1,0 +1,150 @@
+"""An unusable or corrupted ``--database``: one ERROR line naming the file and why, status 1.
+
+Each case starts the real command (``python -m superlink_async``) and reads its whole
+stderr: after the usual start-up lines (the warning, the descriptor limit) comes exactly
+one ERROR line and nothing else (no traceback, none from aiosqlite's thread), and the file
+is left byte for byte as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from superlink_async.state.sqlite import SqliteLinkState
+from tests.ports import loopback
+from tests.state.conftest import corrupt_a_page
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+START_UP = [
+    "INFO :      Starting Flower SuperLink",
+    "WARNING :   Option `--insecure` was set. Starting insecure HTTP server with unencrypted "
+    "communication (TLS disabled). Proceed only if you understand the risks.",
+]
+
+
+def start(database: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "superlink_async", "--insecure", "--database", str(database)]
+    for flag in ("--fleet-api-address", "--exec-api-address", "--serverappio-api-address"):
+        command += [flag, loopback()]
+    return subprocess.run(
+        [*command, *extra], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def fingerprint(path: Path) -> tuple[str, list[str]]:
+    """The file's bytes (hashed) and what its directory holds."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+    return digest, sorted(os.listdir(path.parent))
+
+
+def refusal(database: Path) -> str:
+    """Start on ``database``; assert status 1, one ERROR line and the file untouched."""
+    before = fingerprint(database)
+    result = start(database)
+    lines = ANSI.sub("", result.stderr).splitlines()
+    assert result.returncode == 1, result.stderr
+    assert lines[:2] == START_UP, result.stderr
+    assert re.fullmatch(r"INFO :      File descriptors: at most \d+.*", lines[2]), result.stderr
+    assert len(lines) == 4, result.stderr
+    assert lines[-1].startswith("ERROR :     "), result.stderr
+    assert result.stdout == ""
+    assert fingerprint(database) == before
+    return lines[-1].removeprefix("ERROR :     ")
+
+
+def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
+    database = tmp_path / "notes.txt"
+    database.write_text("not a database, just notes\n" * 100)
+    assert refusal(database) == (
+        f"Cannot use {str(database)!r} as a SQLite database: file is not a database"
+    )
+
+
+def test_a_directory_is_refused(tmp_path: Path) -> None:
+    database = tmp_path / "state.db"
+    database.mkdir()
+    assert refusal(database) == (
+        f"Cannot open database {str(database)!r}: it is a directory, not a file"
+    )
+
+
+def make_database(path: Path) -> None:
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE t (x)")
+        connection.execute("PRAGMA user_version = 7")
+    connection.close()
+
+
+def test_a_database_of_another_schema_version_is_refused(tmp_path: Path) -> None:
+    database = tmp_path / "other.db"
+    make_database(database)
+    assert refusal(database) == (
+        f"Database {str(database)!r} has schema version 7, but this superlink-async "
+        "expects version 2; refusing to open it"
+    )
+
+
+@pytest.fixture
+def read_only_directory(tmp_path: Path) -> Iterator[Path]:
+    """A directory holding a SQLite file that this process cannot write to.
+
+    Root writes through any mode bits, so as root it is a tmpfs mounted read-only (a real
+    read-only mount); otherwise a directory with mode 0555.
+    """
+    directory = tmp_path / "read-only"
+    directory.mkdir()
+    if os.geteuid() != 0:
+        make_database(directory / "state.db")
+        directory.chmod(0o555)
+        yield directory
+        directory.chmod(0o755)
+        return
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", directory], check=True)
+    try:
+        make_database(directory / "state.db")
+        subprocess.run(["mount", "-o", "remount,ro", directory], check=True)
+        yield directory
+    finally:
+        subprocess.run(["umount", directory], check=True)
+
+
+def test_a_read_only_directory_is_refused(read_only_directory: Path) -> None:
+    database = read_only_directory / "state.db"
+    assert refusal(database) == (
+        f"Cannot open database {str(database)!r}: its directory "
+        f"{str(read_only_directory)!r} is read-only"
+    )
+
+
+async def fill(database: Path) -> None:
+    """A state file of ours holding 2,000 nodes (about 20 pages)."""
+    state = await SqliteLinkState.open(str(database))
+    try:
+        for _ in range(2000):
+            await state.create_node(30.0)
+    finally:
+        await state.aclose()
+
+
+@pytest.fixture
+def corrupted(tmp_path: Path) -> Path:
+    database = tmp_path / "state.db"
+    asyncio.run(fill(database))
+    corrupt_a_page(database)
+    return database
+
+
+def test_a_corrupted_database_is_refused_with_the_way_to_recover(corrupted: Path) -> None:
+    message = refusal(corrupted)
+    assert message.startswith(f"Database {str(corrupted)!r} is corrupted (")
+    assert 'Restore it from a backup (docs/persistence.md, "Backups")' in message
