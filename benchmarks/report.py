@@ -450,7 +450,8 @@ class Report:
             "1,000 nodes; `lag p99` is how late the load generator's event loops woke up "
             "(large values mean the generator, not the server, added latency); `ramp errors` "
             "are failed calls while the size was being reached; a node is lost when it gives up "
-            "as a SuperNode would (any error but UNAVAILABLE).",
+            "as a 1.18 SuperNode would (any error but UNAVAILABLE, which it retries, and, once "
+            "registered, PERMISSION_DENIED, after which it pulls again).",
         ]
         for backend in settings.backends:
             parts += ["", f"### {backend}", "", self._largest_table(backend), ""]
@@ -601,6 +602,12 @@ class Report:
                 "pull. Every call carries `flwr-public-key-bin` (PEM SPKI of a per-node SECP384R1 "
                 "key), `flwr-timestamp` and `flwr-signature-bin` (ECDSA-SHA256, DER); a node signs "
                 "at most once per wall-clock second and reuses that timestamp within the second.",
+                "- Failed calls are handled as flwr 1.18.0's SuperNode does: UNAVAILABLE is "
+                "retried for ever after waits drawn uniformly from 0 to 1, 2, 4, ... s (capped at "
+                "20 s); PERMISSION_DENIED drops the instruction at hand (on CreateNode it ends "
+                "the node); any other code ends the node; a failed Ping is retried with the "
+                "same backoff, uncapped. SuperNodes set no deadline but on Ping (5 s): a call "
+                "stuck for 60 s is made again.",
                 "- Clients are grpcio's C-core (`grpc.aio`), one event loop per load-generator "
                 "process; each node has its own channel and TCP connection while the server's "
                 "descriptor limit allows (`conns` shows when nodes had to share).",
