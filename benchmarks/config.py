@@ -47,7 +47,7 @@ class Settings:
     ramp_rate: float
     #: Pause after growing, before measuring or pushing a round.
     settle: float
-    #: Scenario A: how long each fleet size is measured.
+    #: Scenarios A and C: how long each fleet size is measured.
     window: float
     #: Scenario A: a server session stops growing once the next size would pass this.
     idle_budget: float
@@ -57,9 +57,10 @@ class Settings:
     round_timeout: float
     #: Scenario B: the driver's PullMessages period (``flwr-serverapp`` uses 3 s).
     driver_pull_period: float
-    #: Scenario C: runs of it per backend and target, at most ``runs`` (the first ones). A
-    #: session takes 2-5 min at full size, so it runs once there: ``make bench`` stays
-    #: within ~25 min on 2 CPUs; spread shows in its search (each size is measured).
+    #: Scenario C: runs of it per backend and target, at most ``runs``: the first ones, so
+    #: that the time budget does not reach them. At full size a session takes 2-4 min (a
+    #: search of 4-7 sizes, ~10 s each, then two rounds of up to 60 s and a regrowth), so
+    #: the full preset runs it once: 4 sessions, ~10-13 min on top of A and B's ~14.
     edge_runs: int
     #: Scenario C: the idle fleet grows from this size ...
     edge_start: int
@@ -82,7 +83,9 @@ class Settings:
     edge_register_wait: float
     #: Load-generator processes.
     workers: int
-    #: Sessions not started by then are skipped (and listed in the report).
+    #: Sessions not started by then are skipped (and listed in the report). The full
+    #: preset's 23 min keeps ``make bench`` within ~25 min on 2 CPUs: its last sessions
+    #: (the last run's A and B, under a minute each) are the ones a slow machine skips.
     time_budget: float
     #: Sample the first target's last run of each scenario with py-spy, for the report.
     profile_last_run: bool
@@ -124,7 +127,7 @@ FULL = Settings(
     edge_round_timeout=60.0,
     edge_register_wait=60.0,
     workers=2,
-    time_budget=22 * 60,
+    time_budget=23 * 60,
     profile_last_run=True,
 )
 
