@@ -146,8 +146,10 @@ class EdgeRound:
     poll_p99_ms: float
     #: UNAVAILABLE answers the fleet got over the round: the server shedding load.
     sheds: int
-    #: Every failed Fleet call over the round, by method and code.
+    #: Every failed Fleet call over the round, by method and code ...
     fleet_errors: dict[str, int]
+    #: ... and since the previous measurement, before the round: growing to ``nodes``.
+    ramp_errors: dict[str, int]
     #: Nodes that gave up as a SuperNode would, since the session's server started.
     lost_nodes: int
 
@@ -168,6 +170,7 @@ class EdgeRound:
             poll_p99_ms=1000 * percentile(pulls, 0.99),
             sheds=sum(n for call, n in window.errors.items() if call.endswith(" UNAVAILABLE")),
             fleet_errors=dict(window.errors),
+            ramp_errors=dict(window.earlier_errors),
             lost_nodes=window.lost_nodes,
         )
 

@@ -103,6 +103,7 @@ def edge_round(factor: float, nodes: int, push: float, wall: float, missing: int
         poll_p99_ms=150.0,
         sheds=7,
         fleet_errors={"PullMessages UNAVAILABLE": 7},
+        ramp_errors={"CreateNode UNAVAILABLE": 3},
         lost_nodes=0,
     )
 
