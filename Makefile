@@ -51,7 +51,7 @@ proto: install
 		--grpclib_python_out=build/proto $(PROTOS)
 	$(BIN)/python -m superlink_async.wire.relocate build/proto/flwr/proto $(WIRE_DIR)
 
-## Ours against flower-superlink 1.18.0, alternating; rewrites docs/benchmarks.md (~15 min).
+## Ours against flower-superlink 1.18.0, alternating; rewrites docs/benchmarks.md (~25 min).
 bench: install
 	$(BIN)/python -m benchmarks --preset full --output docs/benchmarks.md --json build/benchmarks.json
 

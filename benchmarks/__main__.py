@@ -91,8 +91,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--backends", type=_choices("memory", "sqlite"), help="e.g. memory or memory,sqlite"
     )
     parser.add_argument(
-        "--scenarios", type=_choices("idle", "round"), help="idle (A) and/or round (B)"
+        "--scenarios",
+        type=_choices("idle", "round", "edge"),
+        help="idle (A), round (B) and/or edge (C), e.g. edge or idle,round",
     )
+    parser.add_argument("--edge-runs", type=int, help="runs of scenario C (at most --runs)")
     parser.add_argument("--output", type=Path, default=Path("build/benchmarks.md"))
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument(
@@ -132,6 +135,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
         "workers": args.workers,
         "backends": args.backends,
         "scenarios": args.scenarios,
+        "edge_runs": args.edge_runs,
     }
     return dataclasses.replace(
         settings, **{key: value for key, value in overrides.items() if value is not None}
@@ -142,7 +146,13 @@ async def measure(
     settings: Settings, targets: list[Target], profile: Path | None
 ) -> tuple[Bench, tuple[float, float, float]]:
     """Run every scenario; returns the bench and the load average before it started."""
-    largest = max([*settings.fleet_sizes, *(spec.nodes for spec in settings.rounds)])
+    largest = max(
+        [
+            *settings.fleet_sizes,
+            *(spec.nodes for spec in settings.rounds),
+            *(round(factor * settings.edge_max) for factor in settings.edge_factors),
+        ]
+    )
     limit = raise_open_files_limit(largest + 2 * _SERVER_RESERVE)
     load_before = os.getloadavg()
     async with Fleet(settings.workers, limit - _SERVER_RESERVE) as fleet:
@@ -198,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         load_after=os.getloadavg(),
         idle=bench.idle,
         rounds=bench.rounds,
+        edge=bench.edge,
         broken=bench.broken,
         profiles=bench.profiles,
     )

@@ -35,7 +35,7 @@ class Settings:
     runs: int
     #: ``memory`` (no ``--database``) and/or ``sqlite`` (``--database`` on a file).
     backends: tuple[str, ...]
-    #: ``idle`` (scenario A) and/or ``round`` (scenario B).
+    #: ``idle`` (scenario A), ``round`` (scenario B) and/or ``edge`` (scenario C).
     scenarios: tuple[str, ...]
     #: Scenario A: idle-fleet sizes, grown in this order on one server until one fails.
     fleet_sizes: tuple[int, ...]
@@ -47,7 +47,7 @@ class Settings:
     ramp_rate: float
     #: Pause after growing, before measuring or pushing a round.
     settle: float
-    #: Scenario A: how long each fleet size is measured.
+    #: Scenarios A and C: how long each fleet size is measured.
     window: float
     #: Scenario A: a server session stops growing once the next size would pass this.
     idle_budget: float
@@ -57,18 +57,52 @@ class Settings:
     round_timeout: float
     #: Scenario B: the driver's PullMessages period (``flwr-serverapp`` uses 3 s).
     driver_pull_period: float
+    #: Scenario C: runs of it per backend and target, at most ``runs``: the first ones, so
+    #: that the time budget does not reach them. At full size a session takes 2-4 min (a
+    #: search of 4-7 sizes, ~10 s each, then two rounds of up to 60 s and a regrowth), so
+    #: the full preset runs it once: 4 sessions, ~10-13 min on top of A and B's ~14.
+    edge_runs: int
+    #: Scenario C: the idle fleet grows from this size ...
+    edge_start: int
+    #: ... by this factor per step (rounded) ...
+    edge_growth: float
+    #: ... up to this size (N_sat is this size, marked so, if it is reached first) ...
+    edge_max: int
+    #: ... until idle polling keeps the server this busy: CPU seconds per second over one
+    #: ``window``, its process tree summed (0.9 = 90 % of one CPU). That size is N_sat.
+    edge_busy: float
+    #: Scenario C: a round runs at each of these multiples of N_sat, in this order.
+    edge_factors: tuple[float, ...]
+    #: Scenario C: the size of each instruction's model and of each reply.
+    edge_payload_bytes: int
+    #: Scenario C: a round (its push included) still missing replies after this has failed.
+    edge_round_timeout: float
+    #: Scenario C: how long new nodes get to register and show in GetNodes. A 1.18
+    #: SuperNode retries an UNAVAILABLE CreateNode for ever, and a saturated or shedding
+    #: server registers slowly, so this is generous; late nodes keep trying meanwhile.
+    edge_register_wait: float
     #: Load-generator processes.
     workers: int
-    #: Sessions not started by then are skipped (and listed in the report).
+    #: Sessions not started by then are skipped (and listed in the report). The full
+    #: preset's 23 min keeps ``make bench`` within ~25 min on 2 CPUs: its last sessions
+    #: (the last run's A and B, under a minute each) are the ones a slow machine skips.
     time_budget: float
     #: Sample the first target's last run of each scenario with py-spy, for the report.
     profile_last_run: bool
+
+    def edge_sizes(self) -> tuple[int, ...]:
+        """Scenario C's search: ``edge_start`` grown by ``edge_growth`` up to ``edge_max``."""
+        sizes = [min(self.edge_start, self.edge_max)]
+        while sizes[-1] < self.edge_max:
+            grown = max(sizes[-1] + 1, round(sizes[-1] * self.edge_growth))
+            sizes.append(min(grown, self.edge_max))
+        return tuple(sizes)
 
 
 FULL = Settings(
     runs=3,
     backends=("memory", "sqlite"),
-    scenarios=("idle", "round"),
+    scenarios=("idle", "round", "edge"),
     fleet_sizes=(250, 500, 1000, 2000, 5000, 10000, 20000),
     p99_limit=0.2,
     min_spread=3.0,
@@ -83,15 +117,24 @@ FULL = Settings(
     ),
     round_timeout=25.0,
     driver_pull_period=0.25,
+    edge_runs=1,
+    edge_start=500,
+    edge_growth=1.3,
+    edge_max=4000,
+    edge_busy=0.9,
+    edge_factors=(1.0, 1.5),
+    edge_payload_bytes=100 * KB,
+    edge_round_timeout=60.0,
+    edge_register_wait=60.0,
     workers=2,
-    time_budget=13.5 * 60,
+    time_budget=23 * 60,
     profile_last_run=True,
 )
 
 SMOKE = Settings(
     runs=1,
     backends=("memory", "sqlite"),
-    scenarios=("idle", "round"),
+    scenarios=("idle", "round", "edge"),
     fleet_sizes=(10, 30),
     p99_limit=0.2,
     min_spread=1.0,
@@ -102,8 +145,17 @@ SMOKE = Settings(
     rounds=(RoundSpec(3, 1 * MB, 1 * MB), RoundSpec(12, 10 * KB, 10 * KB)),
     round_timeout=30.0,
     driver_pull_period=0.25,
+    edge_runs=1,
+    edge_start=10,
+    edge_growth=2.0,
+    edge_max=20,
+    edge_busy=0.9,
+    edge_factors=(1.0, 1.5),
+    edge_payload_bytes=10 * KB,
+    edge_round_timeout=30.0,
+    edge_register_wait=30.0,
     workers=1,
-    time_budget=120.0,
+    time_budget=240.0,
     profile_last_run=True,
 )
 

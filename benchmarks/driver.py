@@ -16,13 +16,15 @@ from collections import Counter
 from dataclasses import dataclass
 from types import TracebackType
 
+import grpc
+
 from benchmarks import messages
 from benchmarks.wire import ExecStub, ServerAppIoStub, open_channel
 from superlink_async.wire import exec_pb2, fab_pb2, message_pb2, run_pb2, serverappio_pb2
 
 #: The failure key of replies still missing when a round's time is up.
 MISSING = "missing at the timeout"
-#: Bounds every driver call; the largest round moves ~200 MB through the SuperLink.
+#: Bounds every other driver call; the largest round moves ~200 MB through the SuperLink.
 CALL_TIMEOUT = 120.0
 
 
@@ -36,6 +38,9 @@ class RoundOutcome:
     replies: int
     #: Error replies by error code (5: node unavailable) and replies still missing.
     failures: dict[str, int]
+    #: The one PushMessages call alone; the round's timeout when it did not return by then.
+    push_seconds: float
+    push_timed_out: bool
 
 
 class ServerAppDriver:
@@ -79,7 +84,11 @@ class ServerAppDriver:
             await asyncio.sleep(0.2)
 
     async def round(self, payload_bytes: int, reply_bytes: int, timeout: float) -> RoundOutcome:
-        """One instruction per online node and every reply back; timed from push to last reply."""
+        """One instruction per online node and every reply back; timed from push to last reply.
+
+        ``timeout`` bounds the whole round from the push on, the push included: flwr's grid
+        sets no deadline on it, but a push still running then has failed the round.
+        """
         self._rounds += 1
         group = str(self._rounds)
         node_ids = await self._node_ids()
@@ -88,10 +97,17 @@ class ServerAppDriver:
             for node_id in node_ids
         ]
         started = time.monotonic()
-        pushed = await self._io.push_messages(
-            serverappio_pb2.PushInsMessagesRequest(messages_list=batch, run_id=self._run_id),
-            timeout=CALL_TIMEOUT,
-        )
+        try:
+            pushed = await self._io.push_messages(
+                serverappio_pb2.PushInsMessagesRequest(messages_list=batch, run_id=self._run_id),
+                timeout=timeout,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise
+            wall = time.monotonic() - started
+            return RoundOutcome(len(batch), wall, 0, {MISSING: len(batch)}, wall, True)
+        push_seconds = time.monotonic() - started
         waiting = {message_id for message_id in pushed.message_ids if message_id}
         if len(waiting) != len(batch):
             raise RuntimeError(f"the SuperLink stored {len(waiting)} of {len(batch)} instructions")
@@ -116,7 +132,7 @@ class ServerAppDriver:
         wall = time.monotonic() - started
         if waiting:
             failures[MISSING] = len(waiting)
-        return RoundOutcome(len(batch), wall, replies, dict(failures))
+        return RoundOutcome(len(batch), wall, replies, dict(failures), push_seconds, False)
 
     async def _node_ids(self) -> list[int]:
         got = await self._io.get_nodes(

@@ -4,6 +4,7 @@ Each node opens its own connection (unless told to share), calls CreateNode with
 ``ping_interval=30``, pings every 17.5-22.5 s, pulls every 3 s while idle and, when an
 instruction arrives, calls GetRun (once per run), GetFab and PushMessages, then pulls again
 at once, exactly as a SuperNode's loop does. Every call carries the node-auth metadata.
+Failed calls are retried, or end the node, by flwr 1.18.0's rules (see :class:`SimNode`).
 
 A worker process runs one event loop with its share of the nodes and records, per call, the
 method, when it started, and its latency or status code. The coordinator (:class:`Fleet`)
@@ -19,7 +20,7 @@ import multiprocessing
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -42,8 +43,9 @@ PING_TIMEOUT = 5.0
 PULL_PERIOD = 3.0
 #: SuperNodes set no deadline on other calls; this only bounds a stuck call.
 CALL_TIMEOUT = 60.0
-#: A SuperNode retries UNAVAILABLE with exponential backoff capped at 20 s.
-MAX_BACKOFF = 20.0
+#: A SuperNode retries UNAVAILABLE after 1, 2, 4, ... s capped at this, each jittered
+#: (flwr.common.constant.MAX_RETRY_DELAY).
+MAX_RETRY_DELAY = 20.0
 _LAG_PERIOD = 0.1
 
 Request = TypeVar("Request")
@@ -236,8 +238,27 @@ class Recorder:
         return window
 
 
+def retry_waits(max_delay: float | None) -> Iterator[float]:
+    """Waits between retries as flwr 1.18.0 draws them: ``full_jitter`` of ``exponential``.
+
+    ``exponential`` yields 1, 2, 4, ... s (capped at ``max_delay`` unless it is ``None``)
+    and ``full_jitter`` waits a uniform share of each, from 0 to all of it.
+    """
+    delay = 1.0
+    while True:
+        yield random.uniform(0, delay)
+        delay = delay * 2 if max_delay is None else min(delay * 2, max_delay)
+
+
 class SimNode:
-    """One SuperNode's Fleet behaviour, minus the ClientApp (replies are built at once)."""
+    """One SuperNode's Fleet behaviour, minus the ClientApp (replies are built at once).
+
+    Failures are handled by flwr 1.18.0's rules (``grpc_rere_client/connection.py``,
+    ``client/app.py``, ``client/heartbeat.py``): UNAVAILABLE is retried without end;
+    PERMISSION_DENIED (``RunNotRunningException``) drops the instruction at hand and the
+    node pulls again, except on CreateNode; any other code ends the node (it is lost).
+    Pings retry every error and never end the node.
+    """
 
     def __init__(self, stub: FleetStub, recorder: Recorder) -> None:
         self._stub = stub
@@ -247,10 +268,7 @@ class SimNode:
         self._runs: dict[int, run_pb2.Run] = {}
 
     async def live(self, registered: Callable[[bool], None]) -> bool:
-        """Register, then ping and pull until cancelled; returns ``False`` when it gives up.
-
-        Like a SuperNode, it retries UNAVAILABLE and gives up on any other error.
-        """
+        """Register, then ping and pull until cancelled; returns ``False`` when it gives up."""
         try:
             created = await self._call(
                 "CreateNode",
@@ -275,27 +293,47 @@ class SimNode:
         method: str,
         call: grpc.aio.UnaryUnaryMultiCallable[Request, Response],
         request: Request,
-        timeout: float = CALL_TIMEOUT,
-        retry: bool = True,
     ) -> Response:
-        backoff = 1.0
+        """A call through a SuperNode's ``RetryInvoker``: UNAVAILABLE retried, others raised.
+
+        A SuperNode sets no deadline on these calls; :data:`CALL_TIMEOUT` only bounds a
+        stuck one, which is then made again (the node would still be waiting) and is
+        recorded as DEADLINE_EXCEEDED, but does not end the node. A DEADLINE_EXCEEDED
+        that came sooner is the server's answer, which a SuperNode gives up on.
+        """
+        waits = retry_waits(MAX_RETRY_DELAY)
         while True:
-            metadata = self._identity.metadata()
-            token = self._recorder.begin(method)
+            started = time.monotonic()
             try:
-                response = await call(request, metadata=metadata, timeout=timeout)
+                return await self._attempt(method, call, request, CALL_TIMEOUT)
             except grpc.aio.AioRpcError as error:
-                self._recorder.end(token, error.code())
-                if not retry or error.code() != grpc.StatusCode.UNAVAILABLE:
+                stuck = time.monotonic() - started >= CALL_TIMEOUT
+                if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and stuck:
+                    continue
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
-            except BaseException:
-                self._recorder.end(token, grpc.StatusCode.CANCELLED)
-                raise
-            else:
-                self._recorder.end(token, None)
-                return response
-            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-            backoff = min(backoff * 2, MAX_BACKOFF)
+            await asyncio.sleep(next(waits))
+
+    async def _attempt(
+        self,
+        method: str,
+        call: grpc.aio.UnaryUnaryMultiCallable[Request, Response],
+        request: Request,
+        timeout: float,
+    ) -> Response:
+        """One signed call, recorded with its latency or status code."""
+        metadata = self._identity.metadata()
+        token = self._recorder.begin(method)
+        try:
+            response = await call(request, metadata=metadata, timeout=timeout)
+        except grpc.aio.AioRpcError as error:
+            self._recorder.end(token, error.code())
+            raise
+        except BaseException:
+            self._recorder.end(token, grpc.StatusCode.CANCELLED)
+            raise
+        self._recorder.end(token, None)
+        return response
 
     async def _ping_forever(self) -> NoReturn:
         """Ping at once, then every 17.5-22.5 s; the first pause is drawn from 0-17.5 s.
@@ -306,20 +344,40 @@ class SimNode:
         request = fleet_pb2.PingRequest(node=self._node, ping_interval=PING_INTERVAL)
         pause = (PING_INTERVAL - PING_TIMEOUT) * random.uniform(0, 0.7)
         while True:
-            # A SuperNode's ping thread logs a failed ping and pings again later.
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                await self._call("Ping", self._stub.ping, request, PING_TIMEOUT, retry=False)
+            await self._ping_until_answered(request)
             await asyncio.sleep(pause)
             pause = (PING_INTERVAL - PING_TIMEOUT) * random.uniform(0.7, 0.9)
+
+    async def _ping_until_answered(self, request: fleet_pb2.PingRequest) -> None:
+        """A SuperNode's ping loop: any error retried, backoff uncapped, reset by success.
+
+        A ping that timed out already waited its 5 s, which the next wait is shortened by.
+        """
+        waits = retry_waits(None)
+        while True:
+            try:
+                await self._attempt("Ping", self._stub.ping, request, PING_TIMEOUT)
+            except grpc.aio.AioRpcError as error:
+                wait = next(waits)
+                if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    wait = max(wait - PING_TIMEOUT, 0.0)
+                await asyncio.sleep(wait)
+            else:
+                return
 
     async def _pull_forever(self) -> NoReturn:
         request = fleet_pb2.PullMessagesRequest(node=self._node)
         while True:
-            pulled = await self._call("PullMessages", self._stub.pull_messages, request)
-            if pulled.messages_list:
-                await self._answer(pulled.messages_list[0])
-            else:
-                await asyncio.sleep(PULL_PERIOD)
+            try:
+                pulled = await self._call("PullMessages", self._stub.pull_messages, request)
+                if pulled.messages_list:
+                    await self._answer(pulled.messages_list[0])
+                    continue
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.PERMISSION_DENIED:
+                    raise
+                continue  # the run is not running: the instruction is dropped, pull again
+            await asyncio.sleep(PULL_PERIOD)
 
     async def _answer(self, ins: message_pb2.Message) -> None:
         run_id = ins.metadata.run_id
@@ -335,11 +393,7 @@ class SimNode:
         push = fleet_pb2.PushMessagesRequest(
             node=self._node, messages_list=[messages.reply(self._node.node_id, ins)]
         )
-        try:
-            await self._call("PushMessages", self._stub.push_messages, push)
-        except grpc.aio.AioRpcError as error:
-            if error.code() != grpc.StatusCode.PERMISSION_DENIED:
-                raise  # PERMISSION_DENIED: the run stopped; a SuperNode drops the reply.
+        await self._call("PushMessages", self._stub.push_messages, push)
 
 
 class Worker:

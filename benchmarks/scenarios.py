@@ -5,6 +5,9 @@ each size is measured over a window, until a size is not sustained (p99 over the
 call failed, or nodes could not register) or the session's time budget runs out.
 B (one round): one server per session, one run; for each round the fleet grows to the
 round's size and the driver times one instruction per node, from push to last reply.
+C (at the edge): one server per session, one run; the idle fleet grows step by step until
+polling alone keeps the server busy (N_sat), then a round as B's runs at N_sat and at
+multiples of it, with the fleet's polling latency, sheds and lost nodes meanwhile.
 Each (run, backend) measures every target back to back, their order rotating per run, so
 slow drifts of the machine hit every target alike.
 """
@@ -17,13 +20,13 @@ import math
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.config import RoundSpec, Settings
-from benchmarks.driver import MISSING, ServerAppDriver
-from benchmarks.loadgen import Fleet
+from benchmarks.driver import MISSING, RoundOutcome, ServerAppDriver
+from benchmarks.loadgen import Fleet, Window
 from benchmarks.profiling import ProfileRow, ProfileSummary, Sampler, find_py_spy
 from benchmarks.stats import percentile
 from benchmarks.superlink import SuperLinkProcess, Target
@@ -108,6 +111,9 @@ class RoundResult:
     failures: dict[str, int]
     server_cpu_seconds: float
     hwm_mib: float
+    #: The one PushMessages call alone (the timeout, a lower bound, when it timed out).
+    push_seconds: float
+    push_timed_out: bool
 
     @property
     def timed_out(self) -> bool:
@@ -118,6 +124,90 @@ class RoundResult:
     def reply_throughput_mb_s(self) -> float:
         """Reply bytes received per second of wall time (MB = 10^6 bytes)."""
         return self.replies * self.spec.reply_bytes / 1e6 / self.wall_seconds
+
+
+@dataclass
+class EdgeRound:
+    """Scenario C: one round at ``factor`` x N_sat, and the idle fleet's calls meanwhile."""
+
+    factor: float
+    #: The fleet size grown to, and the nodes the round went to (those online).
+    nodes: int
+    online: int
+    push_seconds: float
+    push_timed_out: bool
+    #: From the push to the last reply, or the round's timeout.
+    wall_seconds: float
+    replies: int
+    #: Error replies by error code and replies missing at the timeout, as in scenario B.
+    failures: dict[str, int]
+    #: PullMessages latencies of the fleet over the round (GetNodes to the last reply).
+    poll_p50_ms: float
+    poll_p99_ms: float
+    #: UNAVAILABLE answers the fleet got over the round: the server shedding load.
+    sheds: int
+    #: Every failed Fleet call over the round, by method and code ...
+    fleet_errors: dict[str, int]
+    #: ... and since the previous measurement, before the round: growing to ``nodes``.
+    ramp_errors: dict[str, int]
+    #: Nodes that gave up as a SuperNode would, since the session's server started.
+    lost_nodes: int
+
+    @classmethod
+    def of(cls, factor: float, nodes: int, outcome: RoundOutcome, window: Window) -> EdgeRound:
+        """The figures of a round's outcome and of the fleet's window over it."""
+        pulls = sorted(window.latencies.get("PullMessages", []))
+        return cls(
+            factor=factor,
+            nodes=nodes,
+            online=outcome.nodes,
+            push_seconds=outcome.push_seconds,
+            push_timed_out=outcome.push_timed_out,
+            wall_seconds=outcome.wall_seconds,
+            replies=outcome.replies,
+            failures=outcome.failures,
+            poll_p50_ms=1000 * percentile(pulls, 0.5),
+            poll_p99_ms=1000 * percentile(pulls, 0.99),
+            sheds=sum(n for call, n in window.errors.items() if call.endswith(" UNAVAILABLE")),
+            fleet_errors=dict(window.errors),
+            ramp_errors=dict(window.earlier_errors),
+            lost_nodes=window.lost_nodes,
+        )
+
+    @property
+    def missing(self) -> int:
+        """Replies still missing at the timeout: the round did not complete."""
+        return self.failures.get(MISSING, 0)
+
+    @property
+    def error_codes(self) -> dict[str, int]:
+        """Replies that came back as errors (say, from a node declared unavailable), by code."""
+        return {key: count for key, count in self.failures.items() if key != MISSING}
+
+
+@dataclass
+class EdgeSession:
+    """Scenario C on one server: the search for N_sat, then the rounds at the edge."""
+
+    target: str
+    backend: str
+    run: int
+    baseline_rss_mib: float
+    #: The idle fleet sizes measured in search of N_sat, in order; the last one is N_sat.
+    probes: list[IdleStep] = field(default_factory=list)
+    #: Whether the last probe kept the server ``edge_busy`` (no: ``edge_max`` came first).
+    saturated: bool = False
+    rounds: list[EdgeRound] = field(default_factory=list)
+
+    @property
+    def n_sat(self) -> int:
+        """The first size that kept the server busy enough, or the largest measured."""
+        return self.probes[-1].nodes if self.probes else 0
+
+    @property
+    def sat_cpu_percent(self) -> float:
+        """Server CPU (percent of one CPU) with N_sat idle nodes."""
+        return self.probes[-1].server_cpu_percent if self.probes else math.nan
 
 
 @dataclass
@@ -166,6 +256,7 @@ class Bench:
         self.profile_dir = profile_dir
         self.idle: list[IdleSession] = []
         self.rounds: list[RoundResult] = []
+        self.edge: list[EdgeSession] = []
         #: With ``settings.profile_last_run``: the first target's last run of each scenario.
         self.profiles: list[ProfiledSession] = []
         #: Sessions that broke off (a server that crashed, a call that failed) or were
@@ -173,25 +264,35 @@ class Bench:
         self.broken: list[str] = []
 
     async def run_all(self) -> None:
-        """Every run, backend, scenario and target, targets alternating, within the time budget."""
+        """Every run, backend, scenario and target, targets alternating, within the time budget.
+
+        Scenario C runs in the first ``edge_runs`` runs only.
+        """
         deadline = time.monotonic() + self.settings.time_budget
+        sessions: dict[str, tuple[str, Callable[[Target, str, int], Awaitable[None]]]] = {
+            "idle": ("idle fleet", self.idle_fleet),
+            "round": ("one round", self.one_round),
+            "edge": ("at the edge", self.at_the_edge),
+        }
         for run in range(self.settings.runs):
             shift = run % len(self.targets)
             order = self.targets[shift:] + self.targets[:shift]
             for backend in self.settings.backends:
-                for target in order if "idle" in self.settings.scenarios else ():
-                    name = self._name(target, backend, "idle fleet", run)
-                    if self._may_start(name, deadline):
-                        with self._failure_noted(name):
-                            self.idle.append(await self.idle_fleet(target, backend, run))
-                for target in order if "round" in self.settings.scenarios else ():
-                    name = self._name(target, backend, "one round", run)
-                    if self._may_start(name, deadline):
-                        with self._failure_noted(name):
-                            await self.one_round(target, backend, run)
+                for scenario, (title, session) in sessions.items():
+                    runs = self.runs_of(scenario)
+                    if scenario not in self.settings.scenarios or run >= runs:
+                        continue
+                    for target in order:
+                        name = f"{target.label}, {backend}, run {run + 1}/{runs}, {title}"
+                        if self._may_start(name, deadline):
+                            with self._failure_noted(name):
+                                await session(target, backend, run)
 
-    def _name(self, target: Target, backend: str, scenario: str, run: int) -> str:
-        return f"{target.label}, {backend}, run {run + 1}/{self.settings.runs}, {scenario}"
+    def runs_of(self, scenario: str) -> int:
+        """How many runs ``scenario`` gets: ``edge_runs`` (at most ``runs``) for C."""
+        if scenario == "edge":
+            return min(self.settings.edge_runs, self.settings.runs)
+        return self.settings.runs
 
     def _may_start(self, name: str, deadline: float) -> bool:
         if time.monotonic() < deadline:
@@ -209,7 +310,7 @@ class Bench:
             self.broken.append(f"{name}: {error}")
             say(f"{name} broke off: {error}")
 
-    async def idle_fleet(self, target: Target, backend: str, run: int) -> IdleSession:
+    async def idle_fleet(self, target: Target, backend: str, run: int) -> None:
         """Scenario A on a fresh server."""
         with self._server(target, backend, "idle", run) as server:
             await self.fleet.attach(server.fleet_address)
@@ -223,10 +324,10 @@ class Bench:
                     if time.monotonic() + needed > deadline:
                         session.stopped = f"time budget reached before {size} nodes"
                         break
-                    grown = await self.fleet.grow(size, spread, REGISTER_TIMEOUT)
-                    registered += grown.created
-                    await asyncio.sleep(self.settings.settle)
-                    step = await self._measure(server, size, registered, session.baseline_rss_mib)
+                    step = await self._grow_and_measure(
+                        server, size, registered, session.baseline_rss_mib, REGISTER_TIMEOUT
+                    )
+                    registered = step.registered
                     session.steps.append(step)
                     say(
                         f"  {size} nodes: {step.rate:.0f} calls/s, p99 {step.p99_ms:.0f} ms, "
@@ -239,7 +340,7 @@ class Bench:
                     session.stopped = "every size sustained"
             finally:
                 await self.fleet.detach()
-        return session
+        self.idle.append(session)
 
     async def one_round(self, target: Target, backend: str, run: int) -> None:
         """Scenario B on a fresh server: every round, smallest fleet first.
@@ -281,10 +382,67 @@ class Bench:
                                 outcome.failures,
                                 server.cpu_seconds() - cpu_before,
                                 server.memory_mib()[1],
+                                outcome.push_seconds,
+                                outcome.push_timed_out,
                             )
                         )
             finally:
                 await self.fleet.detach()
+
+    async def at_the_edge(self, target: Target, backend: str, run: int) -> None:
+        """Scenario C on a fresh server: find N_sat, then a round at each factor of it.
+
+        The session is recorded from its start, so a failure keeps what came before it.
+        """
+        settings = self.settings
+        wait = settings.edge_register_wait
+        with self._server(target, backend, "edge", run) as server:
+            await self.fleet.attach(server.fleet_address)
+            session = EdgeSession(target.label, backend, run, server.memory_mib()[0])
+            self.edge.append(session)
+            try:
+                async with ServerAppDriver(
+                    server.exec_address, server.serverappio_address, settings.driver_pull_period
+                ) as driver:
+                    registered = await self._saturate(server, session)
+                    for factor in settings.edge_factors:
+                        size = max(1, round(factor * session.n_sat))
+                        grown = await self.fleet.grow(size, self._spread(size), wait)
+                        registered += grown.created
+                        await driver.wait_for_nodes(registered, wait)
+                        await asyncio.sleep(settings.settle)
+                        start = time.monotonic()
+                        outcome = await driver.round(
+                            settings.edge_payload_bytes,
+                            settings.edge_payload_bytes,
+                            settings.edge_round_timeout,
+                        )
+                        window = await self.fleet.collect(start, time.monotonic(), COLLECT_GRACE)
+                        result = EdgeRound.of(factor, size, outcome, window)
+                        session.rounds.append(result)
+                        say(
+                            f"  round at {factor:g} x N_sat = {size} nodes: push "
+                            f"{result.push_seconds:.2f} s, round {result.wall_seconds:.2f} s, "
+                            f"{result.replies}/{result.online} replies, {result.sheds} sheds, "
+                            f"poll p99 {result.poll_p99_ms:.0f} ms"
+                        )
+            finally:
+                await self.fleet.detach()
+
+    async def _saturate(self, server: SuperLinkProcess, session: EdgeSession) -> int:
+        """Grow the idle fleet until the server is ``edge_busy``; returns the nodes registered."""
+        registered = 0
+        for size in self.settings.edge_sizes():
+            step = await self._grow_and_measure(
+                server, size, registered, session.baseline_rss_mib, self.settings.edge_register_wait
+            )
+            registered = step.registered
+            session.probes.append(step)
+            say(f"  {size} idle nodes: server CPU {step.server_cpu_percent:.0f} %")
+            if step.server_cpu_percent >= 100 * self.settings.edge_busy:
+                session.saturated = True
+                break
+        return registered
 
     def _spread(self, size: int) -> float:
         return max(self.settings.min_spread, (size - self.fleet.size) / self.settings.ramp_rate)
@@ -300,7 +458,7 @@ class Bench:
         only, at a low rate: the cost counts against that target's figures) for the report.
         """
         first = target == self.targets[0]
-        last_run = self.settings.profile_last_run and run == self.settings.runs - 1
+        last_run = self.settings.profile_last_run and run == self.runs_of(scenario) - 1
         with tempfile.TemporaryDirectory(prefix="superlink-bench-") as scratch:
             server = SuperLinkProcess(target, Path(scratch), database=backend == "sqlite")
             stacks = Path(scratch) / "stacks.txt"
@@ -317,6 +475,19 @@ class Bench:
             if stacks.exists():
                 summary = ProfileSummary.read([stacks])
                 self.profiles.append(ProfiledSession.of(scenario, backend, run, summary))
+
+    async def _grow_and_measure(
+        self,
+        server: SuperLinkProcess,
+        size: int,
+        registered: int,
+        baseline_rss: float,
+        register_timeout: float,
+    ) -> IdleStep:
+        """Grow the fleet to ``size`` (``registered`` so far), settle, measure one window."""
+        grown = await self.fleet.grow(size, self._spread(size), register_timeout)
+        await asyncio.sleep(self.settings.settle)
+        return await self._measure(server, size, registered + grown.created, baseline_rss)
 
     async def _measure(
         self, server: SuperLinkProcess, size: int, registered: int, baseline_rss: float

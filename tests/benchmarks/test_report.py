@@ -1,13 +1,15 @@
-"""The report explains a goal it cannot show met, from the run's own profile and figures."""
+"""The report: a goal it cannot show met is explained from the run's own profile and figures;
+scenario C's section and goals render from hand-built results, and back from their JSON."""
 
 from __future__ import annotations
 
 import dataclasses
 
 from benchmarks.config import FULL
+from benchmarks.driver import MISSING
 from benchmarks.profiling import ProfileRow
 from benchmarks.report import Report, Results
-from benchmarks.scenarios import IdleSession, IdleStep, ProfiledSession
+from benchmarks.scenarios import EdgeRound, EdgeSession, IdleSession, IdleStep, ProfiledSession
 from benchmarks.superlink import Target
 
 OURS, REFERENCE = "superlink-async", "flower-superlink"
@@ -64,6 +66,7 @@ def results(reference_holds: int) -> Results:
         load_after=(0.0, 0.0, 0.0),
         idle=[ours, reference],
         rounds=[],
+        edge=[],
         broken=[],
         profiles=[profile],
     )
@@ -82,3 +85,116 @@ def test_a_met_goal_gets_no_explanation() -> None:
     text = Report(results(reference_holds=500)).render()
     assert "| >= 2x | yes |" in text
     assert "Not shown met" not in text
+
+
+def edge_round(factor: float, nodes: int, push: float, wall: float, missing: int) -> EdgeRound:
+    """A round at the edge: all ``missing`` (the push timed out) or two error replies."""
+    failures = {MISSING: missing} if missing else {"error code 5": 2}
+    return EdgeRound(
+        factor=factor,
+        nodes=nodes,
+        online=nodes,
+        push_seconds=push,
+        push_timed_out=missing == nodes,
+        wall_seconds=wall,
+        replies=nodes - sum(failures.values()),
+        failures=failures,
+        poll_p50_ms=25.0,
+        poll_p99_ms=150.0,
+        sheds=7,
+        fleet_errors={"PullMessages UNAVAILABLE": 7},
+        ramp_errors={"CreateNode UNAVAILABLE": 3},
+        lost_nodes=0,
+    )
+
+
+def edge_session(label: str, sizes: list[int], cpu: float, rounds: list[EdgeRound]) -> EdgeSession:
+    """A session whose search measured ``sizes``, the last one at ``cpu`` percent."""
+    probes = [step(size, True, 1.5) for size in sizes]
+    probes[-1].server_cpu_percent = cpu
+    return EdgeSession(label, "memory", 0, 60.0, probes, cpu >= 90, rounds)
+
+
+def edge_results() -> Results:
+    """Scenario C in memory: ours saturates at 1,000 nodes and its pushes time out there;
+    the reference reaches the largest size (2,000) without saturating and completes."""
+    ours = edge_session(
+        OURS,
+        [500, 1000],
+        93.0,
+        [
+            edge_round(1.0, 1000, 60.0, 60.0, missing=1000),
+            edge_round(1.5, 1500, 60.0, 60.0, missing=1500),
+        ],
+    )
+    reference = edge_session(
+        REFERENCE,
+        [500, 2000],
+        50.0,
+        [
+            edge_round(1.0, 2000, 2.5, 17.5, missing=0),
+            edge_round(1.5, 3000, 4.0, 30.0, missing=0),
+        ],
+    )
+    base = results(reference_holds=1000)
+    return dataclasses.replace(
+        base,
+        settings=dataclasses.replace(base.settings, scenarios=("edge",), edge_max=2000),
+        idle=[],
+        edge=[ours, reference],
+        profiles=[],
+    )
+
+
+def test_the_edge_table_shows_every_target_at_n_sat_and_beyond() -> None:
+    """One row per target and factor, with timeouts marked and a max-size N_sat said so."""
+    text = Report(edge_results()).render()
+    section = text.split("## C. At the edge")[1]
+    assert f"| {OURS} | 1 | 500: 50 %, 1,000: 93 % | 1,000 |" in section
+    assert f"| {REFERENCE} | 1 | 500: 50 %, 2,000: 50 % | 2,000 (max reached) |" in section
+    assert (
+        f"| {OURS} | N_sat | 1,000 | 1,000 | 93 | 60.00 (timed out) | 60.00 (timed out) "
+        "| 0 | 0 | 1,000 | 25.0 | 150.0 | 7 | 0 |"
+    ) in section
+    assert (
+        f"| {REFERENCE} | 1.5 x N_sat | 3,000 | 3,000 | 50 (max reached) | 4.00 | 30.00 "
+        "| 2,998 | 2: error code 5 2 | 0 | 25.0 | 150.0 | 7 | 0 |"
+    ) in section
+
+
+def test_the_edge_goals_are_judged_against_the_reference_and_absolutely() -> None:
+    """Missing replies and lost nodes must be zero; push and round times are ratios, and a
+    timed-out side makes its ratio a bound; a target that never saturated is said not to be
+    at the edge; only the edge's goals show for an edge-only run."""
+    goals = Report(edge_results()).render().split("## C. At the edge")[0]
+    assert "Idle fleet" not in goals
+    assert (
+        "| At the edge, N_sat: replies missing at the timeout | memory | 1,000 | 0 | - | = 0 | no |"
+    ) in goals
+    assert (
+        "| At the edge, N_sat: push s | memory | 60.00 (timed out) | 2.50 | >= 24.00x "
+        "| <= 1x | no |"
+    ) in goals
+    assert (
+        "| At the edge, 1.5 x N_sat: round s | memory | 60.00 (timed out) | 30.00 | >= 2.00x "
+        "| <= 0.8x | no |"
+    ) in goals
+    assert "| At the edge, 1.5 x N_sat: nodes lost | memory | 0 | 0 | - | = 0 | yes |" in goals
+    assert (
+        f"**Not at the edge: `{REFERENCE}` (memory, run 1)** was 50 % busy with 2,000 idle "
+        "nodes, the largest size: its N_sat rows are below saturation (90 % of one CPU)."
+    ) in goals
+    assert (
+        "**Not shown met: At the edge, N_sat: replies missing at the timeout; At the edge, "
+        "N_sat: push s; At the edge, N_sat: round s; At the edge, 1.5 x N_sat: replies missing "
+        "at the timeout; At the edge, 1.5 x N_sat: push s; At the edge, 1.5 x N_sat: round s "
+        "(memory).**"
+    ) in goals
+
+
+def test_the_edge_results_render_the_same_from_their_json() -> None:
+    """``--render`` rebuilds scenario C's sessions, probes and rounds from the raw JSON."""
+    results = edge_results()
+    again = Results.from_json(results.to_json())
+    assert again == results
+    assert Report(again).render() == Report(results).render()
