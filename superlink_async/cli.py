@@ -23,8 +23,8 @@ from superlink_async.config import (
     DEFAULT_FLEET_GRPC_ADDRESS,
     DEFAULT_FLEET_REST_ADDRESS,
     DEFAULT_MAX_FLEET_IN_FLIGHT,
+    DEFAULT_OVERLOAD_LAG,
     DEFAULT_SERVERAPPIO_ADDRESS,
-    DEFAULT_SHED_LAG,
     DEFAULT_SIMULATIONIO_ADDRESS,
     DEPLOYMENT_EXECUTOR,
     EVENT_LOOPS,
@@ -365,24 +365,25 @@ def superlink(
             "meanwhile. 0 checks them all on the event loop.",
         ),
     ] = None,
-    shed_lag: Annotated[
+    overload_lag: Annotated[
         float,
         typer.Option(
             min=0.0,
             metavar="SECONDS",
-            help="(superlink-async only) While the event loop runs this late, idle Fleet "
-            "calls (PullMessages, Ping, CreateNode) are answered UNAVAILABLE at once, which "
-            "SuperNodes retry with backoff, so that admitted calls, node replies and the "
-            "ServerAppIo and Exec APIs stay fast under overload. 0: never shed for lag.",
+            help="(superlink-async only) While the event loop runs this late, a poll "
+            "(PullMessages) from a node with nothing waiting is answered at once, before its "
+            "signature check, so that the fleet's polling cannot starve the ServerAppIo and "
+            "Exec APIs. 0: never.",
         ),
-    ] = DEFAULT_SHED_LAG,
+    ] = DEFAULT_OVERLOAD_LAG,
     max_fleet_in_flight: Annotated[
         int,
         typer.Option(
             min=0,
             metavar="N",
-            help="(superlink-async only) Idle Fleet calls are also shed while this many "
-            "Fleet calls are in flight. 0: no bound.",
+            help="(superlink-async only) While this many Fleet calls are in flight, polls and "
+            "registrations are answered UNAVAILABLE at once (SuperNodes retry it with "
+            "backoff). 0: no bound.",
         ),
     ] = DEFAULT_MAX_FLEET_IN_FLIGHT,
     skip_database_check: Annotated[
@@ -437,7 +438,7 @@ def superlink(
             metrics_address=metrics_address,
             log_level=log_level,
             signature_workers=signature_workers,
-            shed_lag=shed_lag,
+            overload_lag=overload_lag,
             max_fleet_in_flight=max_fleet_in_flight,
             check_database=not skip_database_check,
         ),

@@ -116,7 +116,7 @@ class FleetListener:
 
 
 #: Admission control's bounds (see ``transports.gate.Admission``; docs/operations.md).
-DEFAULT_SHED_LAG = 0.05
+DEFAULT_OVERLOAD_LAG = 0.05
 DEFAULT_MAX_FLEET_IN_FLIGHT = 256
 
 
@@ -155,10 +155,11 @@ class Config:
     #: Processes that check node-auth signatures; None: ``default_workers()`` (one per
     #: CPU but one with 4+ CPUs, else none).
     signature_workers: int | None = None
-    #: Idle Fleet calls are refused with UNAVAILABLE while the loop runs this late
-    #: (seconds; 0: never for lag) or ...
-    shed_lag: float = DEFAULT_SHED_LAG
-    #: ... while this many Fleet calls are in flight (0: no bound).
+    #: Idle polls are answered before their signature check while the loop runs this
+    #: late (seconds; 0: never).
+    overload_lag: float = DEFAULT_OVERLOAD_LAG
+    #: Polls and registrations are refused with UNAVAILABLE while this many Fleet calls
+    #: are in flight (0: no bound).
     max_fleet_in_flight: int = DEFAULT_MAX_FLEET_IN_FLIGHT
     #: Whether a ``--database`` file passes SQLite's ``quick_check`` before it is served.
     check_database: bool = True

@@ -40,7 +40,7 @@ OUR_OPTIONS = {
     "--log-level",
     "--metrics-address",
     "--signature-workers",
-    "--shed-lag",
+    "--overload-lag",
     "--max-fleet-in-flight",
     "--event-loop",
     "--skip-database-check",
@@ -54,7 +54,7 @@ OUR_FIELDS = {
     "log_level",
     "metrics_address",
     "signature_workers",
-    "shed_lag",
+    "overload_lag",
     "max_fleet_in_flight",
     "check_database",
 }

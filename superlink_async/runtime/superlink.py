@@ -82,7 +82,7 @@ class SuperLink:
             config.max_message_bytes,
             self._metrics,
             lag=self._lag,
-            admission=Admission(config.shed_lag, config.max_fleet_in_flight),
+            admission=Admission(config.overload_lag, config.max_fleet_in_flight),
         )
         if self._metrics is not None:
             gate = self._gate

@@ -135,9 +135,11 @@ class NodeAuthenticator:
         poll with an instruction waiting is always verified before anything is handed out.
         """
         public_key = metadata.get(PUBLIC_KEY_HEADER)
-        if not isinstance(public_key, bytes) or node_id != await self._state.get_node_id(
-            public_key
-        ):
+        if not isinstance(public_key, bytes):
+            return False
+        if self._known is not None and public_key not in self._known:
+            return False
+        if node_id != await self._state.get_node_id(public_key):
             return False
         return not await self._state.has_instructions_waiting(node_id)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from superlink_async.config import DEFAULT_MAX_FLEET_IN_FLIGHT, DEFAULT_SHED_LAG
+from superlink_async.config import DEFAULT_MAX_FLEET_IN_FLIGHT, DEFAULT_OVERLOAD_LAG
 from superlink_async.loop_lag import LoopLag
 from superlink_async.metrics import Metrics
 
@@ -52,7 +52,7 @@ class Admission:
 
     #: The loop runs at least this late (seconds; ``LoopLag.level``): idle polls are
     #: answered early. 0 turns it off.
-    max_lag: float = DEFAULT_SHED_LAG
+    max_lag: float = DEFAULT_OVERLOAD_LAG
     #: At least this many Fleet calls are in flight: polls and registrations are refused.
     #: 0 turns it off.
     max_fleet_in_flight: int = DEFAULT_MAX_FLEET_IN_FLIGHT

@@ -25,8 +25,10 @@ from superlink_async.wire import serverappio_pb2
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
-#: Fleet sizes tried in turn until the server is saturated.
+#: Fleet sizes tried in turn until the server is saturated; the push goes out at twice
+#: that size (at most the largest), well past what the loop serves.
 SIZES = (500, 1000, 1500, 2000, 2500, 3000, 4000)
+PAST_SATURATION = 2.0
 #: Saturated, in a window after the fleet settled: the server busy on one CPU, or one poll
 #: in a hundred refused (shed), or the median poll queued this long (an unsaturated loop
 #: answers in milliseconds; on a machine whose other CPU is busy too, the server may be
@@ -79,6 +81,9 @@ async def test_a_large_serverappio_push_arrives_while_polling_saturates_the_flee
                 else:
                     pytest.fail(f"{max(SIZES)} polling nodes did not saturate the server")
                 assert window.lost_nodes == 0
+                size = min(int(PAST_SATURATION * size), max(SIZES))
+                await fleet.grow(size, spread=max(1.0, (size - fleet.size) / 500), timeout=30)
+                await anyio.sleep(SETTLE)
                 node_ids = await driver._node_ids()
                 assert len(node_ids) >= size // 2, "most of the fleet is registered"
                 batch = [
@@ -93,6 +98,7 @@ async def test_a_large_serverappio_push_arrives_while_polling_saturates_the_flee
                     timeout=PUSH_BOUND,
                 )
                 took = time.monotonic() - started
+                print(f"push of {len(batch)} x 100 KB at {size} nodes: {took:.2f} s")
                 assert all(pushed.message_ids) and len(pushed.message_ids) == len(batch)
                 assert took < PUSH_BOUND
                 after = await fleet.collect(started, time.monotonic(), grace=5.0)

@@ -7,7 +7,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from grpclib import GRPCError, Status
 from grpclib.testing import ChannelFor
 
-from superlink_async.config import DEFAULT_MAX_FLEET_IN_FLIGHT, DEFAULT_SHED_LAG
+from superlink_async.config import DEFAULT_MAX_FLEET_IN_FLIGHT, DEFAULT_OVERLOAD_LAG
 from superlink_async.loop_lag import LoopLag
 from superlink_async.metrics import Metrics
 from superlink_async.services.fleet import FleetService
@@ -31,7 +31,7 @@ NEVER_SHED = ("Ping", "PushMessages", "GetRun", "GetFab", "DeleteNode")
 
 def late_gate(
     level: float = LATE,
-    max_lag: float = DEFAULT_SHED_LAG,
+    max_lag: float = DEFAULT_OVERLOAD_LAG,
     max_fleet_in_flight: int = DEFAULT_MAX_FLEET_IN_FLIGHT,
 ) -> CallGate:
     """A gate whose loop measured ``level`` seconds of lag."""
