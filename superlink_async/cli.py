@@ -13,7 +13,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import click
 import typer
@@ -26,6 +26,7 @@ from superlink_async.config import (
     DEFAULT_SIMULATIONIO_ADDRESS,
     DEPLOYMENT_EXECUTOR,
     EVENT_LOOPS,
+    EXECUTORS,
     FLEET_API_TYPES,
     FLEET_GRPC_RERE,
     ISOLATION_MODES,
@@ -36,7 +37,9 @@ from superlink_async.config import (
     ConfigError,
     check_node_auth_transports,
     default_serverapp_command,
+    default_simulation_command,
     default_storage_dir,
+    executor_settings,
 )
 from superlink_async.exit_codes import ExitCode, SuperLinkExit
 from superlink_async.logs import LOG_FORMATS, configure_logging, logger
@@ -47,7 +50,6 @@ from superlink_async.tls import TlsError, listener_tls
 _SSL_FLAGS = ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile")
 _PATH = "PATH"
 _ADDRESS = "HOST:PORT"
-_NOT_YET = "Not supported yet by superlink-async: "
 
 
 def _expand_long_option_prefix(name: str) -> str:
@@ -269,30 +271,35 @@ def superlink(
     executor: Annotated[
         str,
         typer.Option(
-            help="Executor that turns `flwr run` requests into runs, as `module:attribute`. "
-            f"{_NOT_YET}any other than the default (deployment) executor.",
+            help="Executor that turns `flwr run` requests into runs: "
+            f"`{DEPLOYMENT_EXECUTOR}` (ServerApps on SuperNodes) or "
+            f"`{EXECUTORS[1]}` (simulations with flwr-simulation; no Fleet API). "
+            "Other executor objects are refused.",
         ),
     ] = DEPLOYMENT_EXECUTOR,
     executor_dir: Annotated[
         str,
         typer.Option(
             metavar=_PATH,
-            help="Directory from which a custom executor would be imported.",
+            help="Directory from which the reference imports a custom executor; accepted "
+            "for compatibility, unused because both executors are built in.",
         ),
     ] = ".",
     executor_config: Annotated[
         str | None,
         typer.Option(
             show_default=False,
-            help="Executor settings as space-separated key=value pairs, e.g. "
-            "'root-certificates=\"ca.crt\"'.",
+            help="Executor settings as space-separated key=value pairs of TOML scalars, e.g. "
+            "'root-certificates=\"ca.crt\"' (checked as the deployment executor checks it; "
+            "the simulation executor ignores every setting).",
         ),
     ] = None,
     simulationio_api_address: Annotated[
         str,
         typer.Option(
             metavar=_ADDRESS,
-            help="Bind address of the SimulationIo API (used by the simulation executor only).",
+            help="Bind address of the SimulationIo API (always plaintext), which "
+            "flwr-simulation dials; served by the simulation executor only.",
         ),
     ] = DEFAULT_SIMULATIONIO_ADDRESS,
     serverapp_command: Annotated[
@@ -303,6 +310,16 @@ def superlink(
             help="(superlink-async only) Program launched for each run in `subprocess` "
             "isolation, as one shell-quoted string; it is given `--run-once "
             "--serverappio-api-address <address> --insecure`.",
+        ),
+    ] = None,
+    simulation_command: Annotated[
+        Sequence[str] | None,
+        typer.Option(
+            click_type=CommandLine(),
+            show_default="flwr-simulation from PATH, else beside this Python",
+            help="(superlink-async only) Program launched for each run with the simulation "
+            "executor in `subprocess` isolation, as one shell-quoted string; it is given "
+            "`--run-once --simulationio-api-address <address> --insecure`.",
         ),
     ] = None,
     shutdown_grace: Annotated[
@@ -398,6 +415,7 @@ def superlink(
             executor_config=executor_config,
             simulationio_api_address=simulationio_api_address,
             serverapp_command=tuple(serverapp_command or default_serverapp_command()),
+            simulation_command=tuple(simulation_command or default_simulation_command()),
             shutdown_grace=shutdown_grace,
             max_message_bytes=max_message_bytes,
             log_format=log_format,
@@ -448,14 +466,12 @@ def _check(config: Config) -> None:
     ):
         _parse_address(address)
     _check_certificates(config)
-    if config.executor != DEPLOYMENT_EXECUTOR:
-        _unsupported(
-            f"`--executor {config.executor}`",
-            f"only the default `{DEPLOYMENT_EXECUTOR}` is",
-        )
-    _check_fleet_listeners(config)
+    _check_executor(config)
     if config.metrics_address:
         _parse_address(config.metrics_address)
+    if config.simulation:
+        return  # The reference reads no Fleet or node-auth option with this executor.
+    _check_fleet_listeners(config)
     if config.fleet_api_num_workers != 1:
         logger.warning(
             "The Fleet API currently supports only 1 worker. You have specified %d workers. "
@@ -476,6 +492,27 @@ def _check(config: Config) -> None:
             sys.exit(str(exc))  # plain text on stderr, as the reference exits
     try:
         check_node_auth_transports(config)
+    except ConfigError as exc:
+        logger.error("%s", exc)
+        sys.exit(1)
+
+
+def _check_executor(config: Config) -> None:
+    """One of the two built-in executors, with settings it can use; else one ERROR line.
+
+    The reference imports any ``module:attribute`` Executor object, but such objects are
+    written against flwr's own thread-based state classes, which this server does not have.
+    """
+    if config.executor not in EXECUTORS:
+        logger.error(
+            "`--executor %s` cannot be used: superlink-async serves `%s` and `%s` only, "
+            "because other executor objects are written against flwr's own state classes.",
+            config.executor,
+            *EXECUTORS,
+        )
+        sys.exit(1)
+    try:
+        executor_settings(config)
     except ConfigError as exc:
         logger.error("%s", exc)
         sys.exit(1)
@@ -546,12 +583,6 @@ def _require_certificate_files(config: Config) -> None:
         "certificate paths to `--ssl-certfile`, `--ssl-keyfile`, and `\u2014-ssl-ca-certfile` "
         "or run the server in insecure mode using '--insecure' if you understand the risks."
     )
-    sys.exit(1)
-
-
-def _unsupported(what: str, hint: str) -> NoReturn:
-    """Refuse, in one ERROR line, an option this version cannot honour yet (never ignore it)."""
-    logger.error("%s is not supported yet by superlink-async; %s.", what, hint)
     sys.exit(1)
 
 

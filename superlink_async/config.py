@@ -6,6 +6,7 @@ The CLI builds a ``Config``; an embedding application can build one directly.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -13,6 +14,11 @@ from ipaddress import IPv6Address, ip_address
 from pathlib import Path
 
 from superlink_async.state.factory import IN_MEMORY_DATABASE
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 FLEET_GRPC_RERE = "grpc-rere"
 FLEET_GRPC_ADAPTER = "grpc-adapter"
@@ -29,6 +35,9 @@ DEFAULT_EXEC_ADDRESS = "0.0.0.0:9093"
 DEFAULT_FLEET_REST_ADDRESS = "0.0.0.0:9095"
 DEFAULT_SIMULATIONIO_ADDRESS = "0.0.0.0:9096"
 DEPLOYMENT_EXECUTOR = "flwr.superexec.deployment:executor"
+SIMULATION_EXECUTOR = "flwr.superexec.simulation:executor"
+#: The only ``--executor`` values served: both are built in, not imported (see ``_check``).
+EXECUTORS = (DEPLOYMENT_EXECUTOR, SIMULATION_EXECUTOR)
 #: ``--event-loop`` choices of the command line (see runtime/process.py).
 EVENT_LOOPS = ("asyncio", "uvloop")
 
@@ -92,15 +101,25 @@ def default_storage_dir() -> Path:
     return default_flwr_dir() / "superlink" / "ffs"
 
 
-def default_serverapp_command() -> tuple[str, ...]:
-    """``flwr-serverapp`` from PATH, else from this interpreter's own bin directory.
+def _flwr_program(name: str) -> tuple[str, ...]:
+    """``name`` from PATH, else from this interpreter's own bin directory.
 
     The second place covers a virtual environment that was never activated.
     """
-    beside_python = Path(sys.executable).with_name("flwr-serverapp")
-    if shutil.which("flwr-serverapp") is None and beside_python.exists():
+    beside_python = Path(sys.executable).with_name(name)
+    if shutil.which(name) is None and beside_python.exists():
         return (str(beside_python),)
-    return ("flwr-serverapp",)
+    return (name,)
+
+
+def default_serverapp_command() -> tuple[str, ...]:
+    """``flwr-serverapp``, the program launched per run by the deployment executor."""
+    return _flwr_program("flwr-serverapp")
+
+
+def default_simulation_command() -> tuple[str, ...]:
+    """``flwr-simulation``, the program launched per run by the simulation executor."""
+    return _flwr_program("flwr-simulation")
 
 
 class ConfigError(ValueError):
@@ -141,6 +160,7 @@ class Config:
     simulationio_api_address: str = DEFAULT_SIMULATIONIO_ADDRESS
     # Our additions (not in flower-superlink):
     serverapp_command: tuple[str, ...] = field(default_factory=default_serverapp_command)
+    simulation_command: tuple[str, ...] = field(default_factory=default_simulation_command)
     shutdown_grace: float = 5.0
     serverappio_tls: bool = False
     max_message_bytes: int = 2_147_483_647
@@ -150,6 +170,11 @@ class Config:
     #: Processes that check node-auth signatures; None: ``default_workers()`` (one per
     #: CPU but one with 4+ CPUs, else none).
     signature_workers: int | None = None
+
+    @property
+    def simulation(self) -> bool:
+        """Whether runs are simulations: SimulationIo and ``flwr-simulation``, no Fleet."""
+        return self.executor == SIMULATION_EXECUTOR
 
     @property
     def fleet_address(self) -> str:
@@ -214,3 +239,46 @@ def check_node_auth_transports(config: Config) -> None:
             "REST and GrpcAdapter SuperNodes cannot authenticate, so unknown nodes would get "
             "work. Serve those SuperNodes over grpc-rere, or drop the key list."
         )
+
+
+#: One ``key=value`` pair of ``--executor-config``; a value may be quoted and hold spaces.
+_EXECUTOR_SETTING = re.compile(r"(\S+?)=('[^']*'|\"[^\"]*\"|\S+)")
+
+
+def executor_settings(config: Config) -> dict[str, object]:
+    """``--executor-config`` parsed as the reference does: space-separated TOML ``key=value``.
+
+    ``ConfigError`` for text that is not TOML scalars, or (deployment executor, as in the
+    reference) a ``root-certificates`` path that is not a readable file. The reference's
+    simulation executor ignores every setting, so nothing else is checked for it.
+    """
+    text = config.executor_config
+    if not text:
+        return {}
+    pairs = _EXECUTOR_SETTING.findall(text)
+    try:
+        settings = tomllib.loads("\n".join(f"{key} = {value}" for key, value in pairs))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"--executor-config {text!r} is not space-separated key=value pairs with "
+            f"bool, int, float or quoted string values ({exc})"
+        ) from exc
+    if not config.simulation:
+        _check_deployment_settings(settings)
+    return settings
+
+
+def _check_deployment_settings(settings: dict[str, object]) -> None:
+    """The types the deployment executor demands, and its CA file, which it reads at start-up."""
+    for key in ("superlink", "root-certificates", "flwr-dir"):
+        if settings.get(key) and not isinstance(settings[key], str):
+            raise ConfigError(f"--executor-config: the `{key}` value should be of type `str`.")
+    certificates = settings.get("root-certificates")
+    if isinstance(certificates, str) and certificates:
+        try:
+            Path(certificates).read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"--executor-config: cannot read root-certificates {certificates!r}: "
+                f"{exc.strerror or exc}"
+            ) from exc

@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from superlink_async.config import Address
-from superlink_async.runtime.scheduler import MAX_LAUNCH_FAILURES, ServerAppScheduler
+from superlink_async.runtime.scheduler import MAX_LAUNCH_FAILURES, RunScheduler
 from superlink_async.services.runs import RunEvents
 from superlink_async.state import LinkState, RunRecord, open_state
 from superlink_async.wire.recorddict_pb2 import ConfigRecord
@@ -42,7 +42,7 @@ async def wait_until_finished(state: LinkState, run_id: int, seconds: float) -> 
 
 
 async def run_scheduler(state: LinkState, command: tuple[str, ...], run_id: int) -> RunRecord:
-    scheduler = ServerAppScheduler(state, RunEvents(), command, ADDRESS)
+    scheduler = RunScheduler(state, RunEvents(), command, ADDRESS)
     async with anyio.create_task_group() as group:
         await group.start(scheduler.run)
         run = await wait_until_finished(state, run_id, seconds=20)
@@ -53,7 +53,7 @@ async def run_scheduler(state: LinkState, command: tuple[str, ...], run_id: int)
 async def test_children_dial_loopback_when_the_server_binds_all_interfaces(
     state: LinkState,
 ) -> None:
-    scheduler = ServerAppScheduler(state, RunEvents(), ("flwr-serverapp",), ADDRESS)
+    scheduler = RunScheduler(state, RunEvents(), ("flwr-serverapp",), ADDRESS)
     assert scheduler.argv == [
         "flwr-serverapp",
         "--run-once",
@@ -80,7 +80,7 @@ async def test_a_child_that_keeps_dying_before_claiming_fails_the_run(state: Lin
 
 async def test_a_child_dying_mid_run_fails_that_run(state: LinkState) -> None:
     run_id = await pending_run(state)
-    scheduler = ServerAppScheduler(
+    scheduler = RunScheduler(
         state, RunEvents(), (sys.executable, "-c", "import time; time.sleep(1)"), ADDRESS
     )
     async with anyio.create_task_group() as group:
@@ -97,7 +97,7 @@ async def test_a_child_dying_mid_run_fails_that_run(state: LinkState) -> None:
 
 async def test_stopping_a_run_ends_its_child(state: LinkState) -> None:
     run_id = await pending_run(state)
-    scheduler = ServerAppScheduler(
+    scheduler = RunScheduler(
         state, RunEvents(), (sys.executable, "-c", "import time; time.sleep(60)"), ADDRESS
     )
     async with anyio.create_task_group() as group:
@@ -112,7 +112,7 @@ async def test_stopping_a_run_ends_its_child(state: LinkState) -> None:
 
 async def test_cancelling_the_scheduler_ends_every_child(state: LinkState) -> None:
     await pending_run(state)
-    scheduler = ServerAppScheduler(
+    scheduler = RunScheduler(
         state, RunEvents(), (sys.executable, "-c", "import time; time.sleep(60)"), ADDRESS
     )
     with anyio.fail_after(15):
