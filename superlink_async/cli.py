@@ -104,6 +104,17 @@ class CommandLine(click.ParamType):
         return words
 
 
+def _child_command_option(program: str, address_flag: str, executor: str) -> Any:
+    """``--serverapp-command`` / ``--simulation-command``: what the scheduler launches per run."""
+    return typer.Option(
+        click_type=CommandLine(),
+        show_default=f"{program} from PATH, else beside this Python",
+        help=f"(superlink-async only) Program launched for each run of {executor} executor "
+        "in `subprocess` isolation, as one shell-quoted string; it is given "
+        f"`--run-once {address_flag} <address> --insecure`.",
+    )
+
+
 # Plain click output (no rich panels): help wraps instead of truncating long option names,
 # and errors are one grep-able line, as with the reference's argparse.
 app = typer.Typer(
@@ -304,23 +315,11 @@ def superlink(
     ] = DEFAULT_SIMULATIONIO_ADDRESS,
     serverapp_command: Annotated[
         Sequence[str] | None,
-        typer.Option(
-            click_type=CommandLine(),
-            show_default="flwr-serverapp from PATH, else beside this Python",
-            help="(superlink-async only) Program launched for each run in `subprocess` "
-            "isolation, as one shell-quoted string; it is given `--run-once "
-            "--serverappio-api-address <address> --insecure`.",
-        ),
+        _child_command_option("flwr-serverapp", "--serverappio-api-address", "the deployment"),
     ] = None,
     simulation_command: Annotated[
         Sequence[str] | None,
-        typer.Option(
-            click_type=CommandLine(),
-            show_default="flwr-simulation from PATH, else beside this Python",
-            help="(superlink-async only) Program launched for each run with the simulation "
-            "executor in `subprocess` isolation, as one shell-quoted string; it is given "
-            "`--run-once --simulationio-api-address <address> --insecure`.",
-        ),
+        _child_command_option("flwr-simulation", "--simulationio-api-address", "the simulation"),
     ] = None,
     shutdown_grace: Annotated[
         float,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from superlink_async.codec import run_status_from_proto, run_status_to_proto, run_to_proto
 from superlink_async.logs import logger
@@ -29,6 +30,17 @@ class RunInputs:
     context: message_pb2.Context
     run: run_pb2.Run
     fab: fab_pb2.Fab
+
+
+class InputsResponse(Protocol):
+    """PullServerAppInputsResponse and PullSimulationInputsResponse: the same three fields."""
+
+    context: message_pb2.Context
+    run: run_pb2.Run
+    fab: fab_pb2.Fab
+
+
+InputsResponseT = TypeVar("InputsResponseT", bound=InputsResponse)
 
 
 class AppIoService:
@@ -69,6 +81,14 @@ class AppIoService:
             self._events.notify()
             return RunInputs(context=context, run=run_to_proto(run), fab=fab)
         return None
+
+    async def pull_inputs(self, response: InputsResponseT) -> InputsResponseT:
+        """``response`` filled with the inputs of the run claimed, or left empty if none."""
+        if (inputs := await self.claim_run_inputs()) is not None:
+            response.context.CopyFrom(inputs.context)
+            response.run.CopyFrom(inputs.run)
+            response.fab.CopyFrom(inputs.fab)
+        return response
 
     async def store_outputs(self, run_id: int, context: message_pb2.Context) -> None:
         """Keep the app's final context, for a running run."""

@@ -109,12 +109,7 @@ class ServerAppIoService(AppIoService):
         self, request: serverappio_pb2.PullServerAppInputsRequest
     ) -> serverappio_pb2.PullServerAppInputsResponse:
         """Start the oldest pending run; an empty response when none is pending."""
-        inputs = await self.claim_run_inputs()
-        if inputs is None:
-            return serverappio_pb2.PullServerAppInputsResponse()
-        return serverappio_pb2.PullServerAppInputsResponse(
-            context=inputs.context, run=inputs.run, fab=inputs.fab
-        )
+        return await self.pull_inputs(serverappio_pb2.PullServerAppInputsResponse())
 
     async def push_serverapp_outputs(
         self, request: serverappio_pb2.PushServerAppOutputsRequest

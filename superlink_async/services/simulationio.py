@@ -22,12 +22,7 @@ class SimulationIoService(AppIoService):
         self, request: simulationio_pb2.PullSimulationInputsRequest
     ) -> simulationio_pb2.PullSimulationInputsResponse:
         """Start the oldest pending run; an empty response when none is pending."""
-        inputs = await self.claim_run_inputs()
-        if inputs is None:
-            return simulationio_pb2.PullSimulationInputsResponse()
-        return simulationio_pb2.PullSimulationInputsResponse(
-            context=inputs.context, run=inputs.run, fab=inputs.fab
-        )
+        return await self.pull_inputs(simulationio_pb2.PullSimulationInputsResponse())
 
     async def push_simulation_outputs(
         self, request: simulationio_pb2.PushSimulationOutputsRequest
