@@ -246,26 +246,53 @@ _EXECUTOR_SETTING = re.compile(r"(\S+?)=('[^']*'|\"[^\"]*\"|\S+)")
 
 
 def executor_settings(config: Config) -> dict[str, object]:
-    """``--executor-config`` parsed as the reference does: space-separated TOML ``key=value``.
+    """``--executor-config`` parsed as the reference does.
 
-    ``ConfigError`` for text that is not TOML scalars, or (deployment executor, as in the
-    reference) a ``root-certificates`` path that is not a readable file. The reference's
-    simulation executor ignores every setting, so nothing else is checked for it.
+    That is space-separated TOML ``key=value`` scalars, or the path of a ``.toml`` file
+    (its tables flattened to dotted keys). ``ConfigError`` for text that is not TOML
+    scalars, or (deployment executor, as in the reference) a ``root-certificates`` path that
+    is not a readable file. The reference's simulation executor ignores every setting, so
+    nothing else is checked for it.
     """
     text = config.executor_config
     if not text:
         return {}
+    settings = _read_settings_file(text) if text.endswith(".toml") else _parse_settings(text)
+    if not config.simulation:
+        _check_deployment_settings(settings)
+    return settings
+
+
+def _parse_settings(text: str) -> dict[str, object]:
     pairs = _EXECUTOR_SETTING.findall(text)
     try:
-        settings = tomllib.loads("\n".join(f"{key} = {value}" for key, value in pairs))
+        return tomllib.loads("\n".join(f"{key} = {value}" for key, value in pairs))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
             f"--executor-config {text!r} is not space-separated key=value pairs with "
             f"bool, int, float or quoted string values ({exc})"
         ) from exc
-    if not config.simulation:
-        _check_deployment_settings(settings)
-    return settings
+
+
+def _read_settings_file(path: str) -> dict[str, object]:
+    try:
+        with Path(path).open("rb") as file:
+            document = tomllib.load(file)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"--executor-config: cannot read the TOML file {path!r}: {exc}") from exc
+    return _flatten(document)
+
+
+def _flatten(table: dict[str, object], prefix: str = "") -> dict[str, object]:
+    """Nested tables as one level of dotted keys, as the reference flattens them."""
+    flat: dict[str, object] = {}
+    for key, value in table.items():
+        name = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name))
+        else:
+            flat[name] = value
+    return flat
 
 
 def _check_deployment_settings(settings: dict[str, object]) -> None:
