@@ -503,9 +503,7 @@ def test_the_simulation_executor_reaches_the_config(served: list[Config]) -> Non
 @pytest.mark.parametrize(
     "executor", ["flwr.superexec.simulation:other", "my_project.executor:executor"]
 )
-def test_other_executors_are_refused_in_one_error_line(
-    executor: str, served: list[Config]
-) -> None:
+def test_other_executors_are_refused_in_one_error_line(executor: str, served: list[Config]) -> None:
     """Any other executor object is refused before serving, naming the two that are served
     and why arbitrary executors are not."""
     result = invoke("--insecure", "--executor", executor)
