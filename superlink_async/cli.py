@@ -26,20 +26,20 @@ from superlink_async.config import (
     DEFAULT_SIMULATIONIO_ADDRESS,
     DEPLOYMENT_EXECUTOR,
     EVENT_LOOPS,
-    EXECUTORS,
     FLEET_API_TYPES,
     FLEET_GRPC_RERE,
     ISOLATION_MODES,
     ISOLATION_SUBPROCESS,
+    SIMULATION_EXECUTOR,
     Address,
     AddressError,
     Config,
     ConfigError,
+    check_executor,
     check_node_auth_transports,
     default_serverapp_command,
     default_simulation_command,
     default_storage_dir,
-    executor_settings,
 )
 from superlink_async.exit_codes import ExitCode, SuperLinkExit
 from superlink_async.logs import LOG_FORMATS, configure_logging, logger
@@ -284,7 +284,7 @@ def superlink(
         typer.Option(
             help="Executor that turns `flwr run` requests into runs: "
             f"`{DEPLOYMENT_EXECUTOR}` (ServerApps on SuperNodes) or "
-            f"`{EXECUTORS[1]}` (simulations with flwr-simulation; no Fleet API). "
+            f"`{SIMULATION_EXECUTOR}` (simulations with flwr-simulation; no Fleet API). "
             "Other executor objects are refused.",
         ),
     ] = DEPLOYMENT_EXECUTOR,
@@ -497,21 +497,9 @@ def _check(config: Config) -> None:
 
 
 def _check_executor(config: Config) -> None:
-    """One of the two built-in executors, with settings it can use; else one ERROR line.
-
-    The reference imports any ``module:attribute`` Executor object, but such objects are
-    written against flwr's own thread-based state classes, which this server does not have.
-    """
-    if config.executor not in EXECUTORS:
-        logger.error(
-            "`--executor %s` cannot be used: superlink-async serves `%s` and `%s` only, "
-            "because other executor objects are written against flwr's own state classes.",
-            config.executor,
-            *EXECUTORS,
-        )
-        sys.exit(1)
+    """Executors other than the two built-in ones, or unusable settings: one ERROR line."""
     try:
-        executor_settings(config)
+        check_executor(config)
     except ConfigError as exc:
         logger.error("%s", exc)
         sys.exit(1)

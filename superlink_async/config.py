@@ -241,6 +241,21 @@ def check_node_auth_transports(config: Config) -> None:
         )
 
 
+def check_executor(config: Config) -> None:
+    """One of the two built-in executors, with settings it can use; else ``ConfigError``.
+
+    The reference imports any ``module:attribute`` Executor object, but such objects are
+    written against flwr's own thread-based state classes, which this server does not have.
+    """
+    if config.executor not in EXECUTORS:
+        raise ConfigError(
+            f"`--executor {config.executor}` cannot be used: superlink-async serves "
+            f"`{DEPLOYMENT_EXECUTOR}` and `{SIMULATION_EXECUTOR}` only, because other executor "
+            "objects are written against flwr's own state classes."
+        )
+    executor_settings(config)
+
+
 #: One ``key=value`` pair of ``--executor-config``; a value may be quoted and hold spaces.
 _EXECUTOR_SETTING = re.compile(r"(\S+?)=('[^']*'|\"[^\"]*\"|\S+)")
 

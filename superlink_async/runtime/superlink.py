@@ -35,6 +35,7 @@ from superlink_async.config import (
     AddressError,
     Config,
     FleetListener,
+    check_executor,
     check_node_auth_transports,
 )
 from superlink_async.exit_codes import ExitCode, SuperLinkExit
@@ -102,6 +103,7 @@ class SuperLink:
         self._supervisor.start_soon(name, function, *args)
 
     async def __aenter__(self) -> SuperLink:
+        check_executor(self.config)
         addresses = _parse_addresses(self.config)
         if not self.config.simulation:
             check_node_auth_transports(self.config)

@@ -214,6 +214,17 @@ async def test_a_stalled_client_does_not_hold_up_others(config: Config) -> None:
             assert node.node.node_id > 1
 
 
+async def test_an_executor_we_do_not_serve_is_refused_before_anything_binds(
+    config: Config,
+) -> None:
+    """Embedding gets the CLI's check: any other executor is a ConfigError, nothing listens."""
+    config = replace(config, executor="my_project.executor:executor")
+    with pytest.raises(ConfigError, match="cannot be used"):
+        async with SuperLink(config):
+            pass
+    assert not is_listening(config.exec_api_address)
+
+
 def is_listening(address: str) -> bool:
     parsed = Address.parse(address)
     with socket.socket() as probe:
