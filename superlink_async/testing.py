@@ -516,7 +516,8 @@ class FlowerApp:
         """The app seen through a federation for the simulation executor.
 
         ``num_supernodes`` (None: left out, which that executor refuses) SuperNodes are
-        simulated by Ray with small resources: one CPU, one client actor, no dashboard.
+        simulated by Ray with small resources: one CPU, one client actor, no dashboard, a
+        100 MB object store (Ray's default maps 30% of the memory into /dev/shm).
         """
         name = f"{self.federation}-sim-{num_supernodes}"
         if _federation_header(name) not in (text := self.pyproject.read_text()):
@@ -524,6 +525,7 @@ class FlowerApp:
                 "options.backend.client_resources.num_cpus = 1",
                 "options.backend.init_args.num_cpus = 1",
                 "options.backend.init_args.include_dashboard = false",
+                "options.backend.init_args.object_store_memory = 100_000_000",
             ]
             if num_supernodes is not None:
                 options.insert(0, f"options.num-supernodes = {num_supernodes}")
