@@ -37,8 +37,9 @@ from tests.e2e.harness import (
 pytestmark = pytest.mark.e2e
 
 ONE_ROUND = {"num-server-rounds": 1}
-#: Seconds from `flwr run` to finished:completed of one simulated round (Ray starts first).
-SIMULATION_COMPLETES = 180.0
+#: Seconds from `flwr run` to finished:completed of one simulated round (Ray starts first;
+#: ~15-25 s here).
+SIMULATION_COMPLETES = 120.0
 #: Until flwr-simulation has started Ray and the run is running.
 SIMULATION_RUNS = 120.0
 #: "Gone within seconds": a stopped or killed flwr-simulation and its Ray processes.
@@ -79,11 +80,21 @@ def run_to_completion(simulation: Simulation) -> int:
 
 
 def start_long_simulation(simulation: Simulation) -> tuple[int, ProcessInfo]:
-    """A 1000-round simulation, running; return it and its flwr-simulation process."""
+    """A 1000-round simulation, running; return it and its flwr-simulation process.
+
+    Its process is the one that was not there before (a run of an earlier test that failed
+    may still have its own).
+    """
+    federation = simulation.federation
+    earlier = {info.pid for info in federation.simulation_processes()}
     run_id = simulation.cli.run(LONG_RUN_CONFIG)
     simulation.cli.wait_for_status(run_id, "running", SIMULATION_RUNS)
+
+    def new_process() -> list[ProcessInfo]:
+        return [info for info in federation.simulation_processes() if info.pid not in earlier]
+
     (process,) = wait_for(
-        simulation.federation.simulation_processes,
+        new_process,
         Timeouts.SERVERAPP_APPEARS,
         interval=0.1,
         what=f"the flwr-simulation process of run {run_id}",
@@ -119,14 +130,14 @@ def test_a_run_without_num_supernodes_fails_to_start(
     """A federation without `options.num-supernodes`: `flwr run` fails, our log gives the
     reference's reason, and no run is created."""
     cli = simulation.federation.cli(flower_app.with_simulation_federation(num_supernodes=None))
-    runs_before = cli.runs()
+    runs_before = [run.run_id for run in cli.runs()]
     with pytest.raises(FlowerCliError):
         cli.run(ONE_ROUND)
     output = simulation.federation.require_superlink().output()
     assert "Could not start run: Federation options doesn't contain key `num-supernodes`." in (
         output
     )
-    assert cli.runs() == runs_before
+    assert [run.run_id for run in cli.runs()] == runs_before
 
 
 def test_stop_ends_flwr_simulation_and_its_ray_processes(simulation: Simulation) -> None:
