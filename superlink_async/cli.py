@@ -13,7 +13,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import click
 import typer
@@ -32,12 +32,15 @@ from superlink_async.config import (
     FLEET_GRPC_RERE,
     ISOLATION_MODES,
     ISOLATION_SUBPROCESS,
+    SIMULATION_EXECUTOR,
     Address,
     AddressError,
     Config,
     ConfigError,
+    check_executor,
     check_node_auth_transports,
     default_serverapp_command,
+    default_simulation_command,
     default_storage_dir,
 )
 from superlink_async.exit_codes import ExitCode, SuperLinkExit
@@ -50,7 +53,6 @@ from superlink_async.tls import TlsError, listener_tls
 _SSL_FLAGS = ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile")
 _PATH = "PATH"
 _ADDRESS = "HOST:PORT"
-_NOT_YET = "Not supported yet by superlink-async: "
 
 
 def _expand_long_option_prefix(name: str) -> str:
@@ -103,6 +105,17 @@ class CommandLine(click.ParamType):
         if not words:
             self.fail("the command is empty", param, ctx)
         return words
+
+
+def _child_command_option(program: str, address_flag: str, executor: str) -> Any:
+    """``--serverapp-command`` / ``--simulation-command``: what the scheduler launches per run."""
+    return typer.Option(
+        click_type=CommandLine(),
+        show_default=f"{program} from PATH, else beside this Python",
+        help=f"(superlink-async only) Program launched for each run of {executor} executor "
+        "in `subprocess` isolation, as one shell-quoted string; it is given "
+        f"`--run-once {address_flag} <address> --insecure`.",
+    )
 
 
 # Plain click output (no rich panels): help wraps instead of truncating long option names,
@@ -272,41 +285,44 @@ def superlink(
     executor: Annotated[
         str,
         typer.Option(
-            help="Executor that turns `flwr run` requests into runs, as `module:attribute`. "
-            f"{_NOT_YET}any other than the default (deployment) executor.",
+            help="Executor that turns `flwr run` requests into runs: "
+            f"`{DEPLOYMENT_EXECUTOR}` (ServerApps on SuperNodes) or "
+            f"`{SIMULATION_EXECUTOR}` (simulations with flwr-simulation; no Fleet API). "
+            "Other executor objects are refused.",
         ),
     ] = DEPLOYMENT_EXECUTOR,
     executor_dir: Annotated[
         str,
         typer.Option(
             metavar=_PATH,
-            help="Directory from which a custom executor would be imported.",
+            help="Directory from which the reference imports a custom executor; accepted "
+            "for compatibility, unused because both executors are built in.",
         ),
     ] = ".",
     executor_config: Annotated[
         str | None,
         typer.Option(
             show_default=False,
-            help="Executor settings as space-separated key=value pairs, e.g. "
-            "'root-certificates=\"ca.crt\"'.",
+            help="Executor settings as space-separated key=value pairs of TOML scalars, e.g. "
+            "'root-certificates=\"ca.crt\"' (checked as the deployment executor checks it; "
+            "the simulation executor ignores every setting).",
         ),
     ] = None,
     simulationio_api_address: Annotated[
         str,
         typer.Option(
             metavar=_ADDRESS,
-            help="Bind address of the SimulationIo API (used by the simulation executor only).",
+            help="Bind address of the SimulationIo API (always plaintext), which "
+            "flwr-simulation dials; served by the simulation executor only.",
         ),
     ] = DEFAULT_SIMULATIONIO_ADDRESS,
     serverapp_command: Annotated[
         Sequence[str] | None,
-        typer.Option(
-            click_type=CommandLine(),
-            show_default="flwr-serverapp from PATH, else beside this Python",
-            help="(superlink-async only) Program launched for each run in `subprocess` "
-            "isolation, as one shell-quoted string; it is given `--run-once "
-            "--serverappio-api-address <address> --insecure`.",
-        ),
+        _child_command_option("flwr-serverapp", "--serverappio-api-address", "the deployment"),
+    ] = None,
+    simulation_command: Annotated[
+        Sequence[str] | None,
+        _child_command_option("flwr-simulation", "--simulationio-api-address", "the simulation"),
     ] = None,
     shutdown_grace: Annotated[
         float,
@@ -432,6 +448,7 @@ def superlink(
             executor_config=executor_config,
             simulationio_api_address=simulationio_api_address,
             serverapp_command=tuple(serverapp_command or default_serverapp_command()),
+            simulation_command=tuple(simulation_command or default_simulation_command()),
             shutdown_grace=shutdown_grace,
             max_message_bytes=max_message_bytes,
             log_format=log_format,
@@ -486,14 +503,12 @@ def _check(config: Config) -> None:
     ):
         _parse_address(address)
     _check_certificates(config)
-    if config.executor != DEPLOYMENT_EXECUTOR:
-        _unsupported(
-            f"`--executor {config.executor}`",
-            f"only the default `{DEPLOYMENT_EXECUTOR}` is",
-        )
-    _check_fleet_listeners(config)
+    _check_executor(config)
     if config.metrics_address:
         _parse_address(config.metrics_address)
+    if config.simulation:
+        return  # The reference reads no Fleet or node-auth option with this executor.
+    _check_fleet_listeners(config)
     if config.fleet_api_num_workers != 1:
         logger.warning(
             "The Fleet API currently supports only 1 worker. You have specified %d workers. "
@@ -514,6 +529,15 @@ def _check(config: Config) -> None:
             sys.exit(str(exc))  # plain text on stderr, as the reference exits
     try:
         check_node_auth_transports(config)
+    except ConfigError as exc:
+        logger.error("%s", exc)
+        sys.exit(1)
+
+
+def _check_executor(config: Config) -> None:
+    """Executors other than the two built-in ones, or unusable settings: one ERROR line."""
+    try:
+        check_executor(config)
     except ConfigError as exc:
         logger.error("%s", exc)
         sys.exit(1)
@@ -584,12 +608,6 @@ def _require_certificate_files(config: Config) -> None:
         "certificate paths to `--ssl-certfile`, `--ssl-keyfile`, and `\u2014-ssl-ca-certfile` "
         "or run the server in insecure mode using '--insecure' if you understand the risks."
     )
-    sys.exit(1)
-
-
-def _unsupported(what: str, hint: str) -> NoReturn:
-    """Refuse, in one ERROR line, an option this version cannot honour yet (never ignore it)."""
-    logger.error("%s is not supported yet by superlink-async; %s.", what, hint)
     sys.exit(1)
 
 

@@ -38,8 +38,9 @@ _FOOTER = """
 ## Exit status
 
 `0` after a graceful stop (SIGINT, SIGTERM, SIGQUIT), `1` on any failure (an unparsable address
-logs the exit-code-600 block; an option that is not supported yet logs one ERROR line), `2` on a
-command-line usage error (unknown option, invalid choice or value).
+logs the exit-code-600 block; options that cannot work, such as an executor other than the
+deployment and simulation ones, log one ERROR line), `2` on a command-line usage error
+(unknown option, invalid choice or value).
 """
 
 

@@ -6,6 +6,7 @@ The CLI builds a ``Config``; an embedding application can build one directly.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -13,6 +14,11 @@ from ipaddress import IPv6Address, ip_address
 from pathlib import Path
 
 from superlink_async.state.factory import IN_MEMORY_DATABASE
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 FLEET_GRPC_RERE = "grpc-rere"
 FLEET_GRPC_ADAPTER = "grpc-adapter"
@@ -29,6 +35,9 @@ DEFAULT_EXEC_ADDRESS = "0.0.0.0:9093"
 DEFAULT_FLEET_REST_ADDRESS = "0.0.0.0:9095"
 DEFAULT_SIMULATIONIO_ADDRESS = "0.0.0.0:9096"
 DEPLOYMENT_EXECUTOR = "flwr.superexec.deployment:executor"
+SIMULATION_EXECUTOR = "flwr.superexec.simulation:executor"
+#: The only ``--executor`` values served: both are built in, not imported (see ``_check``).
+EXECUTORS = (DEPLOYMENT_EXECUTOR, SIMULATION_EXECUTOR)
 #: ``--event-loop`` choices of the command line (see runtime/process.py).
 EVENT_LOOPS = ("asyncio", "uvloop")
 
@@ -92,15 +101,25 @@ def default_storage_dir() -> Path:
     return default_flwr_dir() / "superlink" / "ffs"
 
 
-def default_serverapp_command() -> tuple[str, ...]:
-    """``flwr-serverapp`` from PATH, else from this interpreter's own bin directory.
+def _flwr_program(name: str) -> tuple[str, ...]:
+    """``name`` from PATH, else from this interpreter's own bin directory.
 
     The second place covers a virtual environment that was never activated.
     """
-    beside_python = Path(sys.executable).with_name("flwr-serverapp")
-    if shutil.which("flwr-serverapp") is None and beside_python.exists():
+    beside_python = Path(sys.executable).with_name(name)
+    if shutil.which(name) is None and beside_python.exists():
         return (str(beside_python),)
-    return ("flwr-serverapp",)
+    return (name,)
+
+
+def default_serverapp_command() -> tuple[str, ...]:
+    """``flwr-serverapp``, the program launched per run by the deployment executor."""
+    return _flwr_program("flwr-serverapp")
+
+
+def default_simulation_command() -> tuple[str, ...]:
+    """``flwr-simulation``, the program launched per run by the simulation executor."""
+    return _flwr_program("flwr-simulation")
 
 
 class ConfigError(ValueError):
@@ -146,6 +165,7 @@ class Config:
     simulationio_api_address: str = DEFAULT_SIMULATIONIO_ADDRESS
     # Our additions (not in flower-superlink):
     serverapp_command: tuple[str, ...] = field(default_factory=default_serverapp_command)
+    simulation_command: tuple[str, ...] = field(default_factory=default_simulation_command)
     shutdown_grace: float = 5.0
     serverappio_tls: bool = False
     max_message_bytes: int = 2_147_483_647
@@ -163,6 +183,11 @@ class Config:
     max_fleet_in_flight: int = DEFAULT_MAX_FLEET_IN_FLIGHT
     #: Whether a ``--database`` file passes SQLite's ``quick_check`` before it is served.
     check_database: bool = True
+
+    @property
+    def simulation(self) -> bool:
+        """Whether runs are simulations: SimulationIo and ``flwr-simulation``, no Fleet."""
+        return self.executor == SIMULATION_EXECUTOR
 
     @property
     def fleet_address(self) -> str:
@@ -227,3 +252,88 @@ def check_node_auth_transports(config: Config) -> None:
             "REST and GrpcAdapter SuperNodes cannot authenticate, so unknown nodes would get "
             "work. Serve those SuperNodes over grpc-rere, or drop the key list."
         )
+
+
+def check_executor(config: Config) -> None:
+    """One of the two built-in executors, with settings it can use; else ``ConfigError``.
+
+    The reference imports any ``module:attribute`` Executor object, but such objects are
+    written against flwr's own thread-based state classes, which this server does not have.
+    """
+    if config.executor not in EXECUTORS:
+        raise ConfigError(
+            f"`--executor {config.executor}` cannot be used: superlink-async serves "
+            f"`{DEPLOYMENT_EXECUTOR}` and `{SIMULATION_EXECUTOR}` only, because other executor "
+            "objects are written against flwr's own state classes."
+        )
+    executor_settings(config)
+
+
+#: One ``key=value`` pair of ``--executor-config``; a value may be quoted and hold spaces.
+_EXECUTOR_SETTING = re.compile(r"(\S+?)=('[^']*'|\"[^\"]*\"|\S+)")
+
+
+def executor_settings(config: Config) -> dict[str, object]:
+    """``--executor-config`` parsed as the reference does.
+
+    That is space-separated TOML ``key=value`` scalars, or the path of a ``.toml`` file
+    (its tables flattened to dotted keys). ``ConfigError`` for text that is not TOML
+    scalars, or (deployment executor, as in the reference) a ``root-certificates`` path that
+    is not a readable file. The reference's simulation executor ignores every setting, so
+    nothing else is checked for it.
+    """
+    text = config.executor_config
+    if not text:
+        return {}
+    settings = _read_settings_file(text) if text.endswith(".toml") else _parse_settings(text)
+    if not config.simulation:
+        _check_deployment_settings(settings)
+    return settings
+
+
+def _parse_settings(text: str) -> dict[str, object]:
+    pairs = _EXECUTOR_SETTING.findall(text)
+    try:
+        return tomllib.loads("\n".join(f"{key} = {value}" for key, value in pairs))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"--executor-config {text!r} is not space-separated key=value pairs with "
+            f"bool, int, float or quoted string values ({exc})"
+        ) from exc
+
+
+def _read_settings_file(path: str) -> dict[str, object]:
+    try:
+        with Path(path).open("rb") as file:
+            document = tomllib.load(file)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"--executor-config: cannot read the TOML file {path!r}: {exc}") from exc
+    return _flatten(document)
+
+
+def _flatten(table: dict[str, object], prefix: str = "") -> dict[str, object]:
+    """Nested tables as one level of dotted keys, as the reference flattens them."""
+    flat: dict[str, object] = {}
+    for key, value in table.items():
+        name = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _check_deployment_settings(settings: dict[str, object]) -> None:
+    """The types the deployment executor demands, and its CA file, which it reads at start-up."""
+    for key in ("superlink", "root-certificates", "flwr-dir"):
+        if settings.get(key) and not isinstance(settings[key], str):
+            raise ConfigError(f"--executor-config: the `{key}` value should be of type `str`.")
+    certificates = settings.get("root-certificates")
+    if isinstance(certificates, str) and certificates:
+        try:
+            Path(certificates).read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"--executor-config: cannot read root-certificates {certificates!r}: "
+                f"{exc.strerror or exc}"
+            ) from exc

@@ -92,7 +92,7 @@ class _SnapshotCollector(Collector):
         yield runs
         yield GaugeMetricFamily(
             "superlink_serverapp_processes",
-            "flwr-serverapp children alive.",
+            "Per-run children alive (flwr-serverapp, or flwr-simulation for simulations).",
             value=snapshot.serverapps_alive,
         )
         yield CounterMetricFamily(

@@ -4,9 +4,10 @@ Everything here drives *processes* — a SuperLink (ours or the reference ``flow
 real flwr 1.18.0 SuperNodes and the ``flwr`` CLI — exactly as a user would from a shell, so it
 imports nothing from ``flwr`` and works against any SuperLink command line that accepts the
 ``flower-superlink`` flags. Each process gets its own ``FLWR_HOME`` and a log file holding its
-combined stdout and stderr (for the SuperLink that includes the ``flwr-serverapp`` children,
-which inherit its output). Every wait is a bounded poll, and :meth:`LocalFederation.close`
-ends every process it started, including the children they spawned.
+combined stdout and stderr (for the SuperLink that includes the ``flwr-serverapp`` or
+``flwr-simulation`` children, which inherit its output). Every wait is a bounded poll, and
+:meth:`LocalFederation.close` ends every process it started, including the children they
+spawned.
 
 Linux only: process discovery reads ``/proc``.
 """
@@ -29,7 +30,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-from superlink_async.config import FLEET_GRPC_ADAPTER, FLEET_GRPC_RERE, FLEET_REST
+from superlink_async.config import (
+    FLEET_GRPC_ADAPTER,
+    FLEET_GRPC_RERE,
+    FLEET_REST,
+    SIMULATION_EXECUTOR,
+)
 from superlink_async.runtime.children import DIE_WITH_PARENT
 
 if TYPE_CHECKING:
@@ -182,6 +188,9 @@ def flower_env(flwr_home: Path, base: Mapping[str, str] | None = None) -> dict[s
     env["FLWR_TELEMETRY_ENABLED"] = "0"
     env["GRPC_VERBOSITY"] = "error"
     env["COLUMNS"] = "200"
+    # Ray (flwr-simulation's engine) otherwise puts its own processes on the machine's network
+    # address; this makes it use 127.0.0.1, like everything else here.
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     env.pop("FLWR_LOG_LEVEL", None)
     return env
 
@@ -214,6 +223,8 @@ class ProcessInfo:
 
     pid: int
     ppid: int
+    #: The process group: a child of our scheduler leads one with what it started.
+    pgid: int
     state: str
     start_time: int
     cmdline: tuple[str, ...]
@@ -238,6 +249,7 @@ def process_info(pid: int) -> ProcessInfo | None:
     return ProcessInfo(
         pid=pid,
         ppid=int(fields[1]),
+        pgid=int(fields[2]),
         state=fields[0],
         start_time=int(fields[19]),
         cmdline=cmdline,
@@ -403,16 +415,19 @@ class ManagedProcess:
 
 @dataclass(frozen=True)
 class SuperLinkPorts:
-    """The three API ports of one SuperLink, all on 127.0.0.1."""
+    """The four API ports of one SuperLink, all on 127.0.0.1."""
 
     serverappio: int
     fleet: int
     exec: int
+    simulationio: int
 
     @classmethod
     def allocate(cls) -> SuperLinkPorts:
-        """Three fresh free ports."""
-        return cls(serverappio=free_port(), fleet=free_port(), exec=free_port())
+        """Four fresh free ports."""
+        return cls(
+            serverappio=free_port(), fleet=free_port(), exec=free_port(), simulationio=free_port()
+        )
 
     def address(self, port: int) -> str:
         """``127.0.0.1:<port>``."""
@@ -427,6 +442,8 @@ class SuperLinkPorts:
             self.address(self.fleet),
             "--exec-api-address",
             self.address(self.exec),
+            "--simulationio-api-address",
+            self.address(self.simulationio),
         ]
 
 
@@ -495,11 +512,33 @@ class FlowerApp:
             text += _federation_table(self.federation, "insecure = true")
         self.pyproject.write_text(text)
 
+    def with_simulation_federation(self, num_supernodes: int | None = 10) -> FlowerApp:
+        """The app seen through a federation for the simulation executor.
+
+        ``num_supernodes`` (None: left out, which that executor refuses) SuperNodes are
+        simulated by Ray with small resources: one CPU, one client actor, no dashboard, a
+        100 MB object store (Ray's default maps 30% of the memory into /dev/shm).
+        """
+        name = f"{self.federation}-sim-{num_supernodes}"
+        if _federation_header(name) not in (text := self.pyproject.read_text()):
+            options = [
+                "options.backend.client_resources.num_cpus = 1",
+                "options.backend.init_args.num_cpus = 1",
+                "options.backend.init_args.include_dashboard = false",
+                "options.backend.init_args.object_store_memory = 100_000_000",
+            ]
+            if num_supernodes is not None:
+                options.insert(0, f"options.num-supernodes = {num_supernodes}")
+            text += _federation_table(name, "\n".join(["insecure = true", *options]))
+            self.pyproject.write_text(text)
+        return replace(self, federation=name)
+
     def with_tls_federation(self, root_certificates: Path) -> FlowerApp:
         """The app seen through a federation that dials TLS, trusting ``root_certificates``.
 
         ``flwr --federation-config`` only overrides keys the table already has, so the CA path
-        is written into ``pyproject.toml`` (a later call with another CA rewrites it).
+        is written into ``pyproject.toml`` (a later call with another CA rewrites it). The
+        federation's ``options`` (e.g. ``num-supernodes``) come along.
         """
         name = f"{self.federation}-tls"
         setting = f"root-certificates = {_toml(str(root_certificates))}"
@@ -507,13 +546,20 @@ class FlowerApp:
         if _federation_header(name) in text:
             text = re.sub(r"(?m)^root-certificates = .*$", lambda _: setting, text)
         else:
-            text += _federation_table(name, setting)
+            options = _federation_options(text, self.federation)
+            text += _federation_table(name, "\n".join([setting, *options]))
         self.pyproject.write_text(text)
         return replace(self, federation=name)
 
 
 def _federation_header(name: str) -> str:
     return f"[tool.flwr.federations.{name}]"
+
+
+def _federation_options(pyproject: str, name: str) -> list[str]:
+    """The ``options.…`` lines of one federation table in ``pyproject``."""
+    table = pyproject.partition(_federation_header(name))[2].split("\n[", 1)[0]
+    return [line for line in table.splitlines() if line.startswith("options.")]
 
 
 def _federation_table(name: str, security: str) -> str:
@@ -689,7 +735,9 @@ class LocalFederation:
     """One SuperLink and N SuperNodes on 127.0.0.1, each with its own ``FLWR_HOME`` and log.
 
     Plaintext (``--insecure``) unless ``tls`` is given: then the SuperLink serves with those
-    files and the SuperNodes and the CLI trust their CA.
+    files and the SuperNodes and the CLI trust their CA. With ``simulation`` the SuperLink runs
+    the simulation executor (Exec and SimulationIo APIs, ``flwr-simulation`` per run) and no
+    SuperNode is started.
 
     Use it as a context manager (or call :meth:`close`): whatever happens, every process it
     started and every descendant of them is gone afterwards.
@@ -705,14 +753,16 @@ class LocalFederation:
         ready_timeout: float = 30.0,
         tls: CertificateFiles | None = None,
         fleet_api_types: Sequence[str] = (FLEET_GRPC_RERE,),
+        simulation: bool = False,
     ) -> None:
         self.workdir = workdir
+        self.simulation = simulation
         self.tls = tls
         #: Fleet transports the SuperLink serves; SuperNodes take them in turn.
         self.fleet_api_types = list(fleet_api_types)
         self.superlink_command = list(superlink_command)
         self.superlink_args = list(superlink_args)
-        self.num_supernodes = num_supernodes
+        self.num_supernodes = 0 if simulation else num_supernodes
         self.ready_timeout = ready_timeout
         self.ports = SuperLinkPorts.allocate()
         #: One Fleet port per transport; the first is ``ports.fleet``.
@@ -759,6 +809,7 @@ class LocalFederation:
             *self._superlink_security_flags(),
             *self.ports.flags(),
             *self._fleet_flags(),
+            *(["--executor", SIMULATION_EXECUTOR] if self.simulation else []),
             "--storage-dir",
             str(self.workdir / "superlink-ffs"),
             *self.superlink_args,
@@ -806,11 +857,16 @@ class LocalFederation:
         return process
 
     def wait_until_ready(self) -> None:
-        """Poll the Exec, ServerAppIo and Fleet ports until all accept connections."""
+        """Poll the ports it serves (Exec, then ServerAppIo and Fleet, or SimulationIo)."""
         process = self.require_superlink()
         deadline = time.monotonic() + self.ready_timeout
+        ports = (
+            (self.ports.simulationio,)
+            if self.simulation
+            else (self.ports.serverappio, *self.fleet_ports.values())
+        )
         try:
-            for port in (self.ports.exec, self.ports.serverappio, *self.fleet_ports.values()):
+            for port in (self.ports.exec, *ports):
                 wait_for_port(port, max(deadline - time.monotonic(), 0.0), alive=process.alive)
         except (RuntimeError, WaitTimeout) as exc:
             raise RuntimeError(f"SuperLink did not become ready: {exc}\n{process.tail()}") from exc
@@ -884,6 +940,20 @@ class LocalFederation:
                 if "multiprocessing.spawn" in info.command_line:
                     found[info.pid] = info
         return sorted(found.values(), key=lambda info: info.pid)
+
+    def simulation_processes(self) -> list[ProcessInfo]:
+        """The live ``flwr-simulation`` processes dialling this SuperLink's SimulationIo port."""
+        port = f":{self.ports.simulationio}"
+        return sorted(
+            (
+                info
+                for info in scan_processes()
+                if info.state != "Z"
+                and any(Path(arg).name == "flwr-simulation" for arg in info.cmdline)
+                and any(arg.endswith(port) for arg in info.cmdline)
+            ),
+            key=lambda info: info.pid,
+        )
 
     def tails(self, lines: int = 60) -> str:
         """The end of every process log, for failure reports."""

@@ -26,13 +26,19 @@ from typer.testing import CliRunner
 
 from superlink_async import cli_docs
 from superlink_async.cli import app
-from superlink_async.config import Config, default_serverapp_command
+from superlink_async.config import (
+    SIMULATION_EXECUTOR,
+    Config,
+    default_serverapp_command,
+    default_simulation_command,
+)
 from superlink_async.exit_codes import ExitCode, SuperLinkExit, format_exit_message
 from superlink_async.logs import FlwrConsoleFormatter, logger
 from superlink_async.tls import CertificateFiles
 
 OUR_OPTIONS = {
     "--serverapp-command",
+    "--simulation-command",
     "--shutdown-grace",
     "--serverappio-tls",
     "--max-message-bytes",
@@ -47,6 +53,7 @@ OUR_OPTIONS = {
 }
 OUR_FIELDS = {
     "serverapp_command",
+    "simulation_command",
     "shutdown_grace",
     "serverappio_tls",
     "max_message_bytes",
@@ -428,11 +435,6 @@ def last_error_line(result: Result) -> str:
     return last
 
 
-def assert_refused_as_unsupported(result: Result) -> None:
-    """Status 1, and the last line is one ERROR record saying what is not supported yet."""
-    assert "is not supported yet by superlink-async;" in last_error_line(result)
-
-
 def test_files_openssl_cannot_use_end_in_one_error_line(
     certificates: dict[str, Path], served: list[Config]
 ) -> None:
@@ -485,20 +487,74 @@ def test_serverappio_tls_reaches_the_config_with_process_isolation(
     assert served[0].serverappio_tls
 
 
+def test_the_simulation_executor_reaches_the_config(served: list[Config]) -> None:
+    """`--executor flwr.superexec.simulation:executor` is served, launching flwr-simulation by
+    default; `--simulation-command` is split like a shell; Fleet options are not read."""
+    result = invoke(
+        "--insecure",
+        "--executor",
+        SIMULATION_EXECUTOR,
+        "--simulation-command",
+        "python -m 'my sim'",
+        "--fleet-api-type",
+        "grpc-rere,grpc-adapter",  # would be refused (same address) in deployment mode
+    )
+    assert result.exit_code == 0, result.output
+    (config,) = served
+    assert config.simulation
+    assert config.simulation_command == ("python", "-m", "my sim")
+    assert invoke("--insecure", "--executor", SIMULATION_EXECUTOR).exit_code == 0
+    assert served[1].simulation_command == default_simulation_command()
+
+
 @pytest.mark.parametrize(
-    "args",
-    [
-        ["--executor", "flwr.superexec.simulation:executor"],
-    ],
+    "executor", ["flwr.superexec.simulation:other", "my_project.executor:executor"]
 )
-def test_unsupported_options_are_refused_in_one_error_line(
-    args: list[str], served: list[Config]
-) -> None:
-    """Other executors end with one ERROR line, status 1."""
-    result = invoke("--insecure", *args)
-    assert_refused_as_unsupported(result)
-    assert args[0] in result.output
+def test_other_executors_are_refused_in_one_error_line(executor: str, served: list[Config]) -> None:
+    """Any other executor object is refused before serving, naming the two that are served
+    and why arbitrary executors are not."""
+    result = invoke("--insecure", "--executor", executor)
+    line = last_error_line(result)
+    assert f"`--executor {executor}` cannot be used" in line
+    assert "flwr.superexec.deployment:executor" in line
+    assert SIMULATION_EXECUTOR in line
+    assert "flwr's own state classes" in line
     assert not served
+
+
+def test_a_missing_root_certificates_file_is_one_error_line(
+    served: list[Config], tmp_path: Path
+) -> None:
+    """The deployment executor reads `root-certificates` at start-up (the reference then dies
+    with a traceback): a missing file is one ERROR line naming it, status 1."""
+    missing = tmp_path / "missing-ca.crt"
+    result = invoke("--insecure", "--executor-config", f'root-certificates="{missing}"')
+    line = last_error_line(result)
+    assert "root-certificates" in line
+    assert str(missing) in line
+    assert not served
+
+
+def test_executor_config_that_is_not_toml_scalars_is_one_error_line(
+    served: list[Config],
+) -> None:
+    """`--executor-config` is space-separated key=value TOML scalars; anything else: refused."""
+    result = invoke("--insecure", "--executor-config", "verbose=yes-please")
+    assert "--executor-config" in last_error_line(result)
+    assert not served
+
+
+def test_the_simulation_executor_ignores_executor_settings(served: list[Config]) -> None:
+    """As in the reference, the simulation executor reads no setting (not even a CA file)."""
+    result = invoke(
+        "--insecure",
+        "--executor",
+        SIMULATION_EXECUTOR,
+        "--executor-config",
+        'root-certificates="/nonexistent/ca.crt"',
+    )
+    assert result.exit_code == 0, result.output
+    assert served
 
 
 # --- the real process, next to the real flower-superlink ----------------------------------

@@ -1,10 +1,13 @@
-"""The ServerApp scheduler (``--isolation subprocess``): one ``flwr-serverapp`` per run.
+"""The run scheduler (``--isolation subprocess``): one child process per run.
 
-A child is launched when a run is pending and no child is already waiting for one; the
-run the child then claims over ServerAppIo is bound to it, so the scheduler can tell
-when a child dies without finishing its run (the run fails, with the reason) and which
-child to end when a run is stopped. A command that cannot be launched, or that keeps
-dying before it claims a run, fails the pending run instead of being relaunched forever.
+The child is ``flwr-serverapp`` (deployment executor, dialling ServerAppIo) or
+``flwr-simulation`` (simulation executor, dialling SimulationIo); both claim a pending run
+the same way, so one scheduler serves both. A child is launched when a run is pending and
+no child is already waiting for one; the run the child then claims is bound to it, so the
+scheduler can tell when a child dies without finishing its run (the run fails, with the
+reason) and which child to end when a run is stopped. A command that cannot be launched,
+or that keeps dying before it claims a run, fails the pending run instead of being
+relaunched forever.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from superlink_async.config import Address
 from superlink_async.logs import logger
-from superlink_async.runtime.children import spawn, terminate
+from superlink_async.runtime.children import end_leftovers, spawn, terminate
 from superlink_async.services.runs import RunEvents
 from superlink_async.state.base import FAILED, FINISHED, LinkState, RunStatus
 
@@ -31,33 +34,54 @@ MAX_LAUNCH_FAILURES = 3
 TERMINATE_GRACE = 5.0
 
 
+@dataclass(frozen=True)
+class ChildApp:
+    """The kind of child launched per run: its name in log lines and its address flag."""
+
+    name: str
+    address_flag: str
+    #: What the child runs, as run details say it ("ServerApp process exited ...").
+    runs: str
+
+
+SERVERAPP = ChildApp("flwr-serverapp", "--serverappio-api-address", "ServerApp")
+SIMULATION = ChildApp("flwr-simulation", "--simulationio-api-address", "Simulation")
+
+
 @dataclass
 class _Child:
     process: asyncio.subprocess.Process
     run_id: int | None = None
 
 
-class ServerAppScheduler:
-    """Launches, binds and reaps ``flwr-serverapp`` children."""
+class RunScheduler:
+    """Launches, binds and reaps the children of one kind (``app``).
+
+    A child dials ``address`` rewritten for a local client: ``0.0.0.0`` becomes
+    ``127.0.0.1`` for both kinds (the reference rewrites the ServerAppIo address only).
+    """
 
     def __init__(
         self,
         state: LinkState,
         events: RunEvents,
         command: Sequence[str],
-        serverappio_address: Address,
+        address: Address,
+        *,
+        app: ChildApp = SERVERAPP,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._state = state
         self._events = events
+        self._app = app
         self.argv = [
             *command,
             "--run-once",
-            "--serverappio-api-address",
-            str(serverappio_address.dialable()),
+            app.address_flag,
+            str(address.dialable()),
             "--insecure",
         ]
-        self._dial_address = serverappio_address.dialable()
+        self._dial_address = address.dialable()
         self._clock = clock
         self._children: list[_Child] = []
         self._failures = 0
@@ -89,7 +113,7 @@ class ServerAppScheduler:
                 await self.shutdown()
 
     def run_claimed(self, run_id: int) -> None:
-        """A child took ``run_id`` over ServerAppIo: bind it to the child that was waiting."""
+        """A child claimed ``run_id``: bind it to the child that was waiting."""
         for child in self._children:
             if child.run_id is None:
                 child.run_id = run_id
@@ -117,7 +141,8 @@ class ServerAppScheduler:
         if run_id is None:
             return
         logger.info(
-            "Launching flwr-serverapp subprocess. Connects to SuperLink on %s",
+            "Launching %s subprocess. Connects to SuperLink on %s",
+            self._app.name,
             self._dial_address,
         )
         try:
@@ -133,6 +158,7 @@ class ServerAppScheduler:
 
     async def _reap(self, child: _Child) -> None:
         code = await child.process.wait()
+        end_leftovers(child.process)
         self._children.remove(child)
         if child.run_id is not None:
             await self._fail_unfinished(child.run_id, code)
@@ -144,13 +170,14 @@ class ServerAppScheduler:
         run = await self._state.get_run(run_id)
         if run is not None and run.status.status != FINISHED:
             await self._fail_run(
-                run_id, f"ServerApp process exited with code {code} before the run finished"
+                run_id,
+                f"{self._app.runs} process exited with code {code} before the run finished",
             )
 
     async def _count_failed_launch(self, code: int) -> None:
         self._failures += 1
         self._next_launch_at = self._clock() + min(2.0**self._failures, 30.0)
-        logger.warning("flwr-serverapp exited with code %s before it started a run", code)
+        logger.warning("%s exited with code %s before it started a run", self._app.name, code)
         if self._failures < MAX_LAUNCH_FAILURES:
             return
         self._failures = 0
@@ -160,7 +187,7 @@ class ServerAppScheduler:
             self.launch_failures += 1
             await self._fail_run(
                 run_id,
-                f"flwr-serverapp exited {MAX_LAUNCH_FAILURES} times (last exit code {code}) "
+                f"{self._app.name} exited {MAX_LAUNCH_FAILURES} times (last exit code {code}) "
                 "before it could start the run",
             )
 

@@ -5,8 +5,12 @@ Use it inside another asyncio application::
     async with SuperLink(config) as link:
         ...  # the server runs while this block runs
 
+With the deployment executor (the default) it serves the Exec, ServerAppIo and Fleet APIs and
+launches ``flwr-serverapp`` per run; with the simulation executor it serves the Exec and
+SimulationIo APIs only and launches ``flwr-simulation`` per run.
+
 Leaving the block shuts down in order: refuse new calls and drain those in flight
-(bounded by ``config.shutdown_grace``), end ServerApp children, close the listeners, then
+(bounded by ``config.shutdown_grace``), end the per-run children, close the listeners, then
 close the state. If a component crashes, the block is cancelled and ``SuperLinkExit``
 with code 100 (naming the task and the cause) is raised from it.
 """
@@ -32,6 +36,7 @@ from superlink_async.config import (
     AddressError,
     Config,
     FleetListener,
+    check_executor,
     check_node_auth_transports,
 )
 from superlink_async.exit_codes import ExitCode, SuperLinkExit
@@ -39,7 +44,7 @@ from superlink_async.health import HealthProbe
 from superlink_async.logs import logger
 from superlink_async.loop_lag import LoopLag
 from superlink_async.metrics import Metrics, metrics_app
-from superlink_async.runtime.scheduler import ServerAppScheduler
+from superlink_async.runtime.scheduler import SERVERAPP, SIMULATION, RunScheduler
 from superlink_async.runtime.supervisor import Supervisor, TaskFunction
 from superlink_async.services.exec import ExecService
 from superlink_async.services.fleet import FleetService
@@ -47,6 +52,7 @@ from superlink_async.services.node_auth import NodeAuthenticator, load_known_pub
 from superlink_async.services.runs import RunEvents
 from superlink_async.services.serverappio import ServerAppIoService
 from superlink_async.services.signatures import WorkerSignatures, default_workers
+from superlink_async.services.simulationio import SimulationIoService
 from superlink_async.state.base import LinkState
 from superlink_async.state.factory import open_state
 from superlink_async.storage import FabStore
@@ -58,6 +64,7 @@ from superlink_async.transports.grpc.servicers import (
     ExecServicer,
     FleetServicer,
     ServerAppIoServicer,
+    SimulationIoServicer,
 )
 from superlink_async.transports.http import serve_http
 from superlink_async.transports.rest import fleet_rest_app
@@ -107,8 +114,10 @@ class SuperLink:
         self._supervisor.start_soon(name, function, *args)
 
     async def __aenter__(self) -> SuperLink:
+        check_executor(self.config)
         addresses = _parse_addresses(self.config)
-        check_node_auth_transports(self.config)
+        if not self.config.simulation:
+            check_node_auth_transports(self.config)
         await self._stack.__aenter__()
         try:
             await self._start(*addresses)
@@ -136,19 +145,20 @@ class SuperLink:
             self._supervisor.cancel()
         return await self._stack.__aexit__(exc_type, exc, traceback)
 
-    async def _start(self, exec_address: Address, serverappio_address: Address) -> None:
-        parts = await self._open_parts(serverappio_address)
+    async def _start(self, exec_address: Address, appio_address: Address) -> None:
+        parts = await self._open_parts(appio_address)
         self._supervisor = await self._stack.enter_async_context(Supervisor())
         await self._supervisor.start("loop-lag", self._lag.run)
         await self._start_exec(parts, exec_address)
-        await self._start_serverappio(parts, serverappio_address)
+        await self._start_appio(parts, appio_address)
         if parts.signature_workers is not None:
             await self._supervisor.start("signature-workers", parts.signature_workers.run)
-        for listener in self.config.fleet_listeners():
-            await self._start_fleet(parts, listener)
+        if not self.config.simulation:
+            for listener in self.config.fleet_listeners():
+                await self._start_fleet(parts, listener)
         await self._start_background(parts)
 
-    async def _open_parts(self, serverappio_address: Address) -> _Parts:
+    async def _open_parts(self, appio_address: Address) -> _Parts:
         """Open the state and build the services every listener delegates to."""
         config = self.config
         tls = listener_tls(config)  # first: unusable certificates leave the database untouched
@@ -164,11 +174,9 @@ class SuperLink:
         events = RunEvents()
         signature_workers = _signature_workers(config, self._lag)
         node_auth = await _node_authenticator(config, state, self._clock, signature_workers)
-        scheduler = (
-            ServerAppScheduler(state, events, config.serverapp_command, serverappio_address)
-            if config.isolation == ISOLATION_SUBPROCESS
-            else None
-        )
+        scheduler = _scheduler(config, state, events, appio_address)
+        on_claim = scheduler.run_claimed if scheduler else _ignore_claim
+        appio_type = SimulationIoService if config.simulation else ServerAppIoService
         return _Parts(
             tls=tls,
             state=state,
@@ -179,14 +187,9 @@ class SuperLink:
                 events,
                 on_stop=scheduler.stop_run if scheduler else _nothing_to_stop,
                 clock=self._clock,
+                simulation=config.simulation,
             ),
-            serverappio=ServerAppIoService(
-                state,
-                fabs,
-                events,
-                on_claim=scheduler.run_claimed if scheduler else _ignore_claim,
-                clock=self._clock,
-            ),
+            appio=appio_type(state, fabs, events, on_claim=on_claim, clock=self._clock),
             fleet=FleetService(state, fabs, clock=self._clock),
             node_auth=node_auth,
             signature_workers=signature_workers,
@@ -204,11 +207,23 @@ class SuperLink:
             self._gate,
         )
 
-    async def _start_serverappio(self, parts: _Parts, address: Address) -> None:
+    async def _start_appio(self, parts: _Parts, address: Address) -> None:
+        """SimulationIo (always plaintext, as the reference) or ServerAppIo."""
+        if isinstance(parts.appio, SimulationIoService):
+            await self._require_supervisor().start(
+                "simulationio-api",
+                partial(serve_grpc, profile=BULK),
+                parts.with_health(SimulationIoServicer(parts.appio, self._gate)),
+                address,
+                "Flower Simulation Engine: Starting SimulationIo API",
+                None,
+                self._gate,
+            )
+            return
         await self._require_supervisor().start(
             "serverappio-api",
             partial(serve_grpc, profile=BULK),
-            parts.with_health(ServerAppIoServicer(parts.serverappio, self._gate)),
+            parts.with_health(ServerAppIoServicer(parts.appio, self._gate)),
             address,
             "Flower ECE: Starting ServerAppIo API (gRPC-rere)",
             parts.tls.serverappio,
@@ -249,7 +264,7 @@ class SuperLink:
             )
 
     async def _start_background(self, parts: _Parts) -> None:
-        """Tasks that serve no port: the ServerApp scheduler and the message purger."""
+        """Tasks that serve no port: the run scheduler and the message purger."""
         supervisor = self._require_supervisor()
         if parts.scheduler is not None:
             await supervisor.start("scheduler", parts.scheduler.run)
@@ -282,9 +297,10 @@ class _Parts:
 
     tls: ListenerTls
     state: LinkState
-    scheduler: ServerAppScheduler | None
+    scheduler: RunScheduler | None
     exec: ExecService
-    serverappio: ServerAppIoService
+    #: The API the per-run processes dial: ServerAppIo, or SimulationIo for simulations.
+    appio: ServerAppIoService | SimulationIoService
     fleet: FleetService
     node_auth: NodeAuthenticator
     #: Worker processes checking node-auth signatures, when there are any.
@@ -294,6 +310,17 @@ class _Parts:
     def with_health(self, servicer: Any) -> list[Any]:
         """The servicer and a ``grpc.health.v1.Health`` for its port (needs no node auth)."""
         return [servicer, self.health.grpc_service([servicer])]
+
+
+def _scheduler(
+    config: Config, state: LinkState, events: RunEvents, appio_address: Address
+) -> RunScheduler | None:
+    """``--isolation subprocess``: a scheduler launching the executor's program per run."""
+    if config.isolation != ISOLATION_SUBPROCESS:
+        return None
+    if config.simulation:
+        return RunScheduler(state, events, config.simulation_command, appio_address, app=SIMULATION)
+    return RunScheduler(state, events, config.serverapp_command, appio_address, app=SERVERAPP)
 
 
 async def _nothing_to_stop(run_id: int) -> None:
@@ -312,12 +339,19 @@ async def _purge_expired_messages(state: LinkState) -> None:
 
 
 def _parse_addresses(config: Config) -> tuple[Address, Address]:
-    """Every address, parsed before anything binds (exit code 600 on the first bad one)."""
+    """The Exec address and the one the per-run processes dial (ServerAppIo or SimulationIo).
+
+    Every address in use is parsed before anything binds (exit code 600 on the first bad one).
+    """
     try:
-        config.fleet_listeners()
+        if not config.simulation:
+            config.fleet_listeners()
         if config.metrics_address:
             Address.parse(config.metrics_address)
-        return Address.parse(config.exec_api_address), Address.parse(config.serverappio_api_address)
+        appio = (
+            config.simulationio_api_address if config.simulation else config.serverappio_api_address
+        )
+        return Address.parse(config.exec_api_address), Address.parse(appio)
     except AddressError as exc:
         raise SuperLinkExit(ExitCode.COMMON_ADDRESS_INVALID, str(exc)) from exc
 
@@ -327,7 +361,9 @@ def _signature_workers(config: Config, lag: LoopLag) -> WorkerSignatures | None:
 
     None: node auth checks signatures on the event loop.
     """
-    signs = any(listener.api_type == FLEET_GRPC_RERE for listener in config.fleet_listeners())
+    signs = not config.simulation and any(
+        listener.api_type == FLEET_GRPC_RERE for listener in config.fleet_listeners()
+    )
     workers = default_workers() if config.signature_workers is None else config.signature_workers
     return WorkerSignatures(workers, lag) if signs and workers > 0 else None
 
@@ -338,8 +374,11 @@ async def _node_authenticator(
     clock: Callable[[], float],
     signatures: WorkerSignatures | None,
 ) -> NodeAuthenticator:
-    """Load the known keys (replacing the stored list, as the reference does), if any."""
-    if config.auth_list_public_keys is None:
+    """Load the known keys (replacing the stored list, as the reference does), if any.
+
+    Simulations have no Fleet API, so the reference reads no key list for them; nor do we.
+    """
+    if config.auth_list_public_keys is None or config.simulation:
         logger.debug("Automatic node authentication enabled")
         return NodeAuthenticator(state, clock=clock, signatures=signatures)
     keys = load_known_public_keys(config.auth_list_public_keys)

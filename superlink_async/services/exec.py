@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from superlink_async.codec import run_to_proto, user_config_from_proto
-from superlink_async.fab import FabError, parse_fab
+from superlink_async.fab import parse_fab
 from superlink_async.logs import logger
 from superlink_async.services.errors import ServiceError, Status
 from superlink_async.services.runs import RunEvents
@@ -19,6 +19,9 @@ from superlink_async.wire import exec_pb2
 #: Longest a log stream sleeps between checks when nothing wakes it.
 LOG_POLL_SECONDS = 0.5
 
+#: The simulation executor refuses a run without it (flwr-simulation needs it too).
+NUM_SUPERNODES = "num-supernodes"
+
 #: The reference answers login calls so when user authentication is off (always in OSS).
 NO_USER_AUTH = "ExecServicer initialized without user authentication"
 
@@ -28,7 +31,11 @@ async def _no_stop_hook(run_id: int) -> None:
 
 
 class ExecService:
-    """The Exec methods; ``on_stop`` ends a stopped run's ServerApp process."""
+    """The Exec methods; ``on_stop`` ends a stopped run's ServerApp or simulation process.
+
+    With ``simulation`` (the simulation executor) a run must say how many SuperNodes to
+    simulate, in its federation options.
+    """
 
     def __init__(
         self,
@@ -37,7 +44,10 @@ class ExecService:
         events: RunEvents,
         on_stop: Callable[[int], Awaitable[None]] = _no_stop_hook,
         clock: Callable[[], float] = time.time,
+        *,
+        simulation: bool = False,
     ) -> None:
+        self._simulation = simulation
         self._state = state
         self._fabs = fabs
         self._events = events
@@ -47,14 +57,17 @@ class ExecService:
     async def start_run(self, request: exec_pb2.StartRunRequest) -> exec_pb2.StartRunResponse:
         """Store the FAB and create a pending run with its context and federation options.
 
-        A FAB that cannot be read is answered, as by the reference, with an empty response
-        (no ``run_id``), which the CLI reports as a failed start.
+        A FAB that cannot be read, or a simulation without ``num-supernodes``, is answered,
+        as by the reference, with an empty response (no ``run_id``), which the CLI reports
+        as a failed start; the reason is logged here.
         """
         logger.info("ExecServicer.StartRun")
         content = request.fab.content
         try:
+            if self._simulation and NUM_SUPERNODES not in request.federation_options.data:
+                raise ValueError(f"Federation options doesn't contain key `{NUM_SUPERNODES}`.")
             info = parse_fab(content)
-        except FabError as exc:
+        except ValueError as exc:  # FabError is one too
             logger.error("Could not start run: %s", exc)
             logger.error("Executor failed to start run")
             return exec_pb2.StartRunResponse()

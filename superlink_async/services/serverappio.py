@@ -3,58 +3,24 @@
 from __future__ import annotations
 
 import hashlib
-import time
 import uuid
-from collections.abc import Callable
 
-from superlink_async.codec import (
-    run_status_from_proto,
-    run_status_to_proto,
-    run_to_proto,
-    user_config_from_proto,
-)
+from superlink_async.codec import run_to_proto, user_config_from_proto
 from superlink_async.fab import FabError, parse_fab
 from superlink_async.logs import logger
+from superlink_async.services.appio import AppIoService
 from superlink_async.services.errors import ServiceError, Status
 from superlink_async.services.fabs import load_fab
-from superlink_async.services.runs import (
-    RunEvents,
-    raise_if_finished,
-    require_run,
-    require_running,
-)
+from superlink_async.services.runs import require_running
 from superlink_async.services.validation import validate_message
-from superlink_async.state.base import (
-    FAILED,
-    FINISHED,
-    LinkState,
-    MessageRejectedError,
-    RunMismatchError,
-    RunNotFoundError,
-    RunStatus,
-)
-from superlink_async.storage import FabStore
-from superlink_async.wire import fab_pb2, log_pb2, run_pb2, serverappio_pb2
+from superlink_async.state.base import MessageRejectedError, RunMismatchError
+from superlink_async.wire import fab_pb2, run_pb2, serverappio_pb2
 from superlink_async.wire.node_pb2 import Node
 from superlink_async.wire.recorddict_pb2 import ConfigRecord
 
 
-class ServerAppIoService:
-    """The ServerAppIo methods; ``on_claim`` tells the scheduler which run a child took."""
-
-    def __init__(
-        self,
-        state: LinkState,
-        fabs: FabStore,
-        events: RunEvents,
-        on_claim: Callable[[int], None] = lambda run_id: None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._state = state
-        self._fabs = fabs
-        self._events = events
-        self._on_claim = on_claim
-        self._clock = clock
+class ServerAppIoService(AppIoService):
+    """The ServerAppIo methods; the run lifecycle ones are :class:`AppIoService`'s."""
 
     async def create_run(self, request: run_pb2.CreateRunRequest) -> run_pb2.CreateRunResponse:
         """Create a pending run; with a FAB, its hash is checked and its metadata is used."""
@@ -142,72 +108,15 @@ class ServerAppIoService:
     async def pull_serverapp_inputs(
         self, request: serverappio_pb2.PullServerAppInputsRequest
     ) -> serverappio_pb2.PullServerAppInputsResponse:
-        """Start the oldest pending run and hand over what its ServerApp needs.
-
-        A run that cannot start (its FAB is gone) is finished as failed with the reason,
-        and the next pending run is tried: one broken run never blocks the queue.
-        """
-        while (run := await self._state.claim_pending_run()) is not None:
-            self._on_claim(run.run_id)
-            context = await self._state.get_serverapp_context(run.run_id)
-            try:
-                fab = await load_fab(self._fabs, run.fab_hash)
-            except ServiceError as exc:
-                await self._fail_run(run.run_id, f"Failed to start run: {exc.message}")
-                continue
-            if context is None:
-                await self._fail_run(run.run_id, "Failed to start run: no ServerApp context")
-                continue
-            logger.info("Starting run %d", run.run_id, extra={"run_id": run.run_id})
-            self._events.notify()
-            return serverappio_pb2.PullServerAppInputsResponse(
-                context=context, run=run_to_proto(run), fab=fab
-            )
-        return serverappio_pb2.PullServerAppInputsResponse()
+        """Start the oldest pending run; an empty response when none is pending."""
+        return await self.pull_inputs(serverappio_pb2.PullServerAppInputsResponse())
 
     async def push_serverapp_outputs(
         self, request: serverappio_pb2.PushServerAppOutputsRequest
     ) -> serverappio_pb2.PushServerAppOutputsResponse:
         """Keep the ServerApp's final context, for a running run."""
-        await require_running(self._state, request.run_id)
-        await self._state.set_serverapp_context(request.run_id, request.context)
+        await self.store_outputs(request.run_id, request.context)
         return serverappio_pb2.PushServerAppOutputsResponse()
-
-    async def update_run_status(
-        self, request: run_pb2.UpdateRunStatusRequest
-    ) -> run_pb2.UpdateRunStatusResponse:
-        """Move a run along; an invalid transition is logged and still answered OK (§17.7)."""
-        run = await require_run(self._state, request.run_id)
-        raise_if_finished(run)
-        await self._state.update_run_status(
-            request.run_id, run_status_from_proto(request.run_status)
-        )
-        self._events.notify()
-        return run_pb2.UpdateRunStatusResponse()
-
-    async def get_run_status(
-        self, request: run_pb2.GetRunStatusRequest
-    ) -> run_pb2.GetRunStatusResponse:
-        """Statuses of the known runs among the ids asked for."""
-        statuses = await self._state.get_run_statuses(request.run_ids)
-        response = run_pb2.GetRunStatusResponse()
-        for run_id, status in statuses.items():
-            response.run_status_dict[run_id].CopyFrom(run_status_to_proto(status))
-        return response
-
-    async def push_logs(self, request: log_pb2.PushLogsRequest) -> log_pb2.PushLogsResponse:
-        """Append ServerApp output to the run's log."""
-        try:
-            await self._state.add_serverapp_log(request.run_id, "".join(request.logs))
-        except RunNotFoundError as exc:
-            raise ServiceError(Status.NOT_FOUND, str(exc)) from exc
-        self._events.notify()
-        return log_pb2.PushLogsResponse()
-
-    async def _fail_run(self, run_id: int, details: str) -> None:
-        logger.error("Run %d: %s", run_id, details, extra={"run_id": run_id})
-        await self._state.update_run_status(run_id, RunStatus(FINISHED, FAILED, details))
-        self._events.notify()
 
 
 def _malformed(method: str, detail: str) -> ServiceError:

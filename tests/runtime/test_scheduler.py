@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
 import pytest
 
 from superlink_async.config import Address
-from superlink_async.runtime.scheduler import MAX_LAUNCH_FAILURES, ServerAppScheduler
+from superlink_async.runtime.scheduler import MAX_LAUNCH_FAILURES, SIMULATION, RunScheduler
 from superlink_async.services.runs import RunEvents
 from superlink_async.state import LinkState, RunRecord, open_state
 from superlink_async.wire.recorddict_pb2 import ConfigRecord
@@ -42,7 +43,7 @@ async def wait_until_finished(state: LinkState, run_id: int, seconds: float) -> 
 
 
 async def run_scheduler(state: LinkState, command: tuple[str, ...], run_id: int) -> RunRecord:
-    scheduler = ServerAppScheduler(state, RunEvents(), command, ADDRESS)
+    scheduler = RunScheduler(state, RunEvents(), command, ADDRESS)
     async with anyio.create_task_group() as group:
         await group.start(scheduler.run)
         run = await wait_until_finished(state, run_id, seconds=20)
@@ -53,12 +54,27 @@ async def run_scheduler(state: LinkState, command: tuple[str, ...], run_id: int)
 async def test_children_dial_loopback_when_the_server_binds_all_interfaces(
     state: LinkState,
 ) -> None:
-    scheduler = ServerAppScheduler(state, RunEvents(), ("flwr-serverapp",), ADDRESS)
+    scheduler = RunScheduler(state, RunEvents(), ("flwr-serverapp",), ADDRESS)
     assert scheduler.argv == [
         "flwr-serverapp",
         "--run-once",
         "--serverappio-api-address",
         "127.0.0.1:9091",
+        "--insecure",
+    ]
+
+
+async def test_simulation_children_dial_simulationio_on_loopback(state: LinkState) -> None:
+    """flwr-simulation gets the reference's flags; unlike the reference, 0.0.0.0 is rewritten
+    to 127.0.0.1 for it too, as for flwr-serverapp."""
+    scheduler = RunScheduler(
+        state, RunEvents(), ("flwr-simulation",), Address("0.0.0.0", 9096), app=SIMULATION
+    )
+    assert scheduler.argv == [
+        "flwr-simulation",
+        "--run-once",
+        "--simulationio-api-address",
+        "127.0.0.1:9096",
         "--insecure",
     ]
 
@@ -80,7 +96,7 @@ async def test_a_child_that_keeps_dying_before_claiming_fails_the_run(state: Lin
 
 async def test_a_child_dying_mid_run_fails_that_run(state: LinkState) -> None:
     run_id = await pending_run(state)
-    scheduler = ServerAppScheduler(
+    scheduler = RunScheduler(
         state, RunEvents(), (sys.executable, "-c", "import time; time.sleep(1)"), ADDRESS
     )
     async with anyio.create_task_group() as group:
@@ -97,7 +113,7 @@ async def test_a_child_dying_mid_run_fails_that_run(state: LinkState) -> None:
 
 async def test_stopping_a_run_ends_its_child(state: LinkState) -> None:
     run_id = await pending_run(state)
-    scheduler = ServerAppScheduler(
+    scheduler = RunScheduler(
         state, RunEvents(), (sys.executable, "-c", "import time; time.sleep(60)"), ADDRESS
     )
     async with anyio.create_task_group() as group:
@@ -112,7 +128,7 @@ async def test_stopping_a_run_ends_its_child(state: LinkState) -> None:
 
 async def test_cancelling_the_scheduler_ends_every_child(state: LinkState) -> None:
     await pending_run(state)
-    scheduler = ServerAppScheduler(
+    scheduler = RunScheduler(
         state, RunEvents(), (sys.executable, "-c", "import time; time.sleep(60)"), ADDRESS
     )
     with anyio.fail_after(15):
@@ -124,3 +140,36 @@ async def test_cancelling_the_scheduler_ends_every_child(state: LinkState) -> No
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie waiting for its reaper counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+async def test_stopping_a_run_ends_what_its_child_started(state: LinkState, tmp_path: Path) -> None:
+    """A stopped run's child is ended with its whole process group, as flwr-simulation's Ray
+    processes must be: here a grandchild that would otherwise sleep on."""
+    run_id = await pending_run(state)
+    pid_file = tmp_path / "grandchild.pid"
+    starts_a_grandchild = (
+        "import subprocess, sys, time; "
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid)); time.sleep(60)"
+    )
+    scheduler = RunScheduler(
+        state, RunEvents(), (sys.executable, "-c", starts_a_grandchild), ADDRESS
+    )
+    async with anyio.create_task_group() as group:
+        await group.start(scheduler.run)
+        await eventually(lambda: pid_file.is_file() and pid_file.read_text() != "", seconds=10)
+        grandchild = int(pid_file.read_text())
+        scheduler.run_claimed(run_id)
+        with anyio.fail_after(10):
+            await scheduler.stop_run(run_id)
+        await eventually(lambda: _gone(grandchild), seconds=5)
+        group.cancel_scope.cancel()

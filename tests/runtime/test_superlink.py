@@ -13,11 +13,24 @@ import anyio
 import pytest
 from grpclib import GRPCError, Status
 from grpclib.client import Channel
+from grpclib.health.v1.health_grpc import HealthStub
+from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
 from superlink_async import Config, ExitCode, SuperLink, SuperLinkExit
-from superlink_async.config import Address, ConfigError
+from superlink_async.config import SIMULATION_EXECUTOR, Address, ConfigError
 from superlink_async.testing import descendants
-from superlink_async.wire import exec_grpc, exec_pb2, fleet_grpc, fleet_pb2
+from superlink_async.wire import (
+    exec_grpc,
+    exec_pb2,
+    fleet_grpc,
+    fleet_pb2,
+    run_pb2,
+    simulationio_grpc,
+    simulationio_pb2,
+)
+from superlink_async.wire.fab_pb2 import Fab
+from superlink_async.wire.recorddict_pb2 import ConfigRecord, ConfigRecordValue
+from tests.fabs import make_fab
 from tests.node_keys import NodeKey
 from tests.ports import loopback, loopback_config
 
@@ -199,3 +212,61 @@ async def test_a_stalled_client_does_not_hold_up_others(config: Config) -> None:
                     metadata=NodeKey().metadata(time.time()),
                 )
             assert node.node.node_id > 1
+
+
+async def test_an_executor_we_do_not_serve_is_refused_before_anything_binds(
+    config: Config,
+) -> None:
+    """Embedding gets the CLI's check: any other executor is a ConfigError, nothing listens."""
+    config = replace(config, executor="my_project.executor:executor")
+    with pytest.raises(ConfigError, match="cannot be used"):
+        async with SuperLink(config):
+            pass
+    assert not is_listening(config.exec_api_address)
+
+
+def is_listening(address: str) -> bool:
+    parsed = Address.parse(address)
+    with socket.socket() as probe:
+        return probe.connect_ex((parsed.host, parsed.port)) == 0
+
+
+async def test_the_simulation_executor_serves_exec_and_simulationio_only(
+    config: Config, tmp_path: Path
+) -> None:
+    """Exec and SimulationIo (with health) listen; Fleet and ServerAppIo do not. With a
+    database, a simulation run and its federation options survive a restart, and the run that
+    was running is finished as failed, as deployment runs are."""
+    config = replace(
+        config,
+        executor=SIMULATION_EXECUTOR,
+        simulationio_api_address=loopback(),
+        database=str(tmp_path / "state.db"),
+    )
+    options = ConfigRecord(data={"num-supernodes": ConfigRecordValue(sint64=10)})
+    async with SuperLink(config):
+        assert config.fleet_api_address is not None
+        assert not is_listening(config.fleet_api_address)
+        assert not is_listening(config.serverappio_api_address)
+        with channel_to(config.exec_api_address) as channel:
+            started = await exec_grpc.ExecStub(channel).StartRun(
+                exec_pb2.StartRunRequest(fab=Fab(content=make_fab()), federation_options=options)
+            )
+        with channel_to(config.simulationio_api_address) as channel:
+            simulationio = simulationio_grpc.SimulationIoStub(channel)
+            inputs = await simulationio.PullSimulationInputs(
+                simulationio_pb2.PullSimulationInputsRequest()
+            )
+            assert inputs.run.run_id == started.run_id
+            await simulationio.UpdateRunStatus(
+                run_pb2.UpdateRunStatusRequest(
+                    run_id=started.run_id, run_status=run_pb2.RunStatus(status="running")
+                )
+            )
+            health = await HealthStub(channel).Check(HealthCheckRequest())
+            assert health.status == HealthCheckResponse.SERVING
+    async with SuperLink(config) as restarted:
+        run = await restarted.state.get_run(started.run_id)
+        assert run is not None
+        assert (run.status.status, run.status.sub_status) == ("finished", "failed")
+        assert run.federation_options == options

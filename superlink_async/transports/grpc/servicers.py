@@ -7,13 +7,21 @@ from typing import Any
 
 from grpclib.server import Stream
 
+from superlink_async.services.appio import AppIoService
 from superlink_async.services.exec import ExecService
 from superlink_async.services.fleet import FleetService
 from superlink_async.services.node_auth import NodeAuthenticator
 from superlink_async.services.serverappio import ServerAppIoService
+from superlink_async.services.simulationio import SimulationIoService
 from superlink_async.transports.gate import CallGate
 from superlink_async.transports.grpc.calls import server_streaming, unary
-from superlink_async.wire import exec_grpc, fleet_grpc, fleet_pb2, serverappio_grpc
+from superlink_async.wire import (
+    exec_grpc,
+    fleet_grpc,
+    fleet_pb2,
+    serverappio_grpc,
+    simulationio_grpc,
+)
 
 AnyStream = Stream[Any, Any]
 
@@ -76,11 +84,27 @@ class FleetServicer(fleet_grpc.FleetBase):
         await self._serve(stream, "GetFab", self._service.get_fab)
 
 
-class ServerAppIoServicer(serverappio_grpc.ServerAppIoBase):
+class _AppIoMethods:
+    """The run lifecycle methods ServerAppIo and SimulationIo share (same names and messages)."""
+
+    _service: AppIoService
+    _gate: CallGate
+
+    async def UpdateRunStatus(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.update_run_status, self._gate)
+
+    async def GetRunStatus(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.get_run_status, self._gate)
+
+    async def PushLogs(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.push_logs, self._gate)
+
+
+class ServerAppIoServicer(_AppIoMethods, serverappio_grpc.ServerAppIoBase):
     """``flwr.proto.ServerAppIo``."""
 
     def __init__(self, service: ServerAppIoService, gate: CallGate) -> None:
-        self._service = service
+        self._service: ServerAppIoService = service
         self._gate = gate
 
     async def CreateRun(self, stream: AnyStream) -> None:
@@ -107,14 +131,22 @@ class ServerAppIoServicer(serverappio_grpc.ServerAppIoBase):
     async def PushServerAppOutputs(self, stream: AnyStream) -> None:
         await unary(stream, self._service.push_serverapp_outputs, self._gate)
 
-    async def UpdateRunStatus(self, stream: AnyStream) -> None:
-        await unary(stream, self._service.update_run_status, self._gate)
 
-    async def GetRunStatus(self, stream: AnyStream) -> None:
-        await unary(stream, self._service.get_run_status, self._gate)
+class SimulationIoServicer(_AppIoMethods, simulationio_grpc.SimulationIoBase):
+    """``flwr.proto.SimulationIo``."""
 
-    async def PushLogs(self, stream: AnyStream) -> None:
-        await unary(stream, self._service.push_logs, self._gate)
+    def __init__(self, service: SimulationIoService, gate: CallGate) -> None:
+        self._service: SimulationIoService = service
+        self._gate = gate
+
+    async def PullSimulationInputs(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.pull_simulation_inputs, self._gate)
+
+    async def PushSimulationOutputs(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.push_simulation_outputs, self._gate)
+
+    async def GetFederationOptions(self, stream: AnyStream) -> None:
+        await unary(stream, self._service.get_federation_options, self._gate)
 
 
 class ExecServicer(exec_grpc.ExecBase):
