@@ -1,4 +1,5 @@
-"""What our logger recorded during a test, and the check that none of it is a traceback."""
+"""What we and the libraries under us logged during a test, and the check that none of it
+is a traceback."""
 
 from __future__ import annotations
 
@@ -15,21 +16,36 @@ class _Records(logging.Handler):
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+        # Watching our logger and the root, a record that propagates arrives twice in a row.
+        if not self.records or self.records[-1] is not record:
+            self.records.append(record)
 
 
 @contextmanager
 def recorded() -> Iterator[list[logging.LogRecord]]:
-    """Every record our logger emits inside the block (whatever its handlers and level)."""
+    """Every record, down to DEBUG, logged inside the block, whatever handlers are set.
+
+    Ours is recorded on its own logger too: ``configure_logging`` stops it propagating.
+    """
     handler = _Records()
-    logger.addHandler(handler)
+    watched = [logging.getLogger(), logger]
+    levels = [each.level for each in watched]
+    for each in watched:
+        each.addHandler(handler)
+        each.setLevel(logging.DEBUG)
     try:
         yield handler.records
     finally:
-        logger.removeHandler(handler)
+        for each, level in zip(watched, levels, strict=True):
+            each.removeHandler(handler)
+            each.setLevel(level)
 
 
 def assert_no_traceback(records: list[logging.LogRecord]) -> None:
     """Input a client controls must never be paid for with a traceback in the log."""
-    tracebacks = [record.getMessage() for record in records if record.exc_info]
-    assert tracebacks == []
+    with_traceback = [
+        f"{record.name}: {record.getMessage()}"
+        for record in records
+        if record.exc_info or "Traceback" in record.getMessage()
+    ]
+    assert not with_traceback, with_traceback

@@ -4,18 +4,17 @@
 that speak HTTP/2 themselves (``grpc/raw_h2.py``).
 """
 
-import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 
-from superlink_async.logs import logger
 from superlink_async.services.fleet import FleetService
 from superlink_async.transports.gate import CallGate
 from superlink_async.transports.grpc.server import LeanServer
 from superlink_async.transports.grpc.servicers import FleetServicer
+from tests.logged import assert_no_traceback
 from tests.ports import free_port
 from tests.services.conftest import Clock, Link, link
 
@@ -26,7 +25,6 @@ __all__ = [
     "assert_no_traceback",
     "fleet_port",
     "link",
-    "logged",
     "serving_fleet",
 ]
 
@@ -55,42 +53,3 @@ async def fleet_port(link: Link) -> AsyncIterator[int]:
     """The port of ``serving_fleet`` with the default options."""
     async with serving_fleet(link) as port:
         yield port
-
-
-class _Recorder(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def logged() -> Iterator[list[logging.LogRecord]]:
-    """Every record, down to DEBUG, that we or the libraries under us log during the test.
-
-    Ours is recorded on its own logger too: ``configure_logging`` stops it propagating.
-    """
-    recorder = _Recorder()
-    watched = [logging.getLogger(), logger]
-    levels = [each.level for each in watched]
-    for each in watched:
-        each.addHandler(recorder)
-        each.setLevel(logging.DEBUG)
-    try:
-        yield recorder.records
-    finally:
-        for each, level in zip(watched, levels, strict=True):
-            each.removeHandler(recorder)
-            each.setLevel(level)
-
-
-def assert_no_traceback(records: list[logging.LogRecord]) -> None:
-    """No record carries a traceback: what a client sent is never logged as our failure."""
-    with_traceback = [
-        f"{record.name}: {record.getMessage()}"
-        for record in records
-        if record.exc_info or "Traceback" in record.getMessage()
-    ]
-    assert not with_traceback, with_traceback

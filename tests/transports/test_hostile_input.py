@@ -238,7 +238,7 @@ async def test_an_intact_destructive_call_over_the_socket_would_show(target: Tar
 @EXAMPLES
 @cut_anywhere
 async def test_messages_cut_short_over_a_socket_are_invalid_argument(
-    target: Target, logged: list[logging.LogRecord], call: int, cut: float
+    target: Target, log_records: list[logging.LogRecord], call: int, cut: float
 ) -> None:
     """A message (prefix included) cut anywhere, then END_STREAM: INVALID_ARGUMENT."""
     path, frame = target.destructive_call(call)
@@ -246,13 +246,13 @@ async def test_messages_cut_short_over_a_socket_are_invalid_argument(
         answer = await client.call(path, frame[: int(cut * len(frame))])
     assert answer.grpc_status == Status.INVALID_ARGUMENT.value, answer
     await target.untouched()
-    assert_no_traceback(logged)
+    assert_no_traceback(log_records)
 
 
 @EXAMPLES
 @cut_anywhere
 async def test_http2_bytes_cut_anywhere_close_quietly(
-    target: Target, logged: list[logging.LogRecord], call: int, cut: float
+    target: Target, log_records: list[logging.LogRecord], call: int, cut: float
 ) -> None:
     """A connection's bytes (preface, SETTINGS, HEADERS, DATA) cut anywhere, then EOF.
 
@@ -271,7 +271,7 @@ async def test_http2_bytes_cut_anywhere_close_quietly(
         client.end_sending()
         await client.wait_closed()
     await target.untouched()
-    assert_no_traceback(logged)
+    assert_no_traceback(log_records)
 
 
 base64_ish = st.text(
@@ -295,7 +295,7 @@ def undecodable(value: str) -> bool:
     value=base64_ish.filter(undecodable),
 )
 async def test_undecodable_bin_metadata_is_invalid_argument_before_any_handler(
-    target: Target, logged: list[logging.LogRecord], call: int, key: str, value: str
+    target: Target, log_records: list[logging.LogRecord], call: int, key: str, value: str
 ) -> None:
     """A ``-bin`` value that is not base64 gets INVALID_ARGUMENT; the call does not run."""
     path, frame = target.destructive_call(call)
@@ -303,7 +303,7 @@ async def test_undecodable_bin_metadata_is_invalid_argument_before_any_handler(
         answer = await client.call(path, frame, [(key, value)])
     assert answer.grpc_status == Status.INVALID_ARGUMENT.value, answer
     await target.untouched()
-    assert_no_traceback(logged)
+    assert_no_traceback(log_records)
 
 
 header_bytes = st.binary(min_size=1, max_size=24).filter(lambda raw: max(raw) >= 0x80)
@@ -316,7 +316,7 @@ ascii_name = st.from_regex(r"\A[a-z][a-z0-9-]{0,8}\Z").map(str.encode)
     header=st.tuples(ascii_name, header_bytes) | st.tuples(header_bytes, st.just(b"v")),
 )
 async def test_non_ascii_headers_are_a_stream_error_before_any_handler(
-    target: Target, logged: list[logging.LogRecord], call: int, header: tuple[bytes, bytes]
+    target: Target, log_records: list[logging.LogRecord], call: int, header: tuple[bytes, bytes]
 ) -> None:
     """Header bytes beyond ASCII, in a name or a value: RST_STREAM PROTOCOL_ERROR, no call."""
     path, frame = target.destructive_call(call)
@@ -324,4 +324,4 @@ async def test_non_ascii_headers_are_a_stream_error_before_any_handler(
         answer = await client.call(path, frame, [header])
     assert answer.reset_code == ErrorCodes.PROTOCOL_ERROR, answer
     await target.untouched()
-    assert_no_traceback(logged)
+    assert_no_traceback(log_records)

@@ -32,7 +32,7 @@ PING = "/flwr.proto.Fleet/Ping"
     ],
 )
 async def test_a_short_request_is_invalid_argument_and_logs_no_traceback(
-    fleet_port: int, logged: list[logging.LogRecord], body: bytes, message: str
+    fleet_port: int, log_records: list[logging.LogRecord], body: bytes, message: str
 ) -> None:
     """A message shorter than its prefix (or a partial prefix) ends the call, not the link."""
     async with raw_connection(fleet_port) as client:
@@ -44,7 +44,7 @@ async def test_a_short_request_is_invalid_argument_and_logs_no_traceback(
         # the connection still serves calls
         again = await client.call(PING, b"")
         assert again.grpc_status == Status.INVALID_ARGUMENT.value
-    assert_no_traceback(logged)
+    assert_no_traceback(log_records)
 
 
 async def test_grpclibs_buffer_still_asserts_on_a_short_read() -> None:

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import socket
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import closing
 
 import anyio
@@ -43,6 +43,25 @@ from tests.transports.grpc.raw_h2 import PREFACE, Header, grpc_frame, raw_connec
 pytestmark = pytest.mark.anyio
 
 CALLS = 3 * CLOSED_STREAMS_REMEMBERED
+
+
+def record_protocols(
+    server: LeanServer, on_new: Callable[[H2Protocol], None] | None = None
+) -> list[H2Protocol]:
+    """Every connection's protocol that ``server`` makes from now on, to look behind it."""
+    protocols: list[H2Protocol] = []
+    make_protocol = server._protocol_factory
+
+    def recording_factory() -> H2Protocol:
+        protocols.append(make_protocol())
+        if on_new is not None:
+            on_new(protocols[-1])
+        return protocols[-1]
+
+    server._protocol_factory = recording_factory  # type: ignore[method-assign]
+    return protocols
+
+
 PING = "/flwr.proto.Fleet/Ping"
 
 
@@ -55,14 +74,7 @@ async def test_a_busy_connection_keeps_no_finished_calls() -> None:
     """
     port = free_port()
     server = LeanServer([Health()])
-    protocols: list[H2Protocol] = []
-    make_protocol = server._protocol_factory
-
-    def recording_factory() -> H2Protocol:
-        protocols.append(make_protocol())
-        return protocols[-1]
-
-    server._protocol_factory = recording_factory  # type: ignore[method-assign]
+    protocols = record_protocols(server)
     await server.start("127.0.0.1", port)
     try:
         with closing(Channel("127.0.0.1", port)) as channel:
@@ -134,12 +146,9 @@ async def test_bulk_connections_read_large_chunks_through_wide_windows() -> None
     """
     port = free_port()
     server = LeanServer([Health()], BULK)
-    protocols: list[H2Protocol] = []
     reads: list[int] = []
-    make_protocol = server._protocol_factory
 
-    def recording_factory() -> H2Protocol:
-        protocol = make_protocol()
+    def record_reads(protocol: H2Protocol) -> None:
         updated = protocol.buffer_updated  # type: ignore[attr-defined]
 
         def record(nbytes: int) -> None:
@@ -147,10 +156,8 @@ async def test_bulk_connections_read_large_chunks_through_wide_windows() -> None
             updated(nbytes)
 
         protocol.buffer_updated = record  # type: ignore[attr-defined]
-        protocols.append(protocol)
-        return protocol
 
-    server._protocol_factory = recording_factory  # type: ignore[method-assign]
+    protocols = record_protocols(server, record_reads)
     await server.start("127.0.0.1", port)
     try:
         with closing(Channel("127.0.0.1", port)) as channel:
@@ -175,14 +182,7 @@ async def test_bulk_connections_read_large_chunks_through_wide_windows() -> None
 async def test_fleet_connections_keep_the_defaults_of_many_small_calls() -> None:
     port = free_port()
     server = LeanServer([Health()], FLEET)
-    protocols: list[H2Protocol] = []
-    make_protocol = server._protocol_factory
-
-    def recording_factory() -> H2Protocol:
-        protocols.append(make_protocol())
-        return protocols[-1]
-
-    server._protocol_factory = recording_factory  # type: ignore[method-assign]
+    protocols = record_protocols(server)
     await server.start("127.0.0.1", port)
     try:
         with closing(Channel("127.0.0.1", port)) as channel:
@@ -197,11 +197,11 @@ async def test_fleet_connections_keep_the_defaults_of_many_small_calls() -> None
 
 
 async def test_undecodable_binary_metadata_is_invalid_argument_at_once(
-    fleet_port: int, logged: list[logging.LogRecord]
+    fleet_port: int, log_records: list[logging.LogRecord]
 ) -> None:
     """A ``-bin`` header that is not base64 gets INVALID_ARGUMENT, call after call.
 
-    grpclib left such a call unanswered (the client waited for its deadline), logged a
+    grpclib left such a call unanswered (the client waited for its deadline), log_records a
     traceback for it and, after about ten, lost the connection. The connection serves a
     well-formed call afterwards.
     """
@@ -215,7 +215,7 @@ async def test_undecodable_binary_metadata_is_invalid_argument_at_once(
         well_formed = await client.call(PING, ping, [("flwr-public-key-bin", "AAAA")])
     assert well_formed.grpc_status is not None
     assert well_formed.grpc_status != Status.INVALID_ARGUMENT.value
-    assert_no_traceback(logged)
+    assert_no_traceback(log_records)
 
 
 @pytest.mark.parametrize(
@@ -223,11 +223,11 @@ async def test_undecodable_binary_metadata_is_invalid_argument_at_once(
     [("x-name", "caf\xe9".encode("latin-1")), ("x-n\xe4me".encode("latin-1"), "v"), ("x", b"\xff")],
 )
 async def test_a_header_that_is_not_ascii_resets_its_stream_only(
-    fleet_port: int, logged: list[logging.LogRecord], header: Header
+    fleet_port: int, log_records: list[logging.LogRecord], header: Header
 ) -> None:
     """Non-ASCII header bytes get RST_STREAM PROTOCOL_ERROR; the connection goes on serving.
 
-    h2 raised the ``UnicodeDecodeError`` out of grpclib, and asyncio logged it as a fatal
+    h2 raised the ``UnicodeDecodeError`` out of grpclib, and asyncio log_records it as a fatal
     error with a traceback before dropping the connection without a word.
     """
     async with raw_connection(fleet_port) as client:
@@ -237,7 +237,7 @@ async def test_a_header_that_is_not_ascii_resets_its_stream_only(
             assert answer.grpc_status is None
         assert (await client.call(PING, b"")).grpc_status == Status.INVALID_ARGUMENT.value
         assert not client.closed_by_server
-    assert_no_traceback(logged)
+    assert_no_traceback(log_records)
 
 
 @pytest.mark.parametrize(
@@ -255,7 +255,7 @@ async def test_a_header_that_is_not_ascii_resets_its_stream_only(
     ],
 )
 async def test_a_protocol_error_closes_the_connection_with_a_goaway(
-    fleet_port: int, logged: list[logging.LogRecord], garbage: bytes, goaway: ErrorCodes | None
+    fleet_port: int, log_records: list[logging.LogRecord], garbage: bytes, goaway: ErrorCodes | None
 ) -> None:
     """Bytes h2 refuses get the GOAWAY h2 prepared and a closed connection, at once.
 
@@ -264,20 +264,20 @@ async def test_a_protocol_error_closes_the_connection_with_a_goaway(
     async with raw_connection(fleet_port, handshake=False) as client:
         await client.send_raw(garbage)
         assert await client.wait_closed() == goaway
-    assert_no_traceback(logged)
+    assert_no_traceback(log_records)
 
 
 async def test_a_frame_of_an_unknown_type_is_ignored(
-    fleet_port: int, logged: list[logging.LogRecord]
+    fleet_port: int, log_records: list[logging.LogRecord]
 ) -> None:
     """HTTP/2 says to ignore unknown frame types; grpclib raised NotImplementedError for them.
 
-    asyncio logged that as a fatal error with a traceback and dropped the connection.
+    asyncio log_records that as a fatal error with a traceback and dropped the connection.
     """
     async with raw_connection(fleet_port) as client:
         await client.send_raw(b"\x00\x00\x04\xff\x00\x00\x00\x00\x00" + b"junk")
         assert (await client.call(PING, b"")).grpc_status == Status.INVALID_ARGUMENT.value
-    assert_no_traceback(logged)
+    assert_no_traceback(log_records)
 
 
 @pytest.fixture
@@ -299,7 +299,7 @@ async def impatient_port(link: Link) -> AsyncIterator[int]:
     ],
 )
 async def test_a_connection_without_a_handshake_is_closed_after_the_timeout(
-    impatient_port: int, logged: list[logging.LogRecord], sent: bytes
+    impatient_port: int, log_records: list[logging.LogRecord], sent: bytes
 ) -> None:
     """Sockets that never complete the HTTP/2 handshake do not hold a descriptor forever.
 
@@ -309,7 +309,7 @@ async def test_a_connection_without_a_handshake_is_closed_after_the_timeout(
     async with raw_connection(impatient_port, handshake=False) as client:
         await client.send_raw(sent)
         assert await client.wait_closed() == ErrorCodes.SETTINGS_TIMEOUT
-    assert_no_traceback(logged)
+    assert_no_traceback(log_records)
 
 
 async def test_a_connection_past_the_handshake_stays_open_while_idle(impatient_port: int) -> None:
