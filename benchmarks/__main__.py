@@ -96,6 +96,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="idle (A), round (B) and/or edge (C), e.g. edge or idle,round",
     )
     parser.add_argument("--edge-runs", type=int, help="runs of scenario C (at most --runs)")
+    parser.add_argument(
+        "--edge-nodes", type=int, help="scenario C at this size for every target (no search)"
+    )
     parser.add_argument("--output", type=Path, default=Path("build/benchmarks.md"))
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument(
@@ -136,6 +139,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
         "backends": args.backends,
         "scenarios": args.scenarios,
         "edge_runs": args.edge_runs,
+        "edge_nodes": args.edge_nodes,
     }
     return dataclasses.replace(
         settings, **{key: value for key, value in overrides.items() if value is not None}

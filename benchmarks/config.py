@@ -69,7 +69,9 @@ class Settings:
     #: ... up to this size (N_sat is this size, marked so, if it is reached first) ...
     edge_max: int
     #: ... until idle polling keeps the server this busy: CPU seconds per second over one
-    #: ``window``, its process tree summed (0.9 = 90 % of one CPU). That size is N_sat.
+    #: ``window``, its process tree summed (0.9 = 90 % of one CPU), or until the idle
+    #: calls' p99 reaches ``p99_limit``: on 2 CPUs shared with the load generator, a server
+    #: may fall behind before it gets 90 % of a CPU. That size is N_sat.
     edge_busy: float
     #: Scenario C: a round runs at each of these multiples of N_sat, in this order.
     edge_factors: tuple[float, ...]
@@ -89,9 +91,14 @@ class Settings:
     time_budget: float
     #: Sample the first target's last run of each scenario with py-spy, for the report.
     profile_last_run: bool
+    #: Scenario C at this one size for every target instead of each one's own search
+    #: (0: search), to compare the servers at the same N.
+    edge_nodes: int = 0
 
     def edge_sizes(self) -> tuple[int, ...]:
         """Scenario C's search: ``edge_start`` grown by ``edge_growth`` up to ``edge_max``."""
+        if self.edge_nodes:
+            return (self.edge_nodes,)
         sizes = [min(self.edge_start, self.edge_max)]
         while sizes[-1] < self.edge_max:
             grown = max(sizes[-1] + 1, round(sizes[-1] * self.edge_growth))

@@ -430,7 +430,10 @@ class Bench:
                 await self.fleet.detach()
 
     async def _saturate(self, server: SuperLinkProcess, session: EdgeSession) -> int:
-        """Grow the idle fleet until the server is ``edge_busy``; returns the nodes registered."""
+        """Grow the idle fleet until the server is ``edge_busy`` or its p99 is past the limit.
+
+        Returns the nodes registered.
+        """
         registered = 0
         for size in self.settings.edge_sizes():
             step = await self._grow_and_measure(
@@ -438,8 +441,12 @@ class Bench:
             )
             registered = step.registered
             session.probes.append(step)
-            say(f"  {size} idle nodes: server CPU {step.server_cpu_percent:.0f} %")
-            if step.server_cpu_percent >= 100 * self.settings.edge_busy:
+            say(
+                f"  {size} idle nodes: server CPU {step.server_cpu_percent:.0f} %, "
+                f"p99 {step.p99_ms:.0f} ms"
+            )
+            busy = step.server_cpu_percent >= 100 * self.settings.edge_busy
+            if busy or step.p99_ms >= 1000 * self.settings.p99_limit:
                 session.saturated = True
                 break
         return registered
