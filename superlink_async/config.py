@@ -136,7 +136,7 @@ class FleetListener:
 
 #: Admission control's bounds (see ``transports.gate.Admission``; docs/operations.md).
 DEFAULT_OVERLOAD_LAG = 0.05
-DEFAULT_MAX_FLEET_IN_FLIGHT = 256
+DEFAULT_MAX_FLEET_IN_FLIGHT = 1024
 
 
 @dataclass(frozen=True)
