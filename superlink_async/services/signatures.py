@@ -52,7 +52,7 @@ _READY = b"ready\n"
 _START_TIMEOUT = 30.0
 #: How long stopping workers may take after their stdin closed, before they are killed.
 _STOP_TIMEOUT = 2.0
-#: Checks go to the workers while a timer of the loop fires at least this late.
+#: Checks go to the workers while the measured loop lag (``LoopLag.level``) is at least this.
 SPILL_LAG = 0.02
 
 
