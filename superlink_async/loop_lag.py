@@ -1,8 +1,9 @@
 """How far behind the event loop runs: the one measured signal of overload.
 
 Everything on the loop waits its turn, so the lateness of a short timer is what every
-callback queued beside it waits too. Admission control sheds idle Fleet calls while it is
-high, and signature checks go to worker processes while it is high.
+callback queued beside it waits too. While it is high, idle polls are answered before
+their signature check (``transports.gate.CallGate.behind``) and signature checks go to
+worker processes, when there are any.
 """
 
 from __future__ import annotations
