@@ -117,9 +117,14 @@ class NodeAuthenticator:
         metadata: Mapping[str, Any],
         request: Any,
         handler: Callable[..., Awaitable[ResponseT]],
+        arrived_at: float | None = None,
     ) -> ResponseT:
-        """Authenticate one Fleet call and run it; CreateNode gets the key to bind."""
-        public_key = await self.verify(metadata)
+        """Authenticate one Fleet call and run it; CreateNode gets the key to bind.
+
+        ``arrived_at`` (from :meth:`now`) is when the call reached us; its timestamp's age
+        is measured then (see :meth:`verify`).
+        """
+        public_key = await self.verify(metadata, arrived_at)
         if method == "CreateNode":
             return await handler(request, public_key)
         node_id = await self._state.get_node_id(public_key)
@@ -144,8 +149,19 @@ class NodeAuthenticator:
             return False
         return not await self._state.has_instructions_waiting(node_id)
 
-    async def verify(self, metadata: Mapping[str, Any]) -> bytes:
-        """The caller's PEM key if its metadata is complete, known, signed and fresh."""
+    def now(self) -> float:
+        """The time on the authenticator's clock: stamp a call's arrival with it."""
+        return self._clock()
+
+    async def verify(self, metadata: Mapping[str, Any], arrived_at: float | None = None) -> bytes:
+        """The caller's PEM key if its metadata is complete, known, signed and fresh.
+
+        Fresh means fresh when the call arrived (``arrived_at``; default: now). A call that
+        waited in our own queues (a saturated loop, a busy state store) for longer than the
+        window would otherwise be refused UNAUTHENTICATED, which ends a 1.18 SuperNode: the
+        server's slowness must not cost the node its life. A replayed call still arrives
+        late and is refused.
+        """
         public_key = metadata.get(PUBLIC_KEY_HEADER)
         timestamp = metadata.get(TIMESTAMP_HEADER)
         signature = metadata.get(SIGNATURE_HEADER)
@@ -163,17 +179,18 @@ class NodeAuthenticator:
             raise _unauthenticated("Invalid signature") from exc
         if not await self._signatures.is_signed_by(public_key, signed, signature):
             raise _unauthenticated("Invalid signature")
-        if not self._is_fresh(timestamp):
+        if not self._is_fresh(timestamp, self._clock() if arrived_at is None else arrived_at):
             raise _unauthenticated("Invalid timestamp")
         return public_key
 
-    def _is_fresh(self, timestamp: str) -> bool:
-        """Within (-5 s, +15 s) of now; a malformed or naive time is not (no crash)."""
+    @staticmethod
+    def _is_fresh(timestamp: str, arrived_at: float) -> bool:
+        """Within (-5 s, +15 s) of ``arrived_at``; a malformed or naive time is not (no crash)."""
         try:
             sent = datetime.fromisoformat(timestamp)
         except ValueError:
             return False
         if sent.tzinfo is None:
             return False
-        age = self._clock() - sent.timestamp()
+        age = arrived_at - sent.timestamp()
         return -MAX_CLOCK_AHEAD < age < MAX_AGE

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, cast
 
 import anyio
 import pytest
@@ -14,6 +15,7 @@ from grpclib import GRPCError, Status
 from grpclib.testing import ChannelFor
 
 from superlink_async.loop_lag import LoopLag
+from superlink_async.services.errors import ServiceError
 from superlink_async.services.fleet import FleetService
 from superlink_async.services.node_auth import (
     KeyListError,
@@ -25,6 +27,7 @@ from superlink_async.services.signatures import (
     SignatureChecker,
     WorkerSignatures,
 )
+from superlink_async.state.base import LinkState
 from superlink_async.transports.gate import Admission, CallGate
 from superlink_async.transports.grpc.servicers import FleetServicer
 from superlink_async.wire import fab_pb2, fleet_grpc, fleet_pb2, run_pb2, serverappio_pb2
@@ -407,3 +410,62 @@ async def test_a_poll_in_another_nodes_name_is_never_answered_early(
     await assert_unauthenticated(
         late_fleet.PullMessages(unknown, metadata=forged(NodeKey(), link)), "Invalid signature"
     )
+
+
+class SlowLookups:
+    """The link's state, but every ``has_instructions_waiting`` takes 20 s of clock time.
+
+    That is what a node sees when its poll queues behind a thousand others at a busy state
+    store: the lookup an early answer needs is slow.
+    """
+
+    def __init__(self, link: Link) -> None:
+        self._link = link
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._link.state, name)
+
+    async def has_instructions_waiting(self, node_id: int) -> bool:
+        self._link.clock.now += 20.0
+        return bool(await self._link.state.has_instructions_waiting(node_id))
+
+
+async def test_a_timestamp_is_judged_when_the_call_arrived_not_after_our_own_queues(
+    link: Link,
+) -> None:
+    """A signed poll that was fresh on arrival is served, however long we took to reach it.
+
+    Refusing it ("Invalid timestamp", UNAUTHENTICATED) would end the 1.18 SuperNode that
+    sent it: at the edge of capacity, the server's slowness used to cost nodes their lives.
+    """
+    lag = LoopLag()
+    lag.level = 0.2  # behind: the poll first goes through the (slow) early-answer lookup
+    state = cast(LinkState, SlowLookups(link))
+    auth = NodeAuthenticator(state, None, clock=link.clock)
+    gate = CallGate(lag=lag, admission=Admission(max_lag=0.05))
+    servicer = FleetServicer(FleetService(link.state, link.fabs, clock=link.clock), gate, auth)
+    async with ChannelFor([servicer]) as channel:
+        fleet = fleet_grpc.FleetStub(channel)
+        key = NodeKey()
+        node_id = await create_node(fleet, key, link)
+        run_id = await link.running_run()
+        await link.serverappio.PushMessages(
+            serverappio_pb2.PushInsMessagesRequest(
+                messages_list=[link.instruction(run_id, node_id)], run_id=run_id
+            )
+        )
+        poll = fleet_pb2.PullMessagesRequest(node=Node(node_id=node_id))
+        pulled = await fleet.PullMessages(poll, metadata=key.metadata(link.clock.now))
+    assert [message.metadata.dst_node_id for message in pulled.messages_list] == [node_id]
+
+
+async def test_a_call_that_arrived_with_a_stale_timestamp_is_still_refused(link: Link) -> None:
+    """Judging at arrival keeps the replay window: a late copy arrives late."""
+    auth = NodeAuthenticator(link.state, None, clock=link.clock)
+    metadata = NodeKey().metadata(link.clock.now)
+    arrived_at = auth.now() + 16.0
+    with pytest.raises(ServiceError, match="Invalid timestamp"):
+        await auth.verify(metadata, arrived_at)
+    link.clock.now += 16.0
+    with pytest.raises(ServiceError, match="Invalid timestamp"):
+        await auth.verify(metadata)

@@ -49,6 +49,8 @@ class FleetServicer(fleet_grpc.FleetBase):
             await unary(stream, handler, self._gate)
             return
 
+        arrived_at = auth.now()  # before any wait of ours: admission, the body, state reads
+
         async def authenticated(request: Any) -> Any:
             metadata: Mapping[str, Any] = stream.metadata or {}
             if (
@@ -58,7 +60,7 @@ class FleetServicer(fleet_grpc.FleetBase):
             ):
                 self._gate.count_early_answer(method)
                 return fleet_pb2.PullMessagesResponse()
-            return await auth.call(method, metadata, request, handler)
+            return await auth.call(method, metadata, request, handler, arrived_at)
 
         await unary(stream, authenticated, self._gate)
 
