@@ -92,6 +92,10 @@ def _names_only(request: Any, node_id: int) -> bool:
     return request.node.node_id == node_id and sources <= {node_id}
 
 
+class StaleTimestampError(ServiceError):
+    """A call signed longer ago than the window allows, judged when it arrived."""
+
+
 def _unauthenticated(message: str) -> ServiceError:
     return ServiceError(Status.UNAUTHENTICATED, message)
 
@@ -156,11 +160,11 @@ class NodeAuthenticator:
     async def verify(self, metadata: Mapping[str, Any], arrived_at: float | None = None) -> bytes:
         """The caller's PEM key if its metadata is complete, known, signed and fresh.
 
-        Fresh means fresh when the call arrived (``arrived_at``; default: now). A call that
-        waited in our own queues (a saturated loop, a busy state store) for longer than the
-        window would otherwise be refused UNAUTHENTICATED, which ends a 1.18 SuperNode: the
-        server's slowness must not cost the node its life. A replayed call still arrives
-        late and is refused.
+        Fresh means within (-5 s, +15 s) of when the call arrived (``arrived_at``; default:
+        now). A call that waited in our own queues (a saturated loop, a busy state store)
+        for longer than the window would otherwise be refused UNAUTHENTICATED, which ends a
+        1.18 SuperNode: the server's slowness must not cost the node its life. A replayed
+        call still arrives late and is refused (``StaleTimestampError``).
         """
         public_key = metadata.get(PUBLIC_KEY_HEADER)
         timestamp = metadata.get(TIMESTAMP_HEADER)
@@ -179,18 +183,20 @@ class NodeAuthenticator:
             raise _unauthenticated("Invalid signature") from exc
         if not await self._signatures.is_signed_by(public_key, signed, signature):
             raise _unauthenticated("Invalid signature")
-        if not self._is_fresh(timestamp, self._clock() if arrived_at is None else arrived_at):
+        age = _age(timestamp, self._clock() if arrived_at is None else arrived_at)
+        if age is None or age <= -MAX_CLOCK_AHEAD:
             raise _unauthenticated("Invalid timestamp")
+        if age >= MAX_AGE:
+            raise StaleTimestampError(Status.UNAUTHENTICATED, "Invalid timestamp")
         return public_key
 
-    @staticmethod
-    def _is_fresh(timestamp: str, arrived_at: float) -> bool:
-        """Within (-5 s, +15 s) of ``arrived_at``; a malformed or naive time is not (no crash)."""
-        try:
-            sent = datetime.fromisoformat(timestamp)
-        except ValueError:
-            return False
-        if sent.tzinfo is None:
-            return False
-        age = arrived_at - sent.timestamp()
-        return -MAX_CLOCK_AHEAD < age < MAX_AGE
+
+def _age(timestamp: str, arrived_at: float) -> float | None:
+    """Seconds from ``timestamp`` to ``arrived_at``; None for a malformed or naive time."""
+    try:
+        sent = datetime.fromisoformat(timestamp)
+    except ValueError:
+        return None
+    if sent.tzinfo is None:
+        return None
+    return arrived_at - sent.timestamp()

@@ -119,6 +119,12 @@ class CallGate:
         bound = self.admission.max_fleet_in_flight
         return 0 < bound <= self._fleet_in_flight
 
+    def shed(self, api: str, method: str, reason: str) -> OverloadedError:
+        """The error that refuses one call for overload (retried by a SuperNode), counted."""
+        if self._metrics is not None:
+            self._metrics.shed.labels(api, method).inc()
+        return OverloadedError(f"SuperLink is overloaded; {reason}")
+
     def count_early_answer(self, method: str) -> None:
         """Note a call answered early because the loop was ``behind``."""
         if self._metrics is not None:
@@ -135,9 +141,7 @@ class CallGate:
             raise ShuttingDownError("SuperLink is shutting down")
         fleet = api in FLEET_APIS
         if fleet and method in SHEDDABLE and self.crowded:
-            if self._metrics is not None:
-                self._metrics.shed.labels(api, method).inc()
-            raise OverloadedError("SuperLink is overloaded; retry later")
+            raise self.shed(api, method, "retry later")
         self._in_flight += 1
         self._fleet_in_flight += fleet
         if self._idle.is_set():

@@ -469,3 +469,38 @@ async def test_a_call_that_arrived_with_a_stale_timestamp_is_still_refused(link:
     link.clock.now += 16.0
     with pytest.raises(ServiceError, match="Invalid timestamp"):
         await auth.verify(metadata)
+
+
+@pytest.mark.parametrize("method", ["CreateNode", "Ping"])
+async def test_a_stale_signature_is_refused_for_a_retry_while_the_loop_is_behind(
+    late_fleet: fleet_grpc.FleetStub, link: Link, method: str
+) -> None:
+    """It may have aged in our own accept queue: UNAVAILABLE, which a SuperNode retries."""
+    key = NodeKey()
+    node_id = await create_node(late_fleet, key, link)
+    stale = key.metadata(link.clock.now, skew=-20.0)
+    with pytest.raises(GRPCError) as error:
+        if method == "CreateNode":
+            await late_fleet.CreateNode(
+                fleet_pb2.CreateNodeRequest(ping_interval=30), metadata=stale
+            )
+        else:
+            await late_fleet.Ping(
+                fleet_pb2.PingRequest(node=Node(node_id=node_id), ping_interval=30),
+                metadata=stale,
+            )
+    assert (error.value.status, error.value.message) == (
+        Status.UNAVAILABLE,
+        "SuperLink is overloaded; the call waited too long to be served; retry",
+    )
+
+
+async def test_a_timestamp_from_the_future_is_refused_even_while_the_loop_is_behind(
+    late_fleet: fleet_grpc.FleetStub, link: Link
+) -> None:
+    """Our slowness cannot make a call early: that is the caller's clock."""
+    ahead = NodeKey().metadata(link.clock.now, skew=6.0)
+    await assert_unauthenticated(
+        late_fleet.CreateNode(fleet_pb2.CreateNodeRequest(ping_interval=30), metadata=ahead),
+        "Invalid timestamp",
+    )

@@ -10,7 +10,7 @@ from grpclib.server import Stream
 from superlink_async.services.appio import AppIoService
 from superlink_async.services.exec import ExecService
 from superlink_async.services.fleet import FleetService
-from superlink_async.services.node_auth import NodeAuthenticator
+from superlink_async.services.node_auth import NodeAuthenticator, StaleTimestampError
 from superlink_async.services.serverappio import ServerAppIoService
 from superlink_async.services.simulationio import SimulationIoService
 from superlink_async.transports.gate import CallGate
@@ -31,7 +31,9 @@ class FleetServicer(fleet_grpc.FleetBase):
 
     While the loop is behind, a poll from a node with nothing waiting is answered
     "nothing waiting" before its signature is checked: the node polls again after its
-    usual 3 s (see ``NodeAuthenticator.is_idle_poll``).
+    usual 3 s (see ``NodeAuthenticator.is_idle_poll``). A call whose signature is too old
+    by the time it reaches us is refused UNAVAILABLE (retried) rather than UNAUTHENTICATED
+    (fatal to a SuperNode) while the loop is behind: it may have aged in our accept queue.
     """
 
     def __init__(
@@ -60,7 +62,15 @@ class FleetServicer(fleet_grpc.FleetBase):
             ):
                 self._gate.count_early_answer(method)
                 return fleet_pb2.PullMessagesResponse()
-            return await auth.call(method, metadata, request, handler, arrived_at)
+            try:
+                return await auth.call(method, metadata, request, handler, arrived_at)
+            except StaleTimestampError as exc:
+                if not self._gate.behind:
+                    raise
+                # Signed in time, perhaps, but kept waiting by us before it reached this
+                # servicer (accept, handshake): a retry with a fresh signature will do.
+                reason = "the call waited too long to be served; retry"
+                raise self._gate.shed("Fleet", method, reason) from exc
 
         await unary(stream, authenticated, self._gate)
 
