@@ -1,0 +1,73 @@
+"""What every fence's ``check`` uses: look up a private name, or fail in one clear line."""
+
+from __future__ import annotations
+
+import inspect
+import platform
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any, NoReturn
+
+
+class IncompatibleLibraryError(RuntimeError):
+    """An installed library lacks an internal name superlink-async relies on."""
+
+
+class Fence:
+    """The checks of one library's internals, each failing with the library's version."""
+
+    def __init__(self, library: str) -> None:
+        self.library = library
+
+    @property
+    def version(self) -> str:
+        """The installed version (Python's for the standard library's modules)."""
+        if self.library == "asyncio":
+            return f"(Python {platform.python_version()})"
+        try:
+            return metadata.version(self.library)
+        except metadata.PackageNotFoundError:
+            return "(version unknown)"
+
+    def fail(self, missing: str) -> NoReturn:
+        """Raise the one-line error naming the library, its version and what is missing."""
+        raise IncompatibleLibraryError(
+            f"{self.library} {self.version} has no {missing}, which superlink-async relies on"
+            f" (superlink_async/_internals); install a {self.library} version within the"
+            " range pyproject.toml gives"
+        )
+
+    def attribute(self, owner: Any, name: str) -> Any:
+        """``owner.name``, which must exist."""
+        try:
+            return getattr(owner, name)
+        except AttributeError:
+            self.fail(f"{_name_of(owner)}.{name}")
+
+    def function(self, owner: Any, name: str, parameters: tuple[str, ...]) -> Callable[..., Any]:
+        """``owner.name``: a function taking exactly ``parameters`` (``self`` included)."""
+        found = self.attribute(owner, name)
+        if not inspect.isfunction(found):
+            self.fail(f"function {_name_of(owner)}.{name} (it is a {type(found).__name__})")
+        actual = tuple(inspect.signature(found).parameters)
+        if actual != parameters:
+            self.fail(
+                f"{_name_of(owner)}.{name}({', '.join(parameters)}) (it takes"
+                f" {', '.join(actual) or 'nothing'})"
+            )
+        return found
+
+    def uses(self, function: Callable[..., Any], *names: str) -> None:
+        """``function``'s own code refers to each of ``names`` (an attribute or a global).
+
+        An attribute set in ``__init__`` cannot be looked up on the class; the names its
+        code refers to can, without making an instance.
+        """
+        code = function.__code__
+        for name in names:
+            if name not in code.co_names:
+                self.fail(f"{name} in {function.__qualname__}")
+
+
+def _name_of(owner: Any) -> str:
+    return str(getattr(owner, "__qualname__", None) or getattr(owner, "__name__", owner))
