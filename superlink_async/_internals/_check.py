@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import inspect
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from typing import Any, NoReturn
 
@@ -16,8 +17,12 @@ class IncompatibleLibraryError(RuntimeError):
 class Fence:
     """The checks of one library's internals, each failing with the library's version."""
 
-    def __init__(self, library: str) -> None:
+    def __init__(self, library: str, remedy: str = "") -> None:
         self.library = library
+        #: What to do about a failure.
+        self.remedy = remedy or (
+            f"install a version of {library} within the range pyproject.toml gives"
+        )
 
     @property
     def version(self) -> str:
@@ -33,9 +38,19 @@ class Fence:
         """Raise the one-line error naming the library, its version and what is missing."""
         raise IncompatibleLibraryError(
             f"{self.library} {self.version} has no {missing}, which superlink-async relies on"
-            f" (superlink_async/_internals); install a {self.library} version within the"
-            " range pyproject.toml gives"
+            f" (superlink_async/_internals); {self.remedy}"
         )
+
+    @contextmanager
+    def reaching(self) -> Iterator[None]:
+        """Fail clearly where the library's own code, run inside, misses one of its names."""
+        try:
+            yield
+        except AttributeError as exc:
+            owner = getattr(exc, "obj", None)
+            if owner is None or exc.name is None:
+                self.fail(f"what this needed: {exc}")
+            self.fail(f"{_name_of(owner)}.{exc.name}")
 
     def attribute(self, owner: Any, name: str) -> Any:
         """``owner.name``, which must exist."""
@@ -57,17 +72,24 @@ class Fence:
             )
         return found
 
-    def uses(self, function: Callable[..., Any], *names: str) -> None:
-        """``function``'s own code refers to each of ``names`` (an attribute or a global).
+    def uses(self, owner: Any, function: str, *names: str) -> None:
+        """``owner.function`` exists and its own code refers to each of ``names``.
 
         An attribute set in ``__init__`` cannot be looked up on the class; the names its
-        code refers to can, without making an instance.
+        code refers to (attributes and globals alike) can, without making an instance.
         """
-        code = function.__code__
+        code = getattr(self.attribute(owner, function), "__code__", None)
+        if code is None:
+            self.fail(f"function {_name_of(owner)}.{function}")
         for name in names:
             if name not in code.co_names:
-                self.fail(f"{name} in {function.__qualname__}")
+                self.fail(f"{name} in {_name_of(owner)}.{function}")
 
 
 def _name_of(owner: Any) -> str:
-    return str(getattr(owner, "__qualname__", None) or getattr(owner, "__name__", owner))
+    """A class's or function's qualified name, a module's name, an instance's class name."""
+    if inspect.ismodule(owner):
+        return owner.__name__
+    if inspect.isclass(owner) or inspect.isroutine(owner):
+        return str(owner.__qualname__)
+    return type(owner).__qualname__

@@ -7,7 +7,7 @@ import collections
 
 from superlink_async._internals._check import Fence
 
-_FENCE = Fence("asyncio")
+_FENCE = Fence("asyncio", "run superlink-async on a Python its pyproject.toml names")
 
 
 def use_list_waiters(event: asyncio.Event) -> None:
@@ -21,8 +21,9 @@ def use_list_waiters(event: asyncio.Event) -> None:
 def check() -> None:
     """Fail, naming what is missing, unless ``asyncio.Event`` keeps its waiters as above."""
     fence = _FENCE
-    waiters = fence.attribute(asyncio.Event(), "_waiters")
+    with fence.reaching():
+        waiters = fence.attribute(asyncio.Event(), "_waiters")
     if not isinstance(waiters, collections.deque | list):
         fence.fail("Event._waiters of type deque")
-    for method in (asyncio.Event.wait, asyncio.Event.set):
-        fence.uses(method, "_waiters")
+    for method in ("wait", "set"):
+        fence.uses(asyncio.Event, method, "_waiters")

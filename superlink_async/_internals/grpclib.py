@@ -145,9 +145,10 @@ def check() -> None:
     fence = _FENCE
     fence.function(Server, "_protocol_factory", ("self",))
     fence.function(Server, "__gc_step__", ("self",))
-    fence.uses(Server.start, "_protocol_factory", "_server", "_server_closed_fut", "_loop")
+    fence.uses(Server, "start", "_protocol_factory", "_server", "_server_closed_fut", "_loop")
     fence.uses(
-        Server.__init__,
+        Server,
+        "__init__",
         "_mapping",
         "_codec",
         "_status_details_codec",
@@ -159,25 +160,25 @@ def check() -> None:
         "_loop",
         "__dispatch__",
     )
-    fence.uses(Server.close, "_server", "_server_closed_fut", "_handlers")
+    fence.uses(Server, "close", "_server", "_server_closed_fut", "_handlers")
     fence.function(
         Handler, "__init__", ("self", "mapping", "codec", "status_details_codec", "dispatch")
     )
-    fence.uses(Handler.__init__, "_tasks", "_cancelled", "loop")
+    fence.uses(Handler, "__init__", "_tasks", "_cancelled", "loop")
     fence.function(Handler, "accept", ("self", "stream", "headers", "release_stream"))
     fence.function(Handler, "cancel", ("self", "stream"))
-    fence.uses(Handler.wait_closed, "_cancelled")
-    fence.uses(Handler.__gc_collect__, "_tasks", "_cancelled")
+    fence.uses(Handler, "wait_closed", "_cancelled")
+    fence.uses(Handler, "__gc_collect__", "_tasks", "_cancelled")
     fence.function(H2Protocol, "__init__", ("self", "handler", "config", "h2_config"))
-    fence.uses(H2Protocol.connection_made, "connection", "processor")
-    fence.uses(Connection.__init__, "_connection", "write_ready", "stream_close_waiter")
+    fence.uses(H2Protocol, "connection_made", "connection", "processor")
+    fence.uses(Connection, "__init__", "_connection", "write_ready", "stream_close_waiter")
     for name in ("feed", "flush", "get_peer"):
         fence.attribute(Connection, name)
-    fence.uses(H2Stream.__init__, "_h2_connection")
+    fence.uses(H2Stream, "__init__", "_h2_connection")
     fence.function(H2Stream, "recv_data", ("self", "size"))
-    fence.uses(Buffer.read, "AssertionError")
-    fence.uses(EventsProcessor.__init__, "processors")
-    fence.uses(EventsProcessor.process, "processors")
+    fence.uses(Buffer, "read", "AssertionError")
+    fence.uses(EventsProcessor, "__init__", "processors")
+    fence.uses(EventsProcessor, "process", "processors")
     for name in ("process", "close"):
         fence.attribute(EventsProcessor, name)
-    fence.uses(Stream.__init__, "_stream", "_method_name", "_recv_type", "_codec")
+    fence.uses(Stream, "__init__", "_stream", "_method_name", "_recv_type", "_codec")

@@ -56,19 +56,20 @@ def share_frame_dispatch(connection: H2Connection) -> None:
 def check() -> None:
     """Fail, naming what is missing, unless the installed h2 has every name above."""
     fence = _FENCE
-    connection = H2Connection(H2Configuration(client_side=False))
+    with fence.reaching():
+        connection = H2Connection(H2Configuration(client_side=False))
     closed_streams = fence.attribute(connection, "_closed_streams")
     if not isinstance(closed_streams, SizeLimitDict):
         fence.fail("H2Connection._closed_streams of type SizeLimitDict")
     fence.attribute(closed_streams, "_size_limit")
-    fence.uses(SizeLimitDict._check_size_limit, "_size_limit")
+    fence.uses(SizeLimitDict, "_check_size_limit", "_size_limit")
     table = fence.attribute(connection, "_frame_dispatch_table")
     if not isinstance(table, dict) or not all(map(inspect.ismethod, table.values())):
         fence.fail("H2Connection._frame_dispatch_table of bound methods")
-    fence.uses(H2Connection._receive_frame, "_frame_dispatch_table")
+    fence.uses(H2Connection, "_receive_frame", "_frame_dispatch_table")
     values = fence.attribute(connection.local_settings, "_settings")
     if not isinstance(values, dict) or not all(
         isinstance(history, collections.deque) for history in values.values()
     ):
         fence.fail("Settings._settings of deques")
-    fence.uses(Settings.acknowledge, "_settings", "popleft")
+    fence.uses(Settings, "acknowledge", "_settings", "popleft")

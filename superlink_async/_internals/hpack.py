@@ -62,4 +62,4 @@ def check() -> None:
         fence.fail("huffman_table.HUFFMAN_TABLE of 4096 (state, flags, symbol) steps")
     fence.function(hpack.huffman_table, "decode_huffman", ("huffman_string",))
     fence.function(hpack.hpack, "decode_huffman", ("huffman_string",))
-    fence.uses(hpack.hpack.Decoder._decode_literal, "decode_huffman")
+    fence.uses(hpack.hpack.Decoder, "_decode_literal", "decode_huffman")

@@ -23,4 +23,4 @@ def check() -> None:
     Replacing a function its callers no longer look up would change nothing, silently.
     """
     _FENCE.function(hyperframe.frame, "_raw_data_repr", ("data",))
-    _FENCE.uses(hyperframe.frame.Frame._body_repr, "_raw_data_repr")
+    _FENCE.uses(hyperframe.frame.Frame, "_body_repr", "_raw_data_repr")
