@@ -74,15 +74,15 @@ def test_a_fence_added_beside_the_others_is_checked(
     monkeypatch.delitem(sys.modules, "superlink_async._internals.newlib")
 
 
-def without_in_init(cls: type, attribute: str) -> Callable[..., None]:
-    """``cls.__init__``, but the instance ends up without ``attribute``."""
+def lost_in_init(library: str, cls: type, attribute: str) -> tuple[Any, ...]:
+    """A case where ``cls``'s instances end up without ``attribute``."""
     original: Callable[..., None] = cls.__init__  # type: ignore[misc]
 
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
         delattr(self, attribute)
 
-    return init
+    return (library, cls, "__init__", init, f"{cls.__qualname__}.{attribute}")
 
 
 def not_using(*_: Any, **__: Any) -> None:
@@ -118,35 +118,11 @@ MISSING = [
         ("grpclib", grpclib.protocol.Stream, "recv_data", None, "Stream.recv_data"),
         ("grpclib", grpclib.protocol.EventsProcessor, "process", not_using, "processors in"),
         ("grpclib", grpclib.protocol.Buffer, "read", not_using, "AssertionError in Buffer.read"),
-        (
-            "h2",
-            h2.connection.H2Connection,
-            "__init__",
-            without_in_init(h2.connection.H2Connection, "_closed_streams"),
-            "H2Connection._closed_streams",
-        ),
-        (
-            "h2",
-            h2.connection.H2Connection,
-            "__init__",
-            without_in_init(h2.connection.H2Connection, "_frame_dispatch_table"),
-            "H2Connection._frame_dispatch_table",
-        ),
-        (
-            "h2",
-            h2.settings.Settings,
-            "__init__",
-            without_in_init(h2.settings.Settings, "_settings"),
-            "Settings._settings",
-        ),
+        lost_in_init("h2", h2.connection.H2Connection, "_closed_streams"),
+        lost_in_init("h2", h2.connection.H2Connection, "_frame_dispatch_table"),
+        lost_in_init("h2", h2.settings.Settings, "_settings"),
         ("h2", h2.settings.Settings, "acknowledge", not_using, "_settings in Settings.acknowledge"),
-        (
-            "asyncio",
-            asyncio.Event,
-            "__init__",
-            without_in_init(asyncio.Event, "_waiters"),
-            "Event._waiters",
-        ),
+        lost_in_init("asyncio", asyncio.Event, "_waiters"),
         ("hpack", hpack.hpack, "decode_huffman", None, "hpack.hpack.decode_huffman"),
         (
             "hpack",
