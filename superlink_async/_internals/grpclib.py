@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from grpclib.config import Configuration
-from grpclib.protocol import Buffer, Connection, EventsProcessor, H2Protocol
+import grpclib.protocol
+from grpclib.protocol import H2Protocol
 from grpclib.protocol import Stream as H2Stream
 from grpclib.server import Handler, Server, Stream
-from h2.config import H2Configuration
-from h2.connection import H2Connection
 
 from superlink_async._internals._check import Fence
 from superlink_async._internals._tables import BoundOnLookup
+
+if TYPE_CHECKING:  # looked up by ``check``, which says so if one is missing
+    from grpclib.config import Configuration
+    from grpclib.protocol import Connection, EventsProcessor
+    from h2.config import H2Configuration
+    from h2.connection import H2Connection
 
 HandlerT = TypeVar("HandlerT", bound=Handler)
 
@@ -143,6 +147,10 @@ async def read_body(stream: Stream[Any, Any], size: int) -> bytes:
 def check() -> None:
     """Fail, naming what is missing, unless the installed grpclib has every name above."""
     fence = _FENCE
+    connection, processor, buffer = (
+        fence.attribute(grpclib.protocol, name)
+        for name in ("Connection", "EventsProcessor", "Buffer")
+    )
     fence.function(Server, "_protocol_factory", ("self",))
     fence.function(Server, "__gc_step__", ("self",))
     fence.uses(Server, "start", "_protocol_factory", "_server", "_server_closed_fut", "_loop")
@@ -171,14 +179,14 @@ def check() -> None:
     fence.uses(Handler, "__gc_collect__", "_tasks", "_cancelled")
     fence.function(H2Protocol, "__init__", ("self", "handler", "config", "h2_config"))
     fence.uses(H2Protocol, "connection_made", "connection", "processor")
-    fence.uses(Connection, "__init__", "_connection", "write_ready", "stream_close_waiter")
+    fence.uses(connection, "__init__", "_connection", "write_ready", "stream_close_waiter")
     for name in ("feed", "flush", "get_peer"):
-        fence.attribute(Connection, name)
+        fence.attribute(connection, name)
     fence.uses(H2Stream, "__init__", "_h2_connection")
     fence.function(H2Stream, "recv_data", ("self", "size"))
-    fence.uses(Buffer, "read", "AssertionError")
-    fence.uses(EventsProcessor, "__init__", "processors")
-    fence.uses(EventsProcessor, "process", "processors")
+    fence.uses(buffer, "read", "AssertionError")
+    fence.uses(processor, "__init__", "processors")
+    fence.uses(processor, "process", "processors")
     for name in ("process", "close"):
-        fence.attribute(EventsProcessor, name)
+        fence.attribute(processor, name)
     fence.uses(Stream, "__init__", "_stream", "_method_name", "_recv_type", "_codec")

@@ -11,10 +11,10 @@ import collections
 import inspect
 from typing import Any
 
+import h2.utilities
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.settings import Settings
-from h2.utilities import SizeLimitDict
 
 from superlink_async._internals._check import Fence
 from superlink_async._internals._tables import BoundOnLookup
@@ -58,11 +58,12 @@ def check() -> None:
     fence = _FENCE
     with fence.reaching():
         connection = H2Connection(H2Configuration(client_side=False))
+    size_limit_dict = fence.attribute(h2.utilities, "SizeLimitDict")
     closed_streams = fence.attribute(connection, "_closed_streams")
-    if not isinstance(closed_streams, SizeLimitDict):
+    if not isinstance(closed_streams, size_limit_dict):
         fence.fail("H2Connection._closed_streams of type SizeLimitDict")
     fence.attribute(closed_streams, "_size_limit")
-    fence.uses(SizeLimitDict, "_check_size_limit", "_size_limit")
+    fence.uses(size_limit_dict, "_check_size_limit", "_size_limit")
     table = fence.attribute(connection, "_frame_dispatch_table")
     if not isinstance(table, dict) or not all(map(inspect.ismethod, table.values())):
         fence.fail("H2Connection._frame_dispatch_table of bound methods")
