@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import click
 import typer
 
+from superlink_async._internals import IncompatibleLibraryError
 from superlink_async.config import (
     DEFAULT_EXEC_ADDRESS,
     DEFAULT_FLEET_GRPC_ADDRESS,
@@ -489,7 +490,7 @@ def _start(config: Config, event_loop: str = "asyncio") -> None:
     except SuperLinkExit as exc:
         logger.log(logging.ERROR if exc.is_failure else logging.INFO, exc.args[0])
         sys.exit(exc.process_status)
-    except (ConfigError, StateError) as exc:
+    except (ConfigError, StateError, IncompatibleLibraryError) as exc:
         logger.error("%s", exc)
         sys.exit(1)
 

@@ -2,7 +2,8 @@
 
 Counters and histograms are updated as calls happen; values that live in the state store
 (nodes, runs, messages) or the scheduler are read once per scrape, asynchronously, and
-served from that snapshot, so a scrape costs one state read whatever the fleet size.
+served from that snapshot, so a scrape costs two state reads (the counts and the runs)
+whatever the fleet size.
 """
 
 from __future__ import annotations

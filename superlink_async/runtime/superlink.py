@@ -27,6 +27,7 @@ from typing import Any
 
 import anyio
 
+from superlink_async._internals import check_all
 from superlink_async.config import (
     FLEET_GRPC_ADAPTER,
     FLEET_GRPC_RERE,
@@ -114,6 +115,7 @@ class SuperLink:
         self._supervisor.start_soon(name, function, *args)
 
     async def __aenter__(self) -> SuperLink:
+        check_all()  # the libraries' internals we reach into, before anything binds
         check_executor(self.config)
         addresses = _parse_addresses(self.config)
         if not self.config.simulation:

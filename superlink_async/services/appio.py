@@ -98,7 +98,11 @@ class AppIoService:
     async def update_run_status(
         self, request: run_pb2.UpdateRunStatusRequest
     ) -> run_pb2.UpdateRunStatusResponse:
-        """Move a run along; an invalid transition is logged and still answered OK (§17.7)."""
+        """Move a run along; an invalid transition is logged and still answered OK.
+
+        flower-superlink answers OK too: a ServerApp does not learn that its status was
+        refused.
+        """
         run = await require_run(self._state, request.run_id)
         raise_if_finished(run)
         await self._state.update_run_status(

@@ -92,7 +92,7 @@ class ExecService:
 
         The status is read *before* the logs: a ServerApp pushes its last lines before it
         reports the final status, so the read that follows a "finished" sees them all (the
-        reference checked afterwards and could drop them, §17.8).
+        reference checked afterwards and could drop them).
         """
         logger.info("ExecServicer.StreamLogs")
         run_id = request.run_id

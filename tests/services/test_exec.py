@@ -79,7 +79,7 @@ async def test_stream_logs_of_an_unknown_run_is_not_found(link: Link) -> None:
 
 
 async def test_stream_logs_delivers_the_last_lines_before_ending(link: Link) -> None:
-    """Logs pushed right before the final status are streamed (reference bug 8)."""
+    """Logs pushed right before the final status are streamed (the reference could drop them)."""
     run_id = await link.running_run()
     await link.serverappio.PushLogs(log_pb2.PushLogsRequest(run_id=run_id, logs=["first\n"]))
     received: list[str] = []

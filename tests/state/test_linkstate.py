@@ -215,7 +215,7 @@ async def test_a_key_held_by_an_online_node_creates_no_node(state: LinkState) ->
 async def test_a_key_held_by_an_offline_node_moves_and_the_holder_is_deleted(
     state: LinkState, clock: FakeClock
 ) -> None:
-    """A SuperNode that died without DeleteNode can rejoin with its key (§17 item 13)."""
+    """A SuperNode that died without DeleteNode can rejoin with its key once it is offline."""
     old, _ = await state.create_keyed_node(PING, b"key")
     clock.advance(PING)
     new, replaced = await state.create_keyed_node(PING, b"key")

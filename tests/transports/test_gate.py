@@ -1,7 +1,11 @@
-"""Admission control: which calls are shed while the loop is overloaded, and their answers."""
+"""Admission control: which calls are shed while the loop is overloaded, and their answers;
+how the gate counts calls, follows the loop's lag and drains."""
 
 from __future__ import annotations
 
+import time
+
+import anyio
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from grpclib import GRPCError, Status
@@ -21,6 +25,7 @@ from superlink_async.transports.grpc.servicers import FleetServicer
 from superlink_async.transports.rest import PROTOBUF, fleet_rest_app
 from superlink_async.wire import fleet_grpc, fleet_pb2
 from superlink_async.wire.node_pb2 import Node
+from tests.polling import eventually
 from tests.services.conftest import Link
 
 pytestmark = pytest.mark.anyio
@@ -142,3 +147,132 @@ async def test_a_shed_rest_poll_is_503(link: Link) -> None:
             503,
             "SuperLink is overloaded; retry later",
         )
+
+
+# --- the gate on its own: admission, counting, lag, drain ---------------------------------
+
+
+class Failure(Exception):
+    """What a call's handler raised."""
+
+
+async def test_an_admitted_call_is_counted_until_it_ends_even_if_it_fails() -> None:
+    gate = CallGate()
+    assert (gate.in_flight, gate.fleet_in_flight, gate.draining) == (0, 0, False)
+    async with gate.admit("Fleet", "Ping"):
+        assert (gate.in_flight, gate.fleet_in_flight) == (1, 1)
+        async with gate.admit("ServerAppIo", "PullMessages"):
+            assert (gate.in_flight, gate.fleet_in_flight) == (2, 1)
+        assert (gate.in_flight, gate.fleet_in_flight) == (1, 1)
+    with pytest.raises(Failure):
+        async with gate.admit("FleetRest", "PushMessages"):
+            assert (gate.in_flight, gate.fleet_in_flight) == (1, 1)
+            raise Failure
+    assert (gate.in_flight, gate.fleet_in_flight) == (0, 0)
+
+
+async def test_crowded_starts_exactly_at_the_bound_and_ends_below_it() -> None:
+    gate = late_gate(level=0.0, max_fleet_in_flight=2)
+    async with gate.admit("Fleet", "Ping"):
+        assert not gate.crowded
+        await enter(gate, "Fleet", "PullMessages")
+        async with gate.admit("Fleet", "GetRun"):
+            assert gate.crowded
+            async with gate.admit("Exec", "StartRun"):  # other APIs do not crowd the Fleet
+                assert gate.fleet_in_flight == 2
+        assert not gate.crowded
+        await enter(gate, "Fleet", "CreateNode")
+
+
+async def test_admitted_calls_are_counted_and_timed_by_outcome() -> None:
+    gate = late_gate()
+    await enter(gate, "Fleet", "Ping")
+    with pytest.raises(Failure):
+        async with gate.admit("Fleet", "Ping"):
+            raise Failure
+    gate.accept_paused("Fleet API (gRPC-rere)")
+    assert gate._metrics is not None
+    text = gate._metrics.exposition().decode()
+    assert 'superlink_rpc_requests_total{api="Fleet",code="OK",method="Ping"} 1.0' in text
+    assert 'superlink_rpc_requests_total{api="Fleet",code="Failure",method="Ping"} 1.0' in text
+    assert 'superlink_rpc_duration_seconds_count{api="Fleet",method="Ping"} 2.0' in text
+    assert 'superlink_accept_paused_total{listener="Fleet API (gRPC-rere)"} 1.0' in text
+
+
+def stall(seconds: float) -> None:
+    """Hold the event loop, as a burst of CPU-bound work would."""
+    time.sleep(seconds)
+
+
+async def test_behind_follows_the_measured_lag_of_the_loop() -> None:
+    """A loop held for 0.3 s is behind at a 50 ms bound; once it runs on time again, it is not."""
+    lag = LoopLag()
+    gate = CallGate(lag=lag, admission=Admission(max_lag=0.05))
+    async with anyio.create_task_group() as tasks:
+        await tasks.start(lag.run)
+        await anyio.sleep(3 * lag.tick)  # a few ticks measured
+        await eventually(lambda: not gate.behind, 5)  # on time
+        stall(0.3)
+        await anyio.sleep(2 * lag.tick)  # the late tick is measured
+        assert gate.behind
+        await eventually(lambda: not gate.behind, 5, every=lag.tick)
+        assert lag.level < 0.05
+        tasks.cancel_scope.cancel()
+
+
+async def test_a_drain_with_nothing_in_flight_ends_at_once() -> None:
+    gate = CallGate()
+    with anyio.fail_after(1):
+        assert await gate.drain(60)
+    assert gate.draining
+
+
+async def test_a_drain_waits_for_the_calls_in_flight_and_refuses_new_ones() -> None:
+    gate = CallGate()
+    release = anyio.Event()
+    finished: list[str] = []
+
+    async def call(name: str) -> None:
+        async with gate.admit("Fleet", "PushMessages"):
+            await release.wait()
+            finished.append(name)
+
+    async with anyio.create_task_group() as tasks:
+        await enter(gate, "Fleet", "Ping")  # one call that ended before: the gate was idle
+        tasks.start_soon(call, "first")
+        tasks.start_soon(call, "second")
+        await anyio.sleep(0.01)
+        assert gate.in_flight == 2
+        drained: list[bool] = []
+
+        async def drain() -> None:
+            drained.append(await gate.drain(60))
+
+        tasks.start_soon(drain)
+        await anyio.sleep(0.01)
+        assert gate.draining and not drained  # still waiting for the two calls
+        with pytest.raises(ShuttingDownError, match="SuperLink is shutting down"):
+            await enter(gate, "ServerAppIo", "PullMessages")
+        release.set()
+        await eventually(lambda: bool(drained), 1)
+    assert drained == [True]
+    assert sorted(finished) == ["first", "second"]
+    assert gate.in_flight == 0
+
+
+async def test_a_drain_gives_up_after_its_grace_on_a_call_that_outlives_it() -> None:
+    gate = CallGate()
+    async with anyio.create_task_group() as tasks:
+
+        async def endless() -> None:
+            async with gate.admit("Exec", "StreamLogs"):
+                await anyio.sleep_forever()
+
+        tasks.start_soon(endless)
+        await anyio.sleep(0.01)
+        started = time.monotonic()
+        assert not await gate.drain(0.2)
+        assert 0.2 <= time.monotonic() - started < 2.0
+        assert gate.in_flight == 1
+        tasks.cancel_scope.cancel()
+    assert gate.in_flight == 0

@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 from google.protobuf.message import DecodeError
 from grpclib import GRPCError
 from grpclib import Status as GrpcStatus
-from grpclib.protocol import Stream as H2Stream
 from grpclib.server import Stream
 
+from superlink_async._internals import grpclib as grpclib_internals
 from superlink_async.logs import logger
 from superlink_async.services.errors import ServiceError, Status, state_failure
 from superlink_async.transports.gate import CallGate, RefusedError, ShuttingDownError
@@ -41,16 +41,15 @@ def to_grpc_error(exc: Exception) -> GRPCError:
     return GRPCError(GrpcStatus.INTERNAL, f"Internal error: {type(exc).__name__}")
 
 
-async def _recv_exactly(raw: H2Stream, size: int) -> bytes:
+async def _recv_exactly(stream: Stream[Any, Any], size: int) -> bytes:
     """``size`` bytes of the request, or none if it ended first.
 
-    grpclib's buffer raises ``AssertionError`` when a stream ends after some but not all
-    of the bytes asked for (tests/transports/grpc/test_calls.py pins that): a client's
-    truncated message, not our fault, so it is answered, not logged.
+    A stream that ends after some but not all of them is a client's truncated message,
+    not our fault, so it is answered, not logged.
     """
     try:
-        return await raw.recv_data(size)
-    except AssertionError:
+        return await grpclib_internals.read_body(stream, size)
+    except grpclib_internals.TruncatedError:
         raise ServiceError(Status.INVALID_ARGUMENT, "Truncated request message") from None
 
 
@@ -58,11 +57,10 @@ async def receive(stream: Stream[Any, Any], max_bytes: int) -> Any:
     """Read one request message, refusing one larger than ``max_bytes`` before buffering it.
 
     grpclib itself buffers whatever length a client announces, so one client could exhaust
-    our memory; this reads the 5-byte gRPC prefix first. It uses grpclib's stream internals
-    (``_stream``, ``_codec``, ``_recv_type``) because no public hook sees the prefix.
+    our memory; this reads the 5-byte gRPC prefix first, through grpclib's stream internals
+    (``_internals.grpclib``) because no public hook sees the prefix.
     """
-    raw = stream._stream
-    prefix = await _recv_exactly(raw, 5)
+    prefix = await _recv_exactly(stream, 5)
     if not prefix:
         raise ServiceError(Status.INVALID_ARGUMENT, "Missing request message")
     if prefix[0]:
@@ -73,15 +71,14 @@ async def receive(stream: Stream[Any, Any], max_bytes: int) -> Any:
             GrpcStatus.RESOURCE_EXHAUSTED,
             f"Received message larger than max ({size} vs. {max_bytes})",
         )
-    data = await _recv_exactly(raw, size)
+    data = await _recv_exactly(stream, size)
     if len(data) != size:
         raise ServiceError(Status.INVALID_ARGUMENT, "Truncated request message")
     try:
-        return stream._codec.decode(data, stream._recv_type)
+        return grpclib_internals.decode_request(stream, data)
     except DecodeError as exc:
-        raise ServiceError(
-            Status.INVALID_ARGUMENT, f"Malformed {stream._recv_type.__name__}"
-        ) from exc
+        name = grpclib_internals.request_type(stream).__name__
+        raise ServiceError(Status.INVALID_ARGUMENT, f"Malformed {name}") from exc
 
 
 async def unary(
@@ -91,7 +88,7 @@ async def unary(
 ) -> None:
     """Receive one request, delegate, send one response."""
     try:
-        service, _, method = stream._method_name.rpartition("/")
+        service, _, method = grpclib_internals.method_path(stream).rpartition("/")
         async with gate.admit(service.rpartition(".")[2], method):
             request = await receive(stream, gate.max_message_bytes)
             response = await handler(request)

@@ -7,21 +7,18 @@ own state machine, composed at start-up into steps of a whole byte, so it runs t
 fast and gives the same output and the same errors.
 
 ``install`` swaps the function hpack's decoder calls, which affects every HTTP/2 user in
-the process (see ``speedups``). The tables cost about 1.7 MB, built once (0.1 s).
+the process (see ``speedups``); it fails (``IncompatibleLibraryError``) if hpack no longer
+has what it reads and replaces (``_internals.hpack``). The tables cost about 1.7 MB, built
+once (0.1 s).
 """
 
 from __future__ import annotations
 
 import functools
 
-import hpack.hpack
 from hpack.exceptions import HPACKDecodingError
-from hpack.huffman_table import (
-    HUFFMAN_COMPLETE,
-    HUFFMAN_EMIT_SYMBOL,
-    HUFFMAN_FAIL,
-    HUFFMAN_TABLE,
-)
+
+from superlink_async._internals import hpack as hpack_internals
 
 #: A next state that means the input is not a valid Huffman string.
 _INVALID = -1
@@ -35,24 +32,31 @@ class _ByteSteps:
         self.emitted = [b""] * 65536
         #: 1 where the string may end after this step (only padding bits are pending).
         self.may_end = bytearray(65536)
+        machine = hpack_internals.huffman_machine()
         interned: dict[bytes, bytes] = {}
         for state in range(256):
             for byte in range(256):
-                self._compose(state, byte, interned)
+                self._compose(machine, state, byte, interned)
 
-    def _compose(self, state: int, byte: int, interned: dict[bytes, bytes]) -> None:
+    def _compose(
+        self,
+        machine: hpack_internals.HuffmanMachine,
+        state: int,
+        byte: int,
+        interned: dict[bytes, bytes],
+    ) -> None:
         step = state << 8 | byte
         emitted = bytearray()
         flags = 0
         for nibble in (byte >> 4, byte & 0x0F):
-            state, flags, symbol = HUFFMAN_TABLE[state * 16 + nibble]
-            if flags & HUFFMAN_FAIL:
+            state, flags, symbol = machine.steps[state * 16 + nibble]
+            if flags & machine.fail:
                 return  # stays _INVALID
-            if flags & HUFFMAN_EMIT_SYMBOL:
+            if flags & machine.emit_symbol:
                 emitted.append(symbol)
         self.next_state[step] = state
         self.emitted[step] = interned.setdefault(bytes(emitted), bytes(emitted))
-        self.may_end[step] = 1 if flags & HUFFMAN_COMPLETE else 0
+        self.may_end[step] = 1 if flags & machine.complete else 0
 
 
 @functools.cache
@@ -84,4 +88,4 @@ def decode_huffman(huffman_string: bytes | bytearray | memoryview | None) -> byt
 def install() -> None:
     """Make hpack (and so h2 and grpclib) decode Huffman-coded headers with ours."""
     _steps()  # built now, at start-up, not in the first call
-    hpack.hpack.decode_huffman = decode_huffman  # type: ignore[attr-defined]
+    hpack_internals.replace_huffman_decoder(decode_huffman)

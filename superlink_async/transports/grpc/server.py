@@ -35,10 +35,9 @@ a traceback in our log:
 - a connection that has not completed the HTTP/2 handshake ``HANDSHAKE_TIMEOUT`` seconds
   after it was accepted gets GOAWAY SETTINGS_TIMEOUT and is closed.
 
-All of this reaches into grpclib's, h2's and asyncio's internals
-(``Server._protocol_factory`` and ``_h2_config``, ``Handler._tasks``,
-``H2Connection._closed_streams`` and ``_frame_dispatch_table``, ``Settings._settings``,
-``EventsProcessor.processors``, ``Event._waiters``); tests/transports/grpc pins them.
+All of this reaches into grpclib's, h2's and asyncio's internals, through the fenced
+functions of ``_internals.grpclib``, ``_internals.h2`` and ``_internals.asyncio`` (whose
+checks run at start-up); tests/transports/grpc pins their effects.
 """
 
 from __future__ import annotations
@@ -48,7 +47,7 @@ import contextlib
 import ssl as _ssl
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
 import anyio
 from anyio.abc import TaskStatus
@@ -59,11 +58,13 @@ from grpclib.metadata import decode_bin_value, encode_grpc_message
 from grpclib.protocol import H2Protocol, Stream
 from grpclib.server import Handler, Server
 from h2.config import H2Configuration
-from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import SettingsAcknowledged, UnknownFrameReceived
 from h2.exceptions import ProtocolError as H2ProtocolError
 
+from superlink_async._internals import asyncio as asyncio_internals
+from superlink_async._internals import grpclib as grpclib_internals
+from superlink_async._internals import h2 as h2_internals
 from superlink_async.config import Address
 from superlink_async.logs import logger
 from superlink_async.transports.gate import CallGate
@@ -95,21 +96,6 @@ class ConnectionProfile:
 FLEET = ConnectionProfile(window_bytes=4 * MiB, read_bytes=0, write_buffer_bytes=0)
 #: ServerApps and the ``flwr`` CLI: few connections that carry whole models.
 BULK = ConnectionProfile(window_bytes=64 * MiB, read_bytes=16 * MiB, write_buffer_bytes=16 * MiB)
-
-
-class _SettingValues(list):  # type: ignore[type-arg]
-    """A setting's current value and pending ones: what h2 keeps in a 64-slot deque."""
-
-    def popleft(self) -> Any:
-        return self.pop(0)
-
-
-def _compact_settings(connection: H2Connection) -> None:
-    """Swap h2's per-setting deques (about 21 per connection, 0.4 KB each) for lists."""
-    for settings in (connection.local_settings, connection.remote_settings):
-        values: dict[Any, Any] = settings._settings
-        for code, history in values.items():
-            values[code] = _SettingValues(history)
 
 
 def _undecodable_metadata(headers: Sequence[tuple[str, str]]) -> str | None:
@@ -166,7 +152,7 @@ class _ForgetfulHandler(Handler):
         if not self._settings_compacted:
             # By a connection's first call both sides' SETTINGS have been exchanged, so
             # no more settings get a deque of their own.
-            _compact_settings(stream._h2_connection)
+            h2_internals.compact_settings(grpclib_internals.stream_h2_connection(stream))
             self._settings_compacted = True
         if not all(name.isascii() and value.isascii() for name, value in headers):
             # A malformed request (HTTP/2 and gRPC allow ASCII only): a stream error.
@@ -176,43 +162,18 @@ class _ForgetfulHandler(Handler):
         undecodable = _undecodable_metadata(headers)
         if undecodable is None:
             super().accept(stream, headers, release_stream)
+            task = grpclib_internals.call_tasks(self)[stream]
         else:
             message = f"Metadata {undecodable} is not valid base64"
-            self._tasks[stream] = self.loop.create_task(_refuse(stream, message, release_stream))
-        self._tasks[stream].add_done_callback(lambda _: self._tasks.pop(stream, None))
+            task = self.loop.create_task(_refuse(stream, message, release_stream))
+            grpclib_internals.call_tasks(self)[stream] = task
+        task.add_done_callback(lambda _: grpclib_internals.call_tasks(self).pop(stream, None))
 
     def cancel(self, stream: Stream) -> None:
-        task = self._tasks.pop(stream, None)
+        task = grpclib_internals.call_tasks(self).pop(stream, None)
         if task is not None:
             task.cancel()
-            self._cancelled.add(task)
-
-
-class _BoundOnLookup:
-    """A dispatch table of one object's methods that binds them when looked up.
-
-    grpclib and h2 each build a dict of a dozen bound methods per connection (about
-    1.2 KB each); this shares one table of functions per class instead.
-    """
-
-    __slots__ = ("_functions", "_owner")
-    _tables: ClassVar[dict[tuple[type, str], dict[Any, Any]]] = {}
-
-    def __init__(self, owner: Any, attribute: str) -> None:
-        key = (type(owner), attribute)
-        if key not in self._tables:
-            bound = getattr(owner, attribute)
-            self._tables[key] = {kind: method.__func__ for kind, method in bound.items()}
-        self._functions = self._tables[key]
-        self._owner = owner
-
-    @classmethod
-    def replace(cls, owner: Any, attribute: str) -> None:
-        """Put a shared table in place of ``owner``'s dict of bound methods."""
-        setattr(owner, attribute, cls(owner, attribute))
-
-    def __getitem__(self, kind: Any) -> Any:
-        return self._functions[kind].__get__(self._owner)
+            grpclib_internals.cancelled_calls(self).add(task)
 
 
 class _LeanProtocol(H2Protocol):
@@ -238,15 +199,12 @@ class _LeanProtocol(H2Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        h2_connection = self.connection._connection
-        closed_streams = h2_connection._closed_streams
-        closed_streams._size_limit = CLOSED_STREAMS_REMEMBERED  # type: ignore[attr-defined]
-        _BoundOnLookup.replace(h2_connection, "_frame_dispatch_table")
-        _BoundOnLookup.replace(self.processor, "processors")
+        h2_connection = grpclib_internals.h2_connection(self.connection)
+        h2_internals.limit_closed_streams(h2_connection, CLOSED_STREAMS_REMEMBERED)
+        h2_internals.share_frame_dispatch(h2_connection)
+        grpclib_internals.share_event_dispatch(self.processor)
         for event in (self.connection.write_ready, self.connection.stream_close_waiter):
-            # asyncio.Event only appends, removes and iterates its waiters: a list does,
-            # at a tenth of an empty deque's size.
-            event._waiters = []  # type: ignore[assignment]
+            asyncio_internals.use_list_waiters(event)
         self._handshake_timer = asyncio.get_running_loop().call_later(
             self._handshake_timeout, self._handshake_timed_out
         )
@@ -292,7 +250,7 @@ class _LeanProtocol(H2Protocol):
         """Send ``goaway`` (if h2 has not queued one) and what else is queued, then close."""
         if goaway is not None:
             with contextlib.suppress(H2ProtocolError):  # one GOAWAY was sent already
-                self.connection._connection.close_connection(goaway)
+                grpclib_internals.h2_connection(self.connection).close_connection(goaway)
         host, port, *_ = self.connection.get_peer().addr() or ("?", "?")
         logger.debug("Closing the HTTP/2 connection from %s:%s: %s", host, port, reason)
         self.connection.flush()
@@ -357,35 +315,35 @@ class LeanServer(Server):
         )
         self._profile = profile
         self.handshake_timeout = handshake_timeout
+        self._configs = grpclib_internals.connection_configs(self)
         # grpclib has h2 decode headers as ASCII, and a byte beyond it escaped h2 and
         # grpclib as UnicodeDecodeError (asyncio logged a fatal error with a traceback and
         # dropped the connection). Latin-1 decodes every byte, ASCII as ASCII, so such a
         # header reaches ``_ForgetfulHandler.accept``, which resets its stream alone.
-        self._h2_config.header_encoding = "latin-1"
+        self._configs[1].header_encoding = "latin-1"
+        grpclib_internals.install_protocol_factory(self, self._new_protocol)
 
     async def listen(
         self, address: Address, gate: CallGate, ssl: _ssl.SSLContext | None = None
     ) -> None:
         """Bind ``address`` and accept on it until ``close``."""
-        if self._server is not None:
+        if grpclib_internals.started(self):
             raise RuntimeError("Server is already started")
         sockets = await bind(address)
-        self._server = PausingListener(  # type: ignore[assignment]
-            f"Listener on {address}", sockets, self._protocol_factory, gate, ssl
+        grpclib_internals.serve_on(
+            self,
+            lambda protocols: PausingListener(
+                f"Listener on {address}", sockets, protocols, gate, ssl
+            ),
         )
-        self._server_closed_fut = self._loop.create_future()
 
-    def _protocol_factory(self) -> H2Protocol:
-        self.__gc_step__()
-        handler = _ForgetfulHandler(
-            self._mapping, self._codec, self._status_details_codec, self.__dispatch__
-        )
-        self._handlers.add(handler)
+    def _new_protocol(self) -> H2Protocol:
+        """A new connection's protocol, and its handler."""
+        handler = grpclib_internals.new_handler(self, _ForgetfulHandler)
+        config, h2_config = self._configs
         if self._profile.read_bytes:
-            return _BulkProtocol(
-                self._profile, handler, self._config, self._h2_config, self.handshake_timeout
-            )
-        return _LeanProtocol(handler, self._config, self._h2_config, self.handshake_timeout)
+            return _BulkProtocol(self._profile, handler, config, h2_config, self.handshake_timeout)
+        return _LeanProtocol(handler, config, h2_config, self.handshake_timeout)
 
 
 async def serve_grpc(

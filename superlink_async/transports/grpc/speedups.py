@@ -2,7 +2,9 @@
 
 Both replace a module-level function of a library (hpack, hyperframe), so they affect every
 HTTP/2 user in the process: the command line installs them (``runtime.process.run_server``);
-an embedding host may.
+an embedding host may. Each first checks that what it replaces is there and still called
+(``_internals.hpack``, ``_internals.hyperframe``): a replacement that would change nothing
+fails with ``IncompatibleLibraryError`` instead.
 
 - Huffman-coded header values are decoded a byte per step (``huffman``), twice as fast.
 - h2 formats every frame it receives for a trace log, whether or not anything logs it, and
@@ -13,8 +15,7 @@ an embedding host may.
 
 from __future__ import annotations
 
-import hyperframe.frame
-
+from superlink_async._internals import hyperframe as hyperframe_internals
 from superlink_async.transports.grpc import huffman
 
 #: Bytes hyperframe shows of a frame's data (20 hex digits).
@@ -22,7 +23,7 @@ _SHOWN_BYTES = 10
 
 
 def short_data_repr(data: bytes | None) -> str:
-    """What ``hyperframe.frame._raw_data_repr`` returns, from the bytes it shows only."""
+    """What hyperframe's own data formatter returns, from the bytes it shows only."""
     if not data:
         return "None"
     more = "..." if len(data) > _SHOWN_BYTES else ""
@@ -32,4 +33,4 @@ def short_data_repr(data: bytes | None) -> str:
 def install() -> None:
     """Make hpack and hyperframe (and so h2 and grpclib) use the functions above."""
     huffman.install()
-    hyperframe.frame._raw_data_repr = short_data_repr
+    hyperframe_internals.replace_data_repr(short_data_repr)

@@ -48,7 +48,7 @@ async def test_a_short_request_is_invalid_argument_and_logs_no_traceback(
 
 
 async def test_grpclibs_buffer_still_asserts_on_a_short_read() -> None:
-    """Pins the grpclib behaviour ``calls._recv_exactly`` turns into a status."""
+    """Pins the grpclib behaviour ``_internals.grpclib.read_body`` turns into ``TruncatedError``."""
     buffer = Buffer(lambda _: None)
     buffer.add(b"abc", 3)
     buffer.eof()
