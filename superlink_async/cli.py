@@ -30,6 +30,7 @@ from superlink_async.config import (
     EVENT_LOOPS,
     FLEET_API_TYPES,
     FLEET_GRPC_RERE,
+    IN_MEMORY_DATABASE,
     ISOLATION_MODES,
     ISOLATION_SUBPROCESS,
     SIMULATION_EXECUTOR,
@@ -47,7 +48,6 @@ from superlink_async.exit_codes import ExitCode, SuperLinkExit
 from superlink_async.logs import LOG_FORMATS, configure_logging, logger
 from superlink_async.services.node_auth import KeyListError, load_known_public_keys
 from superlink_async.state.base import StateError
-from superlink_async.state.factory import IN_MEMORY_DATABASE
 from superlink_async.tls import TlsError, listener_tls
 
 _SSL_FLAGS = ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile")

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from ipaddress import IPv6Address, ip_address
 from pathlib import Path
 
-from superlink_async.state.factory import IN_MEMORY_DATABASE
-
 if sys.version_info >= (3, 11):
     import tomllib
 else:
@@ -38,6 +36,8 @@ DEPLOYMENT_EXECUTOR = "flwr.superexec.deployment:executor"
 SIMULATION_EXECUTOR = "flwr.superexec.simulation:executor"
 #: The only ``--executor`` values served: both are built in, not imported (see ``_check``).
 EXECUTORS = (DEPLOYMENT_EXECUTOR, SIMULATION_EXECUTOR)
+#: ``--database`` default: keep everything in this process's memory (``state.factory``).
+IN_MEMORY_DATABASE = ":flwr-in-memory-state:"
 #: ``--event-loop`` choices of the command line (see runtime/process.py).
 EVENT_LOOPS = ("asyncio", "uvloop")
 

@@ -45,17 +45,17 @@ from superlink_async.logs import logger
 from superlink_async.loop_lag import LoopLag
 from superlink_async.metrics import Metrics, metrics_app
 from superlink_async.runtime.scheduler import SERVERAPP, SIMULATION, RunScheduler
+from superlink_async.runtime.signature_workers import WorkerSignatures, default_workers
 from superlink_async.runtime.supervisor import Supervisor, TaskFunction
 from superlink_async.services.exec import ExecService
 from superlink_async.services.fleet import FleetService
 from superlink_async.services.node_auth import NodeAuthenticator, load_known_public_keys
 from superlink_async.services.runs import RunEvents
 from superlink_async.services.serverappio import ServerAppIoService
-from superlink_async.services.signatures import WorkerSignatures, default_workers
 from superlink_async.services.simulationio import SimulationIoService
 from superlink_async.state.base import LinkState
+from superlink_async.state.fab_store import DirectoryFabStore
 from superlink_async.state.factory import open_state
-from superlink_async.storage import FabStore
 from superlink_async.tls import ListenerTls, listener_tls
 from superlink_async.transports.gate import Admission, CallGate
 from superlink_async.transports.grpc.adapter import GrpcAdapterServicer
@@ -170,7 +170,7 @@ class SuperLink:
         self._state = state
         if interrupted := await state.fail_interrupted_runs(INTERRUPTED_RUN_DETAILS):
             logger.warning("Marked interrupted run(s) as failed: %s", interrupted)
-        fabs = FabStore(config.storage_dir)
+        fabs = DirectoryFabStore(config.storage_dir)
         events = RunEvents()
         signature_workers = _signature_workers(config, self._lag)
         node_auth = await _node_authenticator(config, state, self._clock, signature_workers)

@@ -14,17 +14,14 @@ from grpclib import GRPCError, Status
 from grpclib.testing import ChannelFor
 
 from superlink_async.loop_lag import LoopLag
+from superlink_async.runtime.signature_workers import WorkerSignatures
 from superlink_async.services.fleet import FleetService
 from superlink_async.services.node_auth import (
     KeyListError,
     NodeAuthenticator,
     load_known_public_keys,
 )
-from superlink_async.services.signatures import (
-    InlineSignatures,
-    SignatureChecker,
-    WorkerSignatures,
-)
+from superlink_async.services.signatures import InlineSignatures, SignatureChecker
 from superlink_async.transports.gate import Admission, CallGate
 from superlink_async.transports.grpc.servicers import FleetServicer
 from superlink_async.wire import fab_pb2, fleet_grpc, fleet_pb2, run_pb2, serverappio_pb2
