@@ -40,7 +40,6 @@ from superlink_async.config import (
     check_node_auth_transports,
 )
 from superlink_async.exit_codes import ExitCode, SuperLinkExit
-from superlink_async.health import HealthProbe
 from superlink_async.logs import logger
 from superlink_async.loop_lag import LoopLag
 from superlink_async.metrics import Metrics, metrics_app
@@ -66,6 +65,7 @@ from superlink_async.transports.grpc.servicers import (
     ServerAppIoServicer,
     SimulationIoServicer,
 )
+from superlink_async.transports.health import HealthProbe
 from superlink_async.transports.http import serve_http
 from superlink_async.transports.rest import fleet_rest_app
 

@@ -15,12 +15,12 @@ from grpclib.testing import ChannelFor
 
 from superlink_async import SuperLink
 from superlink_async.config import Address
-from superlink_async.health import PROBE_TTL, HealthProbe
 from superlink_async.services.fleet import FleetService
 from superlink_async.state import open_state
 from superlink_async.state.fab_store import DirectoryFabStore
 from superlink_async.transports.gate import CallGate
 from superlink_async.transports.grpc.servicers import FleetServicer
+from superlink_async.transports.health import PROBE_TTL, HealthProbe
 from superlink_async.transports.rest import fleet_rest_app
 from tests.ports import loopback, loopback_config
 
