@@ -46,3 +46,10 @@ def test_config_and_the_signature_worker_load_no_protobuf_at_all() -> None:
     """Protobuf is the wire's; the probe needs grpclib's health messages, these need none."""
     for module in ("superlink_async.config", "superlink_async.runtime.signature_workers"):
         assert "google.protobuf" not in loaded_by(module)
+
+
+def test_the_probe_loads_no_cryptography() -> None:
+    """It dials with the standard library's ssl; the key list reader imports it on use."""
+    assert not [
+        name for name in loaded_by("superlink_async.probe") if name.startswith("cryptography")
+    ]
