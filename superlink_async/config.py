@@ -48,7 +48,7 @@ DEFAULT_FLEET_REST_ADDRESS = "0.0.0.0:9095"
 DEFAULT_SIMULATIONIO_ADDRESS = "0.0.0.0:9096"
 DEPLOYMENT_EXECUTOR = "flwr.superexec.deployment:executor"
 SIMULATION_EXECUTOR = "flwr.superexec.simulation:executor"
-#: The only ``--executor`` values served: both are built in, not imported (see ``_check``).
+#: The only ``--executor`` values served: both are built in, not imported (see ``_check_executor``).
 EXECUTORS = (DEPLOYMENT_EXECUTOR, SIMULATION_EXECUTOR)
 #: ``--database`` default: keep everything in this process's memory (``state.factory``).
 IN_MEMORY_DATABASE = ":flwr-in-memory-state:"
