@@ -30,9 +30,11 @@ test: install lint typecheck
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: the suite is missing"; fi; \
 	exit $$status
 
+## Style, format, and the import layers of docs/architecture.md (contracts in pyproject.toml).
 lint: install
 	$(BIN)/ruff check superlink_async tests examples benchmarks
 	$(BIN)/ruff format --check superlink_async tests examples benchmarks
+	$(BIN)/lint-imports --no-cache
 
 typecheck: install
 	$(BIN)/mypy

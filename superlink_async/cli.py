@@ -8,50 +8,38 @@ Everything is checked before :func:`superlink_async.runtime.serve` binds a port.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import click
 import typer
 
 from superlink_async._internals import IncompatibleLibraryError
 from superlink_async.config import (
-    DEFAULT_EXEC_ADDRESS,
     DEFAULT_FLEET_GRPC_ADDRESS,
     DEFAULT_FLEET_REST_ADDRESS,
-    DEFAULT_MAX_FLEET_IN_FLIGHT,
-    DEFAULT_OVERLOAD_LAG,
-    DEFAULT_SERVERAPPIO_ADDRESS,
-    DEFAULT_SIMULATIONIO_ADDRESS,
     DEPLOYMENT_EXECUTOR,
     EVENT_LOOPS,
     FLEET_API_TYPES,
-    FLEET_GRPC_RERE,
+    IN_MEMORY_DATABASE,
     ISOLATION_MODES,
-    ISOLATION_SUBPROCESS,
+    MAX_MESSAGE_BYTES,
     SIMULATION_EXECUTOR,
-    Address,
-    AddressError,
     Config,
     ConfigError,
-    check_executor,
-    check_node_auth_transports,
     default_serverapp_command,
     default_simulation_command,
     default_storage_dir,
 )
-from superlink_async.exit_codes import ExitCode, SuperLinkExit
+from superlink_async.exit_codes import SuperLinkExit, format_exit_message
 from superlink_async.logs import LOG_FORMATS, configure_logging, logger
-from superlink_async.services.node_auth import KeyListError, load_known_public_keys
 from superlink_async.state.base import StateError
-from superlink_async.state.factory import IN_MEMORY_DATABASE
-from superlink_async.tls import TlsError, listener_tls
 
-_SSL_FLAGS = ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile")
 _PATH = "PATH"
 _ADDRESS = "HOST:PORT"
 
@@ -119,6 +107,14 @@ def _child_command_option(program: str, address_flag: str, executor: str) -> Any
     )
 
 
+def _default(name: str) -> Any:
+    """``Config``'s default for the option of that field: the command line repeats none."""
+    return _CONFIG_FIELDS[name].default
+
+
+_CONFIG_FIELDS = {config_field.name: config_field for config_field in dataclasses.fields(Config)}
+
+
 # Plain click output (no rich panels): help wraps instead of truncating long option names,
 # and errors are one grep-able line, as with the reference's argparse.
 app = typer.Typer(
@@ -143,7 +139,7 @@ def superlink(
             "given; unlike flower-superlink 1.18.0, the REST Fleet API too. Traffic is "
             "unencrypted; use only on trusted networks.",
         ),
-    ] = False,
+    ] = _default("insecure"),
     flwr_dir: Annotated[
         str | None,
         typer.Option(
@@ -152,7 +148,7 @@ def superlink(
             help="Accepted for compatibility and ignored with a warning, as flower-superlink "
             "1.18.0 does (it would name the directory of installed Flower Apps).",
         ),
-    ] = None,
+    ] = _default("flwr_dir"),
     ssl_certfile: Annotated[
         str | None,
         typer.Option(
@@ -161,7 +157,7 @@ def superlink(
             help="Server certificate (PEM; intermediates may follow it) for the Exec and "
             "Fleet APIs. Without --insecure all three --ssl-* files are required.",
         ),
-    ] = None,
+    ] = _default("ssl_certfile"),
     ssl_keyfile: Annotated[
         str | None,
         typer.Option(
@@ -169,7 +165,7 @@ def superlink(
             show_default=False,
             help="Private key of the server certificate (PEM, unencrypted).",
         ),
-    ] = None,
+    ] = _default("ssl_keyfile"),
     ssl_ca_certfile: Annotated[
         str | None,
         typer.Option(
@@ -179,7 +175,7 @@ def superlink(
             "and checked, but, as in flower-superlink 1.18.0, clients are never asked for "
             "certificates.",
         ),
-    ] = None,
+    ] = _default("ssl_ca_certfile"),
     isolation: Annotated[
         str,
         typer.Option(
@@ -188,7 +184,7 @@ def superlink(
             "for each pending run; `process` leaves that to an independently started "
             "flwr-serverapp.",
         ),
-    ] = ISOLATION_SUBPROCESS,
+    ] = _default("isolation"),
     database: Annotated[
         str,
         typer.Option(
@@ -196,7 +192,7 @@ def superlink(
             "in this process's memory, `:memory:` is an in-memory SQLite database, anything "
             "else is a SQLite file, created if missing.",
         ),
-    ] = IN_MEMORY_DATABASE,
+    ] = _default("database"),
     storage_dir: Annotated[
         str | None,
         typer.Option(
@@ -215,7 +211,7 @@ def superlink(
             "connect over grpc-rere; without it any correctly signed SuperNode may connect "
             "(automatic node authentication).",
         ),
-    ] = None,
+    ] = _default("auth_list_public_keys"),
     auth_superlink_private_key: Annotated[
         str | None,
         typer.Option(
@@ -223,7 +219,7 @@ def superlink(
             show_default=False,
             help="Deprecated in flower-superlink 1.18.0: accepted and ignored with a warning.",
         ),
-    ] = None,
+    ] = _default("auth_superlink_private_key"),
     auth_superlink_public_key: Annotated[
         str | None,
         typer.Option(
@@ -231,7 +227,7 @@ def superlink(
             show_default=False,
             help="Deprecated in flower-superlink 1.18.0: accepted and ignored with a warning.",
         ),
-    ] = None,
+    ] = _default("auth_superlink_public_key"),
     serverappio_api_address: Annotated[
         str,
         typer.Option(
@@ -240,7 +236,7 @@ def superlink(
             "--serverappio-tls), which flwr-serverapp dials. The host may be IPv4, IPv6 or "
             "a name.",
         ),
-    ] = DEFAULT_SERVERAPPIO_ADDRESS,
+    ] = _default("serverappio_api_address"),
     serverappio_tls: Annotated[
         bool,
         typer.Option(
@@ -250,7 +246,7 @@ def superlink(
             "flwr-serverapp 1.18.0 cannot dial TLS (it exits with code 602 without "
             "--insecure), so this is refused with --isolation subprocess and with --insecure.",
         ),
-    ] = False,
+    ] = _default("serverappio_tls"),
     fleet_api_type: Annotated[
         str,
         typer.Option(
@@ -259,7 +255,7 @@ def superlink(
             "Several, separated by commas (e.g. grpc-rere,rest), are served side by side "
             "from one process and one state.",
         ),
-    ] = FLEET_GRPC_RERE,
+    ] = _default("fleet_api_type"),
     fleet_api_address: Annotated[
         str | None,
         typer.Option(
@@ -268,21 +264,21 @@ def superlink(
             help="Bind address of the Fleet API. With several --fleet-api-type values, one "
             "address per type, separated by commas, in the same order.",
         ),
-    ] = None,
+    ] = _default("fleet_api_address"),
     fleet_api_num_workers: Annotated[
         int,
         typer.Option(
             help="Accepted for compatibility; as in flower-superlink 1.18.0, any value other "
             "than 1 is warned about and one worker is used.",
         ),
-    ] = 1,
+    ] = _default("fleet_api_num_workers"),
     exec_api_address: Annotated[
         str,
         typer.Option(
             metavar=_ADDRESS,
             help="Bind address of the Exec API, which the `flwr` CLI dials.",
         ),
-    ] = DEFAULT_EXEC_ADDRESS,
+    ] = _default("exec_api_address"),
     executor: Annotated[
         str,
         typer.Option(
@@ -291,7 +287,7 @@ def superlink(
             f"`{SIMULATION_EXECUTOR}` (simulations with flwr-simulation; no Fleet API). "
             "Other executor objects are refused.",
         ),
-    ] = DEPLOYMENT_EXECUTOR,
+    ] = _default("executor"),
     executor_dir: Annotated[
         str,
         typer.Option(
@@ -299,7 +295,7 @@ def superlink(
             help="Directory from which the reference imports a custom executor; accepted "
             "for compatibility, unused because both executors are built in.",
         ),
-    ] = ".",
+    ] = _default("executor_dir"),
     executor_config: Annotated[
         str | None,
         typer.Option(
@@ -308,7 +304,7 @@ def superlink(
             "'root-certificates=\"ca.crt\"' (checked as the deployment executor checks it; "
             "the simulation executor ignores every setting).",
         ),
-    ] = None,
+    ] = _default("executor_config"),
     simulationio_api_address: Annotated[
         str,
         typer.Option(
@@ -316,7 +312,7 @@ def superlink(
             help="Bind address of the SimulationIo API (always plaintext), which "
             "flwr-simulation dials; served by the simulation executor only.",
         ),
-    ] = DEFAULT_SIMULATIONIO_ADDRESS,
+    ] = _default("simulationio_api_address"),
     serverapp_command: Annotated[
         Sequence[str] | None,
         _child_command_option("flwr-serverapp", "--serverappio-api-address", "the deployment"),
@@ -333,18 +329,18 @@ def superlink(
             help="(superlink-async only) Seconds that calls in flight may take to finish "
             "after a stop signal before they are cancelled.",
         ),
-    ] = 5.0,
+    ] = _default("shutdown_grace"),
     max_message_bytes: Annotated[
         int,
         typer.Option(
             min=1,
-            max=2_147_483_647,
+            max=MAX_MESSAGE_BYTES,
             metavar="BYTES",
             help="(superlink-async only) Largest request accepted: a gRPC message on any API, "
             "or a REST body. Larger ones are refused (RESOURCE_EXHAUSTED / 413) before they "
             "are buffered. The default is the reference's gRPC limit, 2 GiB - 1.",
         ),
-    ] = 2_147_483_647,
+    ] = _default("max_message_bytes"),
     metrics_address: Annotated[
         str | None,
         typer.Option(
@@ -353,7 +349,7 @@ def superlink(
             help="(superlink-async only) Serve Prometheus metrics at http://HOST:PORT/metrics. "
             "Off unless given.",
         ),
-    ] = None,
+    ] = _default("metrics_address"),
     log_format: Annotated[
         str,
         typer.Option(
@@ -362,7 +358,7 @@ def superlink(
             "format; 'json' writes one JSON object per line, with run_id and node_id fields "
             "where they apply.",
         ),
-    ] = "default",
+    ] = _default("log_format"),
     log_level: Annotated[
         str | None,
         typer.Option(
@@ -370,7 +366,7 @@ def superlink(
             show_default="$FLWR_LOG_LEVEL, else INFO",
             help="(superlink-async only) Lowest level that is logged.",
         ),
-    ] = None,
+    ] = _default("log_level"),
     signature_workers: Annotated[
         int | None,
         typer.Option(
@@ -381,7 +377,7 @@ def superlink(
             "authentication while the event loop is behind, so that it serves other calls "
             "meanwhile. 0 checks them all on the event loop.",
         ),
-    ] = None,
+    ] = _default("signature_workers"),
     overload_lag: Annotated[
         float,
         typer.Option(
@@ -392,7 +388,7 @@ def superlink(
             "signature check, so that the fleet's polling cannot starve the ServerAppIo and "
             "Exec APIs. 0: never.",
         ),
-    ] = DEFAULT_OVERLOAD_LAG,
+    ] = _default("overload_lag"),
     max_fleet_in_flight: Annotated[
         int,
         typer.Option(
@@ -402,7 +398,7 @@ def superlink(
             "registrations are answered UNAVAILABLE at once (SuperNodes retry it with "
             "backoff). 0: no bound.",
         ),
-    ] = DEFAULT_MAX_FLEET_IN_FLIGHT,
+    ] = _default("max_fleet_in_flight"),
     skip_database_check: Annotated[
         bool,
         typer.Option(
@@ -473,15 +469,15 @@ def _start(config: Config, event_loop: str = "asyncio") -> None:
     """Log, warn and check as ``flower-superlink`` does, then serve until the exit code is known.
 
     Every end of the server arrives as ``SuperLinkExit``; its message is logged (ERROR for
-    failures) and the process ends with its status. A configuration or database that cannot
-    be used is one ERROR line and status 1.
+    failures) and the process ends with its status. Options that cannot be used end as
+    their ``ConfigError`` says; a database that cannot be used is one ERROR line. Status 1.
     """
     configure_logging(config.log_level, log_format=config.log_format)
     logger.info("Starting Flower SuperLink")
     if config.flwr_dir is not None:
         logger.warning("The `--flwr-dir` option is currently not in use and will be ignored.")
     try:
-        _check(config)
+        config.check(warn=logger.warning)
         # Imported here so that `--help` and rejected options don't load the server stack.
         from superlink_async.runtime import serve  # noqa: PLC0415
         from superlink_async.runtime.process import run_server  # noqa: PLC0415
@@ -490,125 +486,21 @@ def _start(config: Config, event_loop: str = "asyncio") -> None:
     except SuperLinkExit as exc:
         logger.log(logging.ERROR if exc.is_failure else logging.INFO, exc.args[0])
         sys.exit(exc.process_status)
-    except (ConfigError, StateError, IncompatibleLibraryError) as exc:
-        logger.error("%s", exc)
-        sys.exit(1)
-
-
-def _check(config: Config) -> None:
-    """The reference's start-up checks and warnings, in its order, plus what we lack yet."""
-    for address in (
-        config.serverappio_api_address,
-        config.exec_api_address,
-        config.simulationio_api_address,
-    ):
-        _parse_address(address)
-    _check_certificates(config)
-    _check_executor(config)
-    if config.metrics_address:
-        _parse_address(config.metrics_address)
-    if config.simulation:
-        return  # The reference reads no Fleet or node-auth option with this executor.
-    _check_fleet_listeners(config)
-    if config.fleet_api_num_workers != 1:
-        logger.warning(
-            "The Fleet API currently supports only 1 worker. You have specified %d workers. "
-            "Support for multiple workers will be added in future releases. "
-            "Proceeding with a single worker.",
-            config.fleet_api_num_workers,
-        )
-    if config.auth_superlink_private_key or config.auth_superlink_public_key:
-        logger.warning(
-            "The `--auth-superlink-private-key` and `--auth-superlink-public-key` arguments "
-            "are deprecated and will be removed in a future release. Node authentication no "
-            "longer requires these arguments."
-        )
-    if config.auth_list_public_keys:
-        try:
-            load_known_public_keys(config.auth_list_public_keys)
-        except KeyListError as exc:
-            sys.exit(str(exc))  # plain text on stderr, as the reference exits
-    try:
-        check_node_auth_transports(config)
     except ConfigError as exc:
+        _refuse(exc)
+    except (StateError, IncompatibleLibraryError) as exc:
         logger.error("%s", exc)
         sys.exit(1)
 
 
-def _check_executor(config: Config) -> None:
-    """Executors other than the two built-in ones, or unusable settings: one ERROR line."""
-    try:
-        check_executor(config)
-    except ConfigError as exc:
-        logger.error("%s", exc)
-        sys.exit(1)
-
-
-def _check_fleet_listeners(config: Config) -> None:
-    """Fleet types and addresses that cannot work together end start-up with one line."""
-    try:
-        config.fleet_listeners()
-    except AddressError as exc:
-        raise SuperLinkExit(ExitCode.COMMON_ADDRESS_INVALID, str(exc)) from exc
-    except ConfigError as exc:
-        logger.error("%s", exc)
-        sys.exit(1)
-
-
-def _parse_address(address: str) -> None:
-    """A bad address ends start-up with exit code 600, before anything binds."""
-    try:
-        Address.parse(address)
-    except AddressError as exc:
-        raise SuperLinkExit(ExitCode.COMMON_ADDRESS_INVALID, str(exc)) from exc
-
-
-def _check_certificates(config: Config) -> None:
-    """Warn about plaintext or apply the reference's checks, then load what TLS needs.
-
-    Loading here, where the reference only checks that the files exist, turns files that
-    OpenSSL cannot use into one ERROR line before anything binds (the reference dies with a
-    traceback from gRPC); ``--serverappio-tls`` in a setup that cannot use it ends the same way.
-    """
-    if config.insecure:
-        logger.warning(
-            "Option `--insecure` was set. Starting insecure HTTP server with unencrypted "
-            "communication (TLS disabled). Proceed only if you understand the risks."
-        )
+def _refuse(error: ConfigError) -> NoReturn:
+    """End start-up the way the reference ends on this error, with status 1."""
+    if error.plain:
+        sys.exit(str(error))  # the bare text on stderr, no log format
+    if error.exit_code is None:
+        logger.error("%s", error)
     else:
-        _require_certificate_files(config)
-    try:
-        listener_tls(config)
-    except TlsError as exc:
-        logger.error("%s", exc)
-        sys.exit(1)
-
-
-def _require_certificate_files(config: Config) -> None:
-    """The reference's three checks, with its texts; it returns once all three are files.
-
-    Two of them are plain ``sys.exit`` texts on stderr in the reference (no log format);
-    they stay that way.
-    """
-    paths = (config.ssl_ca_certfile, config.ssl_certfile, config.ssl_keyfile)
-    given = {flag: path for flag, path in zip(_SSL_FLAGS, paths, strict=True) if path}
-    if len(given) == len(_SSL_FLAGS):
-        for flag, path in given.items():
-            if not path.is_file():
-                sys.exit(f"Path argument `{flag}` does not point to a file.")
-        return
-    # Both texts below keep the reference's typo verbatim: an em dash before `-ssl-ca-certfile`.
-    if given:
-        sys.exit(
-            "You need to provide valid file paths to `--ssl-certfile`, `--ssl-keyfile`, and "
-            "`\u2014-ssl-ca-certfile` to create a secure connection in Fleet API server "
-            "(gRPC-rere)."
-        )
-    logger.error(
-        "Certificates are required unless running in insecure mode. Please provide "
-        "certificate paths to `--ssl-certfile`, `--ssl-keyfile`, and `\u2014-ssl-ca-certfile` "
-        "or run the server in insecure mode using '--insecure' if you understand the risks."
-    )
+        logger.error("%s", format_exit_message(error.exit_code, str(error)))
     sys.exit(1)
 
 

@@ -1,19 +1,31 @@
 """The server's configuration: every ``flower-superlink`` 1.18.0 option, parsed and checked.
 
-The CLI builds a ``Config``; an embedding application can build one directly.
+The CLI builds a ``Config`` from its options (its defaults are ``Config``'s); an embedding
+application builds one directly. ``Config.check`` is the one validation of both: the
+reference's start-up checks in its order, plus ours, each failure one ``ConfigError`` that
+carries the reference's text and how it ends the process. The files the options name (TLS,
+``--auth-list-public-keys``) are read once per ``Config``, by the check, and kept for the
+runtime.
 """
 
 from __future__ import annotations
 
+import csv
+import functools
 import os
 import re
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, ip_address
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from superlink_async.state.factory import IN_MEMORY_DATABASE
+from superlink_async.exit_codes import ExitCode
+
+if TYPE_CHECKING:
+    from superlink_async.tls import ListenerTls
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,18 +48,47 @@ DEFAULT_FLEET_REST_ADDRESS = "0.0.0.0:9095"
 DEFAULT_SIMULATIONIO_ADDRESS = "0.0.0.0:9096"
 DEPLOYMENT_EXECUTOR = "flwr.superexec.deployment:executor"
 SIMULATION_EXECUTOR = "flwr.superexec.simulation:executor"
-#: The only ``--executor`` values served: both are built in, not imported (see ``_check``).
+#: The only ``--executor`` values served: both are built in, not imported (see ``_check_executor``).
 EXECUTORS = (DEPLOYMENT_EXECUTOR, SIMULATION_EXECUTOR)
+#: ``--database`` default: keep everything in this process's memory (``state.factory``).
+IN_MEMORY_DATABASE = ":flwr-in-memory-state:"
 #: ``--event-loop`` choices of the command line (see runtime/process.py).
 EVENT_LOOPS = ("asyncio", "uvloop")
 
 
-class AddressError(ValueError):
+class ConfigError(ValueError):
+    """Options, or files they name, that the server cannot use; the text says which and why.
+
+    It also says how the reference ends on it, which the CLI follows: with ``exit_code``
+    flwr's exit block for that code is logged (e.g. 600 for an address); with ``plain`` the
+    bare text goes to stderr, as the reference's ``sys.exit(text)``; else one ERROR line.
+    The process status is 1 in every case.
+    """
+
+    def __init__(self, message: str, *, exit_code: ExitCode | None = None, plain: bool = False):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.plain = plain
+
+
+class AddressError(ConfigError):
     """An address flag could not be parsed (exit code 600)."""
 
     def __init__(self, address: str) -> None:
-        super().__init__(f"Address ({address}) cannot be parsed.")
+        super().__init__(
+            f"Address ({address}) cannot be parsed.", exit_code=ExitCode.COMMON_ADDRESS_INVALID
+        )
         self.address = address
+
+
+class KeyListError(ConfigError):
+    """The ``--auth-list-public-keys`` file is missing or holds something else than EC keys.
+
+    The reference ends on it with the bare text on stderr.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, plain=True)
 
 
 @dataclass(frozen=True)
@@ -122,10 +163,6 @@ def default_simulation_command() -> tuple[str, ...]:
     return _flwr_program("flwr-simulation")
 
 
-class ConfigError(ValueError):
-    """Options that cannot work together; the text says which and why."""
-
-
 @dataclass(frozen=True)
 class FleetListener:
     """One Fleet API transport and the address it binds."""
@@ -137,6 +174,11 @@ class FleetListener:
 #: Admission control's bounds (see ``transports.gate.Admission``; docs/operations.md).
 DEFAULT_OVERLOAD_LAG = 0.05
 DEFAULT_MAX_FLEET_IN_FLIGHT = 1024
+#: The reference's limit for gRPC messages in both directions (2 GiB - 1): our default
+#: ``--max-message-bytes`` and its largest value.
+MAX_MESSAGE_BYTES = 2_147_483_647
+
+_SSL_FLAGS = ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile")
 
 
 @dataclass(frozen=True)
@@ -168,7 +210,7 @@ class Config:
     simulation_command: tuple[str, ...] = field(default_factory=default_simulation_command)
     shutdown_grace: float = 5.0
     serverappio_tls: bool = False
-    max_message_bytes: int = 2_147_483_647
+    max_message_bytes: int = MAX_MESSAGE_BYTES
     log_format: str = "default"
     metrics_address: str | None = None
     log_level: str | None = None
@@ -238,8 +280,104 @@ class Config:
             for kind in self.fleet_api_types
         ]
 
+    def check(self, warn: Callable[[str], None] | None = None) -> None:
+        """Every start-up check of flower-superlink 1.18.0, in its order, plus ours.
 
-def check_node_auth_transports(config: Config) -> None:
+        ``ConfigError`` for the first failure; ``warn`` receives the reference's warnings
+        as they come (the CLI logs them; an embedder may leave them out). The TLS files and
+        the key list are read here, once, and kept (``tls``, ``known_public_keys``).
+        """
+        say = warn or _ignore
+        for address in (
+            self.serverappio_api_address,
+            self.exec_api_address,
+            self.simulationio_api_address,
+        ):
+            Address.parse(address)
+        if self.insecure:
+            say(
+                "Option `--insecure` was set. Starting insecure HTTP server with unencrypted "
+                "communication (TLS disabled). Proceed only if you understand the risks."
+            )
+        else:
+            self._require_certificate_files()
+        self.tls  # noqa: B018 (loading them is the check)
+        _check_executor(self)
+        if self.metrics_address:
+            Address.parse(self.metrics_address)
+        if self.simulation:
+            return  # The reference reads no Fleet or node-auth option with this executor.
+        self.fleet_listeners()
+        if self.fleet_api_num_workers != 1:
+            say(
+                "The Fleet API currently supports only 1 worker. You have specified "
+                f"{self.fleet_api_num_workers} workers. Support for multiple workers will be "
+                "added in future releases. Proceeding with a single worker."
+            )
+        if self.auth_superlink_private_key or self.auth_superlink_public_key:
+            say(
+                "The `--auth-superlink-private-key` and `--auth-superlink-public-key` "
+                "arguments are deprecated and will be removed in a future release. Node "
+                "authentication no longer requires these arguments."
+            )
+        if self.auth_list_public_keys:
+            self.known_public_keys  # noqa: B018 (reading them is the check)
+        _check_node_auth_transports(self)
+
+    @functools.cached_property
+    def tls(self) -> ListenerTls:
+        """The TLS of every listener (``superlink_async.tls``), loaded on first use only.
+
+        Raises ``TlsError``, a ``ConfigError``, for files that cannot serve.
+        """
+        from superlink_async.tls import listener_tls  # noqa: PLC0415 (tls builds on Config)
+
+        return listener_tls(self)
+
+    @functools.cached_property
+    def known_public_keys(self) -> list[bytes]:
+        """The ``--auth-list-public-keys`` keys as PEM, read on first use only; [] without one.
+
+        Raises ``KeyListError`` for a file that is missing or holds anything but EC keys.
+        """
+        if self.auth_list_public_keys is None:
+            return []
+        return load_known_public_keys(self.auth_list_public_keys)
+
+    def _require_certificate_files(self) -> None:
+        """The reference's three checks, with its texts; it returns once all three are files.
+
+        Two of them end the reference with the bare text on stderr (``plain``).
+        """
+        paths = (self.ssl_ca_certfile, self.ssl_certfile, self.ssl_keyfile)
+        given = {flag: path for flag, path in zip(_SSL_FLAGS, paths, strict=True) if path}
+        if len(given) == len(_SSL_FLAGS):
+            for flag, path in given.items():
+                if not path.is_file():
+                    raise ConfigError(
+                        f"Path argument `{flag}` does not point to a file.", plain=True
+                    )
+            return
+        # Both texts keep the reference's typo verbatim: an em dash before `-ssl-ca-certfile`.
+        if given:
+            raise ConfigError(
+                "You need to provide valid file paths to `--ssl-certfile`, `--ssl-keyfile`, "
+                "and `\u2014-ssl-ca-certfile` to create a secure connection in Fleet API server "
+                "(gRPC-rere).",
+                plain=True,
+            )
+        raise ConfigError(
+            "Certificates are required unless running in insecure mode. Please provide "
+            "certificate paths to `--ssl-certfile`, `--ssl-keyfile`, and `\u2014-ssl-ca-certfile` "
+            "or run the server in insecure mode using '--insecure' if you understand the risks."
+        )
+
+
+def _ignore(warning: str) -> None:
+    """Where warnings go when nobody asked for them."""
+
+
+def _check_node_auth_transports(config: Config) -> None:
     """With a key list, refuse Fleet transports whose 1.18 clients cannot authenticate.
 
     The reference silently ignored the list for REST and the GrpcAdapter, letting any node
@@ -254,7 +392,7 @@ def check_node_auth_transports(config: Config) -> None:
         )
 
 
-def check_executor(config: Config) -> None:
+def _check_executor(config: Config) -> None:
     """One of the two built-in executors, with settings it can use; else ``ConfigError``.
 
     The reference imports any ``module:attribute`` Executor object, but such objects are
@@ -337,3 +475,48 @@ def _check_deployment_settings(settings: dict[str, object]) -> None:
                 f"--executor-config: cannot read root-certificates {certificates!r}: "
                 f"{exc.strerror or exc}"
             ) from exc
+
+
+# The reference crashed with a traceback on malformed cells; this one line instead.
+_UNPARSEABLE_KEY_LIST = (
+    "Error: Unable to parse the public keys in the CSV file. Please ensure that the CSV "
+    "file path points to a valid known SSH public keys files and try again."
+)
+
+
+def load_known_public_keys(path: Path) -> list[bytes]:
+    """Every OpenSSH EC public key in the CSV, as PEM SubjectPublicKeyInfo bytes."""
+    if not path.exists():
+        raise KeyListError(
+            "The provided path to the known public keys CSV file does not exist: "
+            f"{path}. Please provide the CSV file path containing known public keys "
+            "to '--auth-list-public-keys'."
+        )
+    try:
+        with path.open(newline="", encoding="utf-8") as csv_file:
+            cells = [cell for row in csv.reader(csv_file) for cell in row]
+    except OSError as exc:
+        raise KeyListError(
+            f"Error: Unable to read the known public keys CSV file {path}: {exc.strerror}."
+        ) from exc
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise KeyListError(_UNPARSEABLE_KEY_LIST) from exc
+    return [_pem_from_ssh(cell) for cell in cells]
+
+
+def _pem_from_ssh(cell: str) -> bytes:
+    """One OpenSSH EC public key line as PEM SubjectPublicKeyInfo, the form nodes send."""
+    # Here, not at the top: the health probe imports this module and needs no cryptography.
+    from cryptography.exceptions import UnsupportedAlgorithm  # noqa: PLC0415
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+
+    try:
+        key = serialization.load_ssh_public_key(cell.strip().encode())
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise KeyListError(_UNPARSEABLE_KEY_LIST) from exc
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise KeyListError(_UNPARSEABLE_KEY_LIST)
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )

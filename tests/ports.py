@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from superlink_async.config import ISOLATION_PROCESS, Config
+from superlink_async.testing import free_port
 
-
-def free_port() -> int:
-    """A port nothing listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+__all__ = ["free_port", "loopback", "loopback_config"]
 
 
 def loopback(port: int | None = None) -> str:

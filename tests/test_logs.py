@@ -13,7 +13,7 @@ import pytest
 from superlink_async.logs import configure_logging, logger
 from superlink_async.services.fleet import FleetService
 from superlink_async.state import open_state
-from superlink_async.storage import FabStore
+from superlink_async.state.fab_store import DirectoryFabStore
 from superlink_async.wire import fleet_pb2
 
 
@@ -29,7 +29,7 @@ def captured() -> Iterator[io.StringIO]:
 async def test_json_lines_carry_the_node_id(captured: io.StringIO, tmp_path: Path) -> None:
     configure_logging("INFO", captured, log_format="json")
     async with open_state(":flwr-in-memory-state:") as state:
-        response = await FleetService(state, FabStore(tmp_path)).create_node(
+        response = await FleetService(state, DirectoryFabStore(tmp_path)).create_node(
             fleet_pb2.CreateNodeRequest(ping_interval=30)
         )
     entries = [json.loads(line) for line in captured.getvalue().splitlines()]

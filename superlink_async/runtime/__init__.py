@@ -1,13 +1,30 @@
-"""Runtime: the SuperLink object, its supervisor, scheduler and signal handling."""
+"""Runtime: the SuperLink object, its supervisor, scheduler and signal handling.
+
+``SuperLink`` (the whole server stack) is loaded on first use: a signature worker process
+(``python -m superlink_async.runtime.signature_workers``) imports this package too, and
+needs none of it.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from superlink_async.config import Config
 from superlink_async.exit_codes import SuperLinkExit
-from superlink_async.runtime.signals import wait_for_stop_signal
-from superlink_async.runtime.superlink import SuperLink
+
+if TYPE_CHECKING:
+    from superlink_async.runtime.superlink import SuperLink
 
 __all__ = ["SuperLink", "serve"]
+
+
+def __getattr__(name: str) -> Any:
+    """``SuperLink``, imported when first asked for."""
+    if name == "SuperLink":
+        from superlink_async.runtime.superlink import SuperLink  # noqa: PLC0415
+
+        return SuperLink
+    raise AttributeError(f"module 'superlink_async.runtime' has no attribute {name!r}")
 
 
 async def serve(config: Config) -> None:
@@ -16,6 +33,9 @@ async def serve(config: Config) -> None:
     A graceful stop raises the signal's code (0-99, process status 0) with
     "SuperLink terminated gracefully."; a crash raises code 100.
     """
+    from superlink_async.runtime.signals import wait_for_stop_signal  # noqa: PLC0415
+    from superlink_async.runtime.superlink import SuperLink  # noqa: PLC0415
+
     async with SuperLink(config):
         code = await wait_for_stop_signal()
     raise SuperLinkExit(code, "SuperLink terminated gracefully.")

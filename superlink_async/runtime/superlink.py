@@ -37,27 +37,24 @@ from superlink_async.config import (
     AddressError,
     Config,
     FleetListener,
-    check_executor,
-    check_node_auth_transports,
 )
 from superlink_async.exit_codes import ExitCode, SuperLinkExit
-from superlink_async.health import HealthProbe
 from superlink_async.logs import logger
 from superlink_async.loop_lag import LoopLag
 from superlink_async.metrics import Metrics, metrics_app
 from superlink_async.runtime.scheduler import SERVERAPP, SIMULATION, RunScheduler
+from superlink_async.runtime.signature_workers import WorkerSignatures, default_workers
 from superlink_async.runtime.supervisor import Supervisor, TaskFunction
 from superlink_async.services.exec import ExecService
 from superlink_async.services.fleet import FleetService
-from superlink_async.services.node_auth import NodeAuthenticator, load_known_public_keys
+from superlink_async.services.node_auth import NodeAuthenticator
 from superlink_async.services.runs import RunEvents
 from superlink_async.services.serverappio import ServerAppIoService
-from superlink_async.services.signatures import WorkerSignatures, default_workers
 from superlink_async.services.simulationio import SimulationIoService
 from superlink_async.state.base import LinkState
+from superlink_async.state.fab_store import DirectoryFabStore
 from superlink_async.state.factory import open_state
-from superlink_async.storage import FabStore
-from superlink_async.tls import ListenerTls, listener_tls
+from superlink_async.tls import ListenerTls
 from superlink_async.transports.gate import Admission, CallGate
 from superlink_async.transports.grpc.adapter import GrpcAdapterServicer
 from superlink_async.transports.grpc.server import BULK, serve_grpc
@@ -67,6 +64,7 @@ from superlink_async.transports.grpc.servicers import (
     ServerAppIoServicer,
     SimulationIoServicer,
 )
+from superlink_async.transports.health import HealthProbe
 from superlink_async.transports.http import serve_http
 from superlink_async.transports.rest import fleet_rest_app
 
@@ -116,10 +114,8 @@ class SuperLink:
 
     async def __aenter__(self) -> SuperLink:
         check_all()  # the libraries' internals we reach into, before anything binds
-        check_executor(self.config)
         addresses = _parse_addresses(self.config)
-        if not self.config.simulation:
-            check_node_auth_transports(self.config)
+        self.config.check()  # the CLI's check; the files it read are not read again
         await self._stack.__aenter__()
         try:
             await self._start(*addresses)
@@ -163,7 +159,7 @@ class SuperLink:
     async def _open_parts(self, appio_address: Address) -> _Parts:
         """Open the state and build the services every listener delegates to."""
         config = self.config
-        tls = listener_tls(config)  # first: unusable certificates leave the database untouched
+        tls = config.tls  # loaded by check(): unusable certificates left the database untouched
         state = await self._stack.enter_async_context(
             open_state(config.database, self._clock, check_integrity=config.check_database)
         )
@@ -172,7 +168,7 @@ class SuperLink:
         self._state = state
         if interrupted := await state.fail_interrupted_runs(INTERRUPTED_RUN_DETAILS):
             logger.warning("Marked interrupted run(s) as failed: %s", interrupted)
-        fabs = FabStore(config.storage_dir)
+        fabs = DirectoryFabStore(config.storage_dir)
         events = RunEvents()
         signature_workers = _signature_workers(config, self._lag)
         node_auth = await _node_authenticator(config, state, self._clock, signature_workers)
@@ -383,7 +379,7 @@ async def _node_authenticator(
     if config.auth_list_public_keys is None or config.simulation:
         logger.debug("Automatic node authentication enabled")
         return NodeAuthenticator(state, clock=clock, signatures=signatures)
-    keys = load_known_public_keys(config.auth_list_public_keys)
+    keys = config.known_public_keys
     await state.replace_known_public_keys(keys)
     logger.info("Node authentication enabled with %d known public keys", len(set(keys)))
     return NodeAuthenticator(state, keys, clock=clock, signatures=signatures)

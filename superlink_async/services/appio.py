@@ -19,7 +19,7 @@ from superlink_async.services.errors import ServiceError, Status
 from superlink_async.services.fabs import load_fab
 from superlink_async.services.runs import RunEvents, raise_if_finished, require_run, require_running
 from superlink_async.state.base import FAILED, FINISHED, LinkState, RunNotFoundError, RunStatus
-from superlink_async.storage import FabStore
+from superlink_async.state.fab_store import FabStore
 from superlink_async.wire import fab_pb2, log_pb2, message_pb2, run_pb2
 
 

@@ -21,7 +21,7 @@ from superlink_async.state.base import (
     NodeNotFoundError,
     PublicKeyInUseError,
 )
-from superlink_async.storage import FabStore
+from superlink_async.state.fab_store import FabStore
 from superlink_async.wire import fab_pb2, fleet_pb2, run_pb2
 from superlink_async.wire.node_pb2 import Node
 

@@ -10,18 +10,11 @@ that node.
 
 from __future__ import annotations
 
-import csv
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-
-from superlink_async.config import ConfigError
 from superlink_async.services.errors import ServiceError, Status
 from superlink_async.services.signatures import InlineSignatures, SignatureChecker
 from superlink_async.state.base import LinkState
@@ -36,50 +29,6 @@ MAX_CLOCK_AHEAD = 5.0
 MAX_AGE = 15.0
 
 ResponseT = TypeVar("ResponseT")
-
-
-class KeyListError(ConfigError):
-    """The ``--auth-list-public-keys`` file is missing or holds something else than EC keys."""
-
-
-# The reference crashed with a traceback on malformed cells; this one line instead.
-_UNPARSEABLE_KEY_LIST = (
-    "Error: Unable to parse the public keys in the CSV file. Please ensure that the CSV "
-    "file path points to a valid known SSH public keys files and try again."
-)
-
-
-def load_known_public_keys(path: Path) -> list[bytes]:
-    """Every OpenSSH EC public key in the CSV, as PEM SubjectPublicKeyInfo bytes."""
-    if not path.exists():
-        raise KeyListError(
-            "The provided path to the known public keys CSV file does not exist: "
-            f"{path}. Please provide the CSV file path containing known public keys "
-            "to '--auth-list-public-keys'."
-        )
-    try:
-        with path.open(newline="", encoding="utf-8") as csv_file:
-            cells = [cell for row in csv.reader(csv_file) for cell in row]
-    except OSError as exc:
-        raise KeyListError(
-            f"Error: Unable to read the known public keys CSV file {path}: {exc.strerror}."
-        ) from exc
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise KeyListError(_UNPARSEABLE_KEY_LIST) from exc
-    return [_pem_from_ssh(cell) for cell in cells]
-
-
-def _pem_from_ssh(cell: str) -> bytes:
-    """One OpenSSH EC public key line as PEM SubjectPublicKeyInfo, the form nodes send."""
-    try:
-        key = serialization.load_ssh_public_key(cell.strip().encode())
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise KeyListError(_UNPARSEABLE_KEY_LIST) from exc
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise KeyListError(_UNPARSEABLE_KEY_LIST)
-    return key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
 
 
 def _names_only(request: Any, node_id: int) -> bool:

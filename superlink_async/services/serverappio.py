@@ -6,11 +6,10 @@ import hashlib
 import uuid
 
 from superlink_async.codec import run_to_proto, user_config_from_proto
-from superlink_async.fab import FabError, parse_fab
 from superlink_async.logs import logger
 from superlink_async.services.appio import AppIoService
 from superlink_async.services.errors import ServiceError, Status
-from superlink_async.services.fabs import load_fab
+from superlink_async.services.fabs import FabError, load_fab, parse_fab
 from superlink_async.services.runs import require_running
 from superlink_async.services.validation import validate_message
 from superlink_async.state.base import MessageRejectedError, RunMismatchError

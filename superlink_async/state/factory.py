@@ -6,12 +6,10 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+from superlink_async.config import IN_MEMORY_DATABASE
 from superlink_async.state.base import LinkState
 from superlink_async.state.memory import InMemoryLinkState
 from superlink_async.state.sqlite import SqliteLinkState
-
-#: ``--database`` default: keep everything in this process's memory.
-IN_MEMORY_DATABASE = ":flwr-in-memory-state:"
 
 
 @asynccontextmanager

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 
 import anyio
 
-from superlink_async.config import DEFAULT_MAX_FLEET_IN_FLIGHT, DEFAULT_OVERLOAD_LAG
+from superlink_async.config import (
+    DEFAULT_MAX_FLEET_IN_FLIGHT,
+    DEFAULT_OVERLOAD_LAG,
+    MAX_MESSAGE_BYTES,
+)
 from superlink_async.loop_lag import LoopLag
 from superlink_async.metrics import Metrics
 
-#: The reference's limit for gRPC messages in both directions (2 GiB - 1).
-MAX_MESSAGE_BYTES = 2_147_483_647
 #: Connections the kernel may queue before we accept them (it caps this at somaxconn).
 #: asyncio's default of 100 drops SYNs when a fleet (re)connects at once, and a SuperNode
 #: whose SYN is dropped retries after 1, 3, 7, 15 s: long enough for its signed timestamp

@@ -88,7 +88,7 @@ def signature_workers() -> list[int]:
     return [
         info.pid
         for info in descendants(os.getpid())
-        if "superlink_async.services.signatures" in info.cmdline
+        if "superlink_async.runtime.signature_workers" in info.cmdline
     ]
 
 

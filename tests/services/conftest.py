@@ -18,7 +18,8 @@ from superlink_async.services.runs import RunEvents
 from superlink_async.services.serverappio import ServerAppIoService
 from superlink_async.state import LinkState, open_state
 from superlink_async.state.base import SUPERLINK_NODE_ID
-from superlink_async.storage import FabStore
+from superlink_async.state.fab_store import DirectoryFabStore
+from superlink_async.testing import FakeClock
 from superlink_async.transports.gate import CallGate
 from superlink_async.transports.grpc.servicers import (
     ExecServicer,
@@ -39,16 +40,6 @@ from superlink_async.wire.recorddict_pb2 import RecordDict
 from tests.fabs import make_fab
 
 
-class Clock:
-    """A clock the tests move by hand, starting at the real time."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class Link:
     """Stubs for the three APIs plus what tests need to look behind them."""
@@ -57,8 +48,8 @@ class Link:
     serverappio: serverappio_grpc.ServerAppIoStub
     exec: exec_grpc.ExecStub
     state: LinkState
-    fabs: FabStore
-    clock: Clock
+    fabs: DirectoryFabStore
+    clock: FakeClock
     stopped_runs: list[int] = field(default_factory=list)
     claimed_runs: list[int] = field(default_factory=list)
 
@@ -114,9 +105,9 @@ class Link:
 @asynccontextmanager
 async def open_link(database: str, tmp_path: Path) -> AsyncIterator[Link]:
     """The three APIs over the state backend that ``database`` names (as ``--database``)."""
-    clock = Clock()
+    clock = FakeClock(time.time())  # real time: node keys sign the real time
     async with open_state(database, clock=clock) as state:
-        fabs = FabStore(tmp_path / "ffs")
+        fabs = DirectoryFabStore(tmp_path / "ffs")
         events = RunEvents()
         gate = CallGate()
         stopped: list[int] = []

@@ -9,24 +9,15 @@ from typing import Any, cast
 
 import anyio
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from grpclib import GRPCError, Status
 from grpclib.testing import ChannelFor
 
 from superlink_async.loop_lag import LoopLag
+from superlink_async.runtime.signature_workers import WorkerSignatures
 from superlink_async.services.errors import ServiceError
 from superlink_async.services.fleet import FleetService
-from superlink_async.services.node_auth import (
-    KeyListError,
-    NodeAuthenticator,
-    load_known_public_keys,
-)
-from superlink_async.services.signatures import (
-    InlineSignatures,
-    SignatureChecker,
-    WorkerSignatures,
-)
+from superlink_async.services.node_auth import NodeAuthenticator
+from superlink_async.services.signatures import InlineSignatures, SignatureChecker
 from superlink_async.state.base import LinkState
 from superlink_async.transports.gate import Admission, CallGate
 from superlink_async.transports.grpc.servicers import FleetServicer
@@ -148,8 +139,13 @@ async def test_timestamps_outside_the_window_are_rejected(
 async def test_timestamps_inside_the_window_are_accepted(
     auto_fleet: fleet_grpc.FleetStub, link: Link, skew: float
 ) -> None:
-    metadata = NodeKey().metadata(link.clock.now, skew=skew)
-    await auto_fleet.CreateNode(fleet_pb2.CreateNodeRequest(ping_interval=30.0), metadata=metadata)
+    key = NodeKey()
+    metadata = key.metadata(link.clock.now, skew=skew)
+    response = await auto_fleet.CreateNode(
+        fleet_pb2.CreateNodeRequest(ping_interval=30.0), metadata=metadata
+    )
+    assert response.node.node_id > 0
+    assert await link.state.get_node_id(key.pem) == response.node.node_id
 
 
 @pytest.mark.parametrize(
@@ -297,51 +293,6 @@ async def test_a_create_node_whose_key_cannot_be_stored_leaves_no_node(
             with pytest.raises(GRPCError):
                 await create_node(stub, NodeKey(), link)
         assert (await link.state.get_stats()).nodes_registered == 0
-
-
-def test_key_list_loads_openssh_ec_keys(tmp_path: Path) -> None:
-    first, second = NodeKey(), NodeKey()
-    csv_file = tmp_path / "keys.csv"
-    csv_file.write_text(f"{first.ssh()},{second.ssh()}\n")
-    assert load_known_public_keys(csv_file) == [first.pem, second.pem]
-
-
-@pytest.mark.parametrize(
-    "content",
-    [
-        "not a key",
-        rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        .public_key()
-        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        .decode(),
-    ],
-    ids=["garbage", "rsa"],
-)
-def test_key_list_with_anything_but_ec_keys_is_one_clear_error(
-    tmp_path: Path, content: str
-) -> None:
-    csv_file = tmp_path / "keys.csv"
-    csv_file.write_text(content)
-    with pytest.raises(KeyListError, match="Unable to parse the public keys in the CSV file"):
-        load_known_public_keys(csv_file)
-
-
-def test_key_list_that_is_not_utf8_text_is_one_clear_error(tmp_path: Path) -> None:
-    csv_file = tmp_path / "keys.csv"
-    csv_file.write_bytes(b"\xff\xfe\x00 not text")
-    with pytest.raises(KeyListError, match="Unable to parse the public keys in the CSV file"):
-        load_known_public_keys(csv_file)
-
-
-def test_a_missing_key_list_is_the_reference_error(tmp_path: Path) -> None:
-    missing = tmp_path / "keys.csv"
-    with pytest.raises(KeyListError, match=f"CSV file does not exist: {missing}. Please provide"):
-        load_known_public_keys(missing)
-
-
-def test_a_key_list_that_cannot_be_read_is_one_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(KeyListError, match="Unable to read the known public keys CSV file"):
-        load_known_public_keys(tmp_path)
 
 
 def forged(key: NodeKey, link: Link) -> dict[str, str | bytes]:

@@ -15,7 +15,7 @@ from superlink_async.services.exec import ExecService
 from superlink_async.services.runs import RunEvents
 from superlink_async.services.simulationio import SimulationIoService
 from superlink_async.state import LinkState, open_state
-from superlink_async.storage import FabStore
+from superlink_async.state.fab_store import DirectoryFabStore
 from superlink_async.transports.gate import CallGate
 from superlink_async.transports.grpc.servicers import ExecServicer, SimulationIoServicer
 from superlink_async.wire import (
@@ -45,7 +45,7 @@ class SimulationLink:
     exec: exec_grpc.ExecStub
     simulationio: simulationio_grpc.SimulationIoStub
     state: LinkState
-    fabs: FabStore
+    fabs: DirectoryFabStore
     claimed_runs: list[int] = field(default_factory=list)
 
     async def start_run(
@@ -80,7 +80,7 @@ class SimulationLink:
 @pytest.fixture
 async def link(tmp_path: Path) -> AsyncIterator[SimulationLink]:
     async with open_state(":flwr-in-memory-state:") as state:
-        fabs = FabStore(tmp_path / "ffs")
+        fabs = DirectoryFabStore(tmp_path / "ffs")
         events = RunEvents()
         gate = CallGate()
         claimed: list[int] = []

@@ -11,22 +11,7 @@ import pytest
 
 from superlink_async.state.base import LinkState
 from superlink_async.state.factory import open_state
-
-#: Where every fake clock starts: after flwr's minimum ``created_at`` (2025-02-28).
-START = 1_750_000_000.0
-
-
-class FakeClock:
-    """A clock that stands still until ``advance`` or an assignment to ``now`` moves it."""
-
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from superlink_async.testing.clock import FakeClock
 
 
 @pytest.fixture

@@ -23,11 +23,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from grpclib import GRPCError, Status
 
-from superlink_async.health import HealthProbe
 from superlink_async.services.fleet import FleetService
 from superlink_async.state.base import LinkState
 from superlink_async.state.sqlite import WAL_SIZE_LIMIT, SqliteLinkState
 from superlink_async.transports.gate import CallGate
+from superlink_async.transports.health import HealthProbe
 from superlink_async.transports.rest import PROTOBUF, fleet_rest_app
 from superlink_async.wire import fleet_pb2, serverappio_pb2
 from superlink_async.wire.message_pb2 import Message

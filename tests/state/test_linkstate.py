@@ -30,10 +30,10 @@ from superlink_async.state.base import (
     UserConfig,
 )
 from superlink_async.state.memory import InMemoryLinkState
+from superlink_async.testing.clock import START, FakeClock
 from superlink_async.wire.message_pb2 import Context, Message, Metadata
 from superlink_async.wire.recorddict_pb2 import ConfigRecord, ConfigRecordValue, RecordDict
 from superlink_async.wire.transport_pb2 import Scalar
-from tests.state.conftest import START, FakeClock
 
 pytestmark = pytest.mark.anyio
 

@@ -29,10 +29,11 @@ from superlink_async.state.base import (
     UserConfig,
 )
 from superlink_async.state.sqlite import SCHEMA_VERSION, SqliteLinkState
+from superlink_async.testing.clock import FakeClock
 from superlink_async.wire.message_pb2 import Context, Message, Metadata
 from superlink_async.wire.recorddict_pb2 import ConfigRecord, ConfigRecordValue, RecordDict
 from superlink_async.wire.transport_pb2 import Scalar
-from tests.state.conftest import FakeClock, corrupt_a_page
+from tests.state.conftest import corrupt_a_page
 
 pytestmark = pytest.mark.anyio
 

@@ -16,11 +16,10 @@ from superlink_async.transports.grpc.server import LeanServer
 from superlink_async.transports.grpc.servicers import FleetServicer
 from tests.logged import assert_no_traceback
 from tests.ports import free_port
-from tests.services.conftest import Clock, Link, link
+from tests.services.conftest import Link, link
 
 __all__ = [
     "MAX_MESSAGE",
-    "Clock",
     "Link",
     "assert_no_traceback",
     "fleet_port",

@@ -1,4 +1,4 @@
-"""FabStore: content-addressed, atomic, off the event loop, and closed to path traversal."""
+"""DirectoryFabStore: content-addressed, atomic, off the event loop, closed to path traversal."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from superlink_async import storage
-from superlink_async.storage import FabStore, InvalidFabHashError, validate_hash
+from superlink_async.state import fab_store
+from superlink_async.state.fab_store import DirectoryFabStore, InvalidFabHashError, validate_hash
 
 FAB = b"PK\x03\x04 pretend this is a FAB" * 100
 
@@ -30,12 +30,14 @@ INVALID_HASHES = {
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> FabStore:
-    return FabStore(tmp_path / "ffs")
+def store(tmp_path: Path) -> DirectoryFabStore:
+    return DirectoryFabStore(tmp_path / "ffs")
 
 
 @pytest.mark.anyio
-async def test_put_returns_lowercase_sha256_and_writes_content_and_meta(store: FabStore) -> None:
+async def test_put_returns_lowercase_sha256_and_writes_content_and_meta(
+    store: DirectoryFabStore,
+) -> None:
     fab_hash = await store.put(FAB)
     assert fab_hash == hashlib.sha256(FAB).hexdigest()
     assert (store.root / fab_hash).read_bytes() == FAB
@@ -44,29 +46,29 @@ async def test_put_returns_lowercase_sha256_and_writes_content_and_meta(store: F
 
 @pytest.mark.anyio
 async def test_put_creates_missing_parent_directories(tmp_path: Path) -> None:
-    store = FabStore(tmp_path / "a" / "b" / "ffs")
+    store = DirectoryFabStore(tmp_path / "a" / "b" / "ffs")
     fab_hash = await store.put(FAB)
     assert (tmp_path / "a" / "b" / "ffs" / fab_hash).is_file()
 
 
 @pytest.mark.anyio
-async def test_get_returns_what_put_stored(store: FabStore) -> None:
+async def test_get_returns_what_put_stored(store: DirectoryFabStore) -> None:
     fab_hash = await store.put(FAB)
     assert await store.get(fab_hash) == FAB
 
 
 @pytest.mark.anyio
 async def test_a_store_opened_later_reads_what_an_earlier_one_stored(tmp_path: Path) -> None:
-    fab_hash = await FabStore(tmp_path / "ffs").put(FAB)
-    assert await FabStore(tmp_path / "ffs").get(fab_hash) == FAB
+    fab_hash = await DirectoryFabStore(tmp_path / "ffs").put(FAB)
+    assert await DirectoryFabStore(tmp_path / "ffs").get(fab_hash) == FAB
 
 
 @pytest.mark.anyio
 async def test_the_fab_read_last_is_served_again_without_the_disk(tmp_path: Path) -> None:
     """Every node of a run fetches the same FAB: one file read serves them all."""
-    fab_hash = await FabStore(tmp_path / "ffs").put(FAB)
-    other_hash = await FabStore(tmp_path / "ffs").put(b"another FAB")
-    store = FabStore(tmp_path / "ffs")
+    fab_hash = await DirectoryFabStore(tmp_path / "ffs").put(FAB)
+    other_hash = await DirectoryFabStore(tmp_path / "ffs").put(b"another FAB")
+    store = DirectoryFabStore(tmp_path / "ffs")
     assert await store.get(fab_hash) == FAB
     (tmp_path / "ffs" / fab_hash).unlink()
     (tmp_path / "ffs" / other_hash).unlink()
@@ -75,20 +77,24 @@ async def test_the_fab_read_last_is_served_again_without_the_disk(tmp_path: Path
 
 
 @pytest.mark.anyio
-async def test_get_of_unknown_hash_is_none_even_without_a_storage_dir(store: FabStore) -> None:
+async def test_get_of_unknown_hash_is_none_even_without_a_storage_dir(
+    store: DirectoryFabStore,
+) -> None:
     assert await store.get(hashlib.sha256(b"never stored").hexdigest()) is None
     assert not store.root.exists()
 
 
 @pytest.mark.anyio
-async def test_empty_content_is_stored_under_the_hash_of_nothing(store: FabStore) -> None:
+async def test_empty_content_is_stored_under_the_hash_of_nothing(store: DirectoryFabStore) -> None:
     fab_hash = await store.put(b"")
     assert fab_hash == hashlib.sha256(b"").hexdigest()
     assert await store.get(fab_hash) == b""
 
 
 @pytest.mark.anyio
-async def test_putting_the_same_content_again_does_not_rewrite_the_file(store: FabStore) -> None:
+async def test_putting_the_same_content_again_does_not_rewrite_the_file(
+    store: DirectoryFabStore,
+) -> None:
     fab_hash = await store.put(FAB)
     before = (store.root / fab_hash).stat()
     meta_before = (store.root / f"{fab_hash}.META").stat()
@@ -99,7 +105,7 @@ async def test_putting_the_same_content_again_does_not_rewrite_the_file(store: F
 
 
 @pytest.mark.anyio
-async def test_put_repairs_a_truncated_file_and_a_missing_meta(store: FabStore) -> None:
+async def test_put_repairs_a_truncated_file_and_a_missing_meta(store: DirectoryFabStore) -> None:
     fab_hash = hashlib.sha256(FAB).hexdigest()
     store.root.mkdir(parents=True)
     (store.root / fab_hash).write_bytes(FAB[:10])  # e.g. left by a reference SuperLink crash
@@ -109,7 +115,7 @@ async def test_put_repairs_a_truncated_file_and_a_missing_meta(store: FabStore) 
 
 
 @pytest.mark.anyio
-async def test_put_leaves_no_temporary_files_behind(store: FabStore) -> None:
+async def test_put_leaves_no_temporary_files_behind(store: DirectoryFabStore) -> None:
     fab_hash = await store.put(FAB)
     await store.put(b"another FAB")
     other = hashlib.sha256(b"another FAB").hexdigest()
@@ -119,7 +125,7 @@ async def test_put_leaves_no_temporary_files_behind(store: FabStore) -> None:
 
 
 @pytest.mark.anyio
-async def test_concurrent_puts_of_the_same_content_are_safe(store: FabStore) -> None:
+async def test_concurrent_puts_of_the_same_content_are_safe(store: DirectoryFabStore) -> None:
     content = FAB * 1000  # large enough for the writers' threads to overlap
     hashes: list[str] = []
 
@@ -137,7 +143,9 @@ async def test_concurrent_puts_of_the_same_content_are_safe(store: FabStore) -> 
 
 
 @pytest.mark.anyio
-async def test_concurrent_puts_of_different_contents_keep_each_intact(store: FabStore) -> None:
+async def test_concurrent_puts_of_different_contents_keep_each_intact(
+    store: DirectoryFabStore,
+) -> None:
     contents = [FAB + bytes([i]) * 10_000 for i in range(16)]
     async with anyio.create_task_group() as group:
         for content in contents:
@@ -148,16 +156,16 @@ async def test_concurrent_puts_of_different_contents_keep_each_intact(store: Fab
 
 @pytest.mark.anyio
 async def test_put_does_its_disk_work_off_the_event_loop_thread(
-    store: FabStore, monkeypatch: pytest.MonkeyPatch
+    store: DirectoryFabStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads: set[threading.Thread] = set()
-    write_once = storage._write_once
+    write_once = fab_store._write_once
 
     def spy(path: Path, data: bytes) -> None:
         threads.add(threading.current_thread())
         write_once(path, data)
 
-    monkeypatch.setattr(storage, "_write_once", spy)
+    monkeypatch.setattr(fab_store, "_write_once", spy)
     await store.put(FAB)
     assert threads
     assert threading.current_thread() not in threads
@@ -183,7 +191,7 @@ async def test_get_rejects_invalid_hash_before_touching_the_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fab_hash: str
 ) -> None:
     # A file the traversal would reach: a store that used the key as a path would return it.
-    store = FabStore(tmp_path / "ffs" / "store")
+    store = DirectoryFabStore(tmp_path / "ffs" / "store")
     (tmp_path / "ffs" / "etc").mkdir(parents=True)
     (tmp_path / "ffs" / "etc" / "passwd").write_bytes(b"root:x:0:0")
 

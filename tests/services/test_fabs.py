@@ -14,7 +14,7 @@ from flwr.cli.config_utils import get_fab_metadata
 from flwr.cli.new.new import MlFramework, new
 from flwr.common.config import flatten_dict, get_fab_config
 
-from superlink_async.fab import MAX_PYPROJECT_SIZE, FabError, FabInfo, parse_fab
+from superlink_async.services.fabs import MAX_PYPROJECT_SIZE, FabError, FabInfo, parse_fab
 
 VALID_PYPROJECT = """\
 [project]

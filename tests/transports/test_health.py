@@ -15,12 +15,12 @@ from grpclib.testing import ChannelFor
 
 from superlink_async import SuperLink
 from superlink_async.config import Address
-from superlink_async.health import PROBE_TTL, HealthProbe
 from superlink_async.services.fleet import FleetService
 from superlink_async.state import open_state
-from superlink_async.storage import FabStore
+from superlink_async.state.fab_store import DirectoryFabStore
 from superlink_async.transports.gate import CallGate
 from superlink_async.transports.grpc.servicers import FleetServicer
+from superlink_async.transports.health import PROBE_TTL, HealthProbe
 from superlink_async.transports.rest import fleet_rest_app
 from tests.ports import loopback, loopback_config
 
@@ -53,7 +53,7 @@ async def test_draining_or_a_dead_store_is_not_serving(tmp_path: Path) -> None:
     gate = CallGate()
     async with open_state(":flwr-in-memory-state:") as state:
         probe = HealthProbe(state, gate)
-        servicer = FleetServicer(FleetService(state, FabStore(tmp_path)), gate)
+        servicer = FleetServicer(FleetService(state, DirectoryFabStore(tmp_path)), gate)
         async with ChannelFor([servicer, probe.grpc_service([servicer])]) as channel:
             stub = HealthStub(channel)
             assert (await stub.Check(HealthCheckRequest())).status == SERVING
@@ -69,7 +69,7 @@ async def test_rest_health_follows_the_probe(tmp_path: Path) -> None:
     gate = CallGate()
     async with open_state(":flwr-in-memory-state:") as state:
         probe = HealthProbe(state, gate)
-        app = fleet_rest_app(FleetService(state, FabStore(tmp_path)), gate, probe.healthy)
+        app = fleet_rest_app(FleetService(state, DirectoryFabStore(tmp_path)), gate, probe.healthy)
         async with TestClient(TestServer(app)) as client:
             response = await client.get("/health")
             assert (response.status, await response.text()) == (200, "SERVING")

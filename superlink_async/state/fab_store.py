@@ -1,6 +1,11 @@
-"""Content-addressed FAB storage (``--storage-dir``), laid out on disk as flwr's ``DiskFfs``.
+"""Where FAB bytes are kept: the ``FabStore`` protocol and its directory (``--storage-dir``).
 
-Each FAB lives in ``<root>/<sha256>`` beside a ``<sha256>.META`` holding ``{}``. Unlike the
+What a valid FAB is (its ``pyproject.toml``) is the services' business
+(``superlink_async.services.fabs``); a store only keeps bytes under their SHA-256, so a
+database backend can bring a store of its own without touching those rules.
+
+``DirectoryFabStore`` lays FABs out on disk as flwr's ``DiskFfs``: each FAB lives in
+``<root>/<sha256>`` beside a ``<sha256>.META`` holding ``{}``. Unlike the
 reference, keys are checked before they reach the filesystem (``GetFab`` takes the key from
 the network), files appear atomically, and an existing FAB is not rewritten. Disk work runs
 in anyio's worker threads so the event loop never waits on it.
@@ -13,6 +18,7 @@ import os
 import re
 import secrets
 from pathlib import Path
+from typing import Protocol
 
 import anyio
 import anyio.to_thread
@@ -43,7 +49,19 @@ def validate_hash(fab_hash: str) -> None:
         raise InvalidFabHashError(fab_hash)
 
 
-class FabStore:
+class FabStore(Protocol):
+    """FABs keyed by the lowercase hex SHA-256 of their bytes."""
+
+    async def put(self, content: bytes) -> str:
+        """Store ``content`` and return its hash; storing the same bytes again is harmless."""
+        ...
+
+    async def get(self, fab_hash: str) -> bytes | None:
+        """The FAB stored under ``fab_hash``, or ``None``; ``InvalidFabHashError`` if malformed."""
+        ...
+
+
+class DirectoryFabStore:
     """FABs on disk, keyed by the SHA-256 of their bytes.
 
     The FAB stored or read last is also kept in memory: every node of a run fetches the
