@@ -146,7 +146,7 @@ async def test_reopened_file_keeps_runs_nodes_keys_messages_contexts_and_logs(
 async def test_reopened_file_keeps_the_pending_queue_and_stopped_runs_out_of_it(
     tmp_path: Path, clock: FakeClock
 ) -> None:
-    """Statuses are stored, not derived: a run stopped while pending is never claimed (bug 2)."""
+    """Statuses are stored, not derived: a run stopped while pending is never claimed."""
     path = tmp_path / "state.db"
     async with opened(path, clock) as state:
         stopped = await state.create_run("a", "1", "", {}, ConfigRecord())
@@ -362,7 +362,7 @@ async def test_uint64_ids_above_2_63_round_trip(
 async def test_concurrent_pulls_never_hand_out_one_instruction_twice(
     clock: FakeClock, tmp_path: Path
 ) -> None:
-    """Pulls racing on the shared connection each get distinct instructions (bug 9)."""
+    """Pulls racing on the shared connection each get distinct instructions."""
     async with opened(tmp_path / "state.db", clock) as state:
         node_id = await state.create_node(ping_interval=30.0)
         run_id = await state.create_run("a", "1", "", {}, ConfigRecord())
