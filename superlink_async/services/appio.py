@@ -13,12 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from superlink_async.codec import run_status_from_proto, run_status_to_proto, run_to_proto
 from superlink_async.logs import logger
 from superlink_async.services.errors import ServiceError, Status
 from superlink_async.services.fabs import load_fab
 from superlink_async.services.runs import RunEvents, raise_if_finished, require_run, require_running
 from superlink_async.state.base import FAILED, FINISHED, LinkState, RunNotFoundError, RunStatus
+from superlink_async.state.codec import run_status_from_proto, run_status_to_proto, run_to_proto
 from superlink_async.state.fab_store import FabStore
 from superlink_async.wire import fab_pb2, log_pb2, message_pb2, run_pb2
 

@@ -6,12 +6,12 @@ import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from superlink_async.codec import run_to_proto, user_config_from_proto
 from superlink_async.logs import logger
 from superlink_async.services.errors import ServiceError, Status
 from superlink_async.services.fabs import parse_fab
 from superlink_async.services.runs import RunEvents
 from superlink_async.state.base import FINISHED, STOPPED, LinkState, RunStatus
+from superlink_async.state.codec import run_to_proto, user_config_from_proto
 from superlink_async.state.fab_store import FabStore
 from superlink_async.state.rules import iso_timestamp
 from superlink_async.wire import exec_pb2

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from superlink_async.codec import run_to_fleet_proto
 from superlink_async.logs import logger
 from superlink_async.services.errors import ServiceError, Status
 from superlink_async.services.fabs import load_fab
@@ -21,6 +20,7 @@ from superlink_async.state.base import (
     NodeNotFoundError,
     PublicKeyInUseError,
 )
+from superlink_async.state.codec import run_to_fleet_proto
 from superlink_async.state.fab_store import FabStore
 from superlink_async.wire import fab_pb2, fleet_pb2, run_pb2
 from superlink_async.wire.node_pb2 import Node

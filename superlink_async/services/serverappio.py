@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import uuid
 
-from superlink_async.codec import run_to_proto, user_config_from_proto
 from superlink_async.logs import logger
 from superlink_async.services.appio import AppIoService
 from superlink_async.services.errors import ServiceError, Status
@@ -13,6 +12,7 @@ from superlink_async.services.fabs import FabError, load_fab, parse_fab
 from superlink_async.services.runs import require_running
 from superlink_async.services.validation import validate_message
 from superlink_async.state.base import MessageRejectedError, RunMismatchError
+from superlink_async.state.codec import run_to_proto, user_config_from_proto
 from superlink_async.wire import fab_pb2, run_pb2, serverappio_pb2
 from superlink_async.wire.node_pb2 import Node
 from superlink_async.wire.recorddict_pb2 import ConfigRecord

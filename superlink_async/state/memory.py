@@ -1,8 +1,10 @@
 """The in-memory backend: plain dicts owned by the event loop's thread.
 
-No method awaits, so on one asyncio loop each runs start to finish before any other: atomic
-without the lock the reference needed (and still raced around, §17 bug 9). Protobuf objects
-are copied on the way in and out so callers can never mutate what is stored.
+No method suspends: the only coroutines they await are this backend's own, which wait for
+nothing, so on one asyncio loop each runs start to finish before any other: each is atomic
+without the lock the reference's threads needed. The decisions are ``rules``'; this module
+only keeps the tables. Protobuf objects are copied on the way in and out so callers can never
+mutate what is stored.
 """
 
 from __future__ import annotations
@@ -25,15 +27,13 @@ from superlink_async.state.base import (
     STARTING,
     MessageRejectedError,
     NodeNotFoundError,
-    PublicKeyInUseError,
-    RunMismatchError,
     RunNotFoundError,
     RunRecord,
     RunStatus,
     StateStats,
-    UserConfig,
 )
-from superlink_async.wire.message_pb2 import Context, Message, Metadata
+from superlink_async.state.common import BackendBase, NewRun
+from superlink_async.wire.message_pb2 import Context, Message
 from superlink_async.wire.recorddict_pb2 import ConfigRecord
 
 _Proto = TypeVar("_Proto", bound=ProtoMessage)
@@ -89,11 +89,11 @@ class _Tables:
                 del self.waiting[node_id]
 
 
-class InMemoryLinkState:
+class InMemoryLinkState(BackendBase):
     """``LinkState`` in this process's memory; everything is lost when it ends."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
+        super().__init__(clock)
         self._data: _Tables | None = _Tables()
 
     @property
@@ -113,34 +113,28 @@ class InMemoryLinkState:
     # --- Nodes ----------------------------------------------------------------------------
     async def create_node(self, ping_interval: float) -> int:
         """Register a node, online for ``ping_interval`` seconds (once, as the reference)."""
-        tables = self._tables
-        while (node_id := rules.new_node_id()) in tables.nodes:
-            pass
-        tables.nodes[node_id] = _Node(online_until=self._clock() + ping_interval)
-        return node_id
+        return self._add_node(ping_interval, None)
 
     async def delete_node(self, node_id: int) -> None:
         """Forget a node and free its key; its messages stay."""
-        tables = self._tables
-        node = tables.nodes.pop(node_id, None)
-        if node is None:
+        if not self._remove_node(node_id):
             raise NodeNotFoundError(node_id)
-        if node.public_key is not None:
-            del tables.key_owners[node.public_key]
 
     async def acknowledge_ping(self, node_id: int, ping_interval: float) -> bool:
         """Keep a node online for ``PING_PATIENCE`` ping intervals."""
         node = self._tables.nodes.get(node_id)
         if node is None:
             return False
-        node.online_until = self._clock() + rules.PING_PATIENCE * ping_interval
+        node.online_until = rules.online_until_after_ping(self._clock(), ping_interval)
         return True
 
     async def get_online_nodes(self) -> list[int]:
         """Nodes whose liveness has not lapsed, ascending."""
         now = self._clock()
         return sorted(
-            node_id for node_id, node in self._tables.nodes.items() if node.online_until > now
+            node_id
+            for node_id, node in self._tables.nodes.items()
+            if rules.is_online(node.online_until, now)
         )
 
     async def node_exists(self, node_id: int) -> bool:
@@ -153,15 +147,16 @@ class InMemoryLinkState:
     ) -> tuple[int, int | None]:
         """Register a node bound to ``public_key``; an offline holder of the key goes."""
         tables = self._tables
-        holder = tables.key_owners.get(public_key)
-        if holder is not None:
-            if tables.nodes[holder].online_until > self._clock():
-                raise PublicKeyInUseError
-            await self.delete_node(holder)
-        node_id = await self.create_node(ping_interval)
-        tables.nodes[node_id].public_key = public_key
-        tables.key_owners[public_key] = node_id
-        return node_id, holder
+        holder_id = tables.key_owners.get(public_key)
+        holder = (
+            None
+            if holder_id is None
+            else rules.KeyHolder(holder_id, tables.nodes[holder_id].online_until)
+        )
+        displaced = rules.displaced_key_holder(holder, self._clock())
+        if displaced is not None:
+            self._remove_node(displaced)
+        return self._add_node(ping_interval, public_key), displaced
 
     async def get_node_id(self, public_key: bytes) -> int | None:
         """The node the key is bound to, if any."""
@@ -176,28 +171,21 @@ class InMemoryLinkState:
         return set(self._tables.known_keys)
 
     # --- Runs -----------------------------------------------------------------------------
-    async def create_run(
-        self,
-        fab_id: str,
-        fab_version: str,
-        fab_hash: str,
-        override_config: UserConfig,
-        federation_options: ConfigRecord,
-    ) -> int:
-        """Store a pending run and its empty ServerApp context together (§17 bug 3)."""
+    async def _store_new_run(self, run: NewRun) -> int:
+        """Store a pending run and its empty ServerApp context together, in one step."""
         tables = self._tables
         while (run_id := rules.new_run_id()) in tables.runs:
             pass
         tables.runs[run_id] = RunRecord(
             run_id=run_id,
-            fab_id=fab_id,
-            fab_version=fab_version,
-            fab_hash=fab_hash,
-            override_config=dict(override_config),
-            pending_at=rules.iso_timestamp(self._clock()),
-            federation_options=_copy(federation_options),
+            fab_id=run.fab_id,
+            fab_version=run.fab_version,
+            fab_hash=run.fab_hash,
+            override_config=dict(run.override_config),
+            pending_at=run.pending_at,
+            federation_options=_copy(run.federation_options),
         )
-        tables.contexts[run_id] = Context(run_id=run_id, node_id=0)
+        tables.contexts[run_id] = rules.context_at_creation(run_id)
         tables.logs[run_id] = []
         return run_id
 
@@ -226,7 +214,7 @@ class InMemoryLinkState:
         return True
 
     async def get_pending_run_id(self) -> int | None:
-        """The oldest run whose status is pending (a stopped one is not: §17 bug 2)."""
+        """The oldest run whose status is pending (one stopped while pending is not)."""
         record = self._oldest_pending()
         return None if record is None else record.run_id
 
@@ -261,7 +249,7 @@ class InMemoryLinkState:
         return None if context is None else _copy(context)
 
     async def add_serverapp_log(self, run_id: int, log_output: str) -> None:
-        """Append a chunk; equal stamps are both kept (§17 bug 20)."""
+        """Append a chunk; chunks with equal stamps are all kept, in order."""
         self._require_run(run_id)
         self._tables.logs[run_id].append((self._clock(), log_output))
 
@@ -276,46 +264,24 @@ class InMemoryLinkState:
         return "".join(text for _, text in entries), latest
 
     # --- Messages -------------------------------------------------------------------------
-    async def store_message_ins(self, message: Message) -> str:
-        """Store a copy of an instruction for an existing run and node."""
-        tables = self._tables
-        metadata = message.metadata
-        if metadata.run_id not in tables.runs:
-            raise MessageRejectedError(f"Invalid run ID for Message: {metadata.run_id}")
-        if metadata.dst_node_id not in tables.nodes:
-            raise MessageRejectedError(
-                f"Invalid destination node ID for Message: {metadata.dst_node_id}"
-            )
-        stored = _copy(message)
-        stored.metadata.message_id = rules.new_message_id()
-        tables.exchanges[stored.metadata.message_id] = _Exchange(stored)
-        tables.waiting.setdefault(stored.metadata.dst_node_id, {})[stored.metadata.message_id] = (
-            None
-        )
-        return stored.metadata.message_id
-
     async def store_messages_ins(
         self, messages: Sequence[Message]
     ) -> list[str | MessageRejectedError]:
-        """``store_message_ins`` for each; nothing awaits in between."""
-        results: list[str | MessageRejectedError] = []
-        for message in messages:
-            try:
-                results.append(await self.store_message_ins(message))
-            except MessageRejectedError as exc:
-                results.append(exc)
-        return results
+        """Store a copy of each instruction for an existing run and node, in one step."""
+        return [self._store_instruction(message) for message in messages]
 
     async def store_message_res(self, message: Message) -> str:
         """Store a copy of the first valid reply to a live instruction."""
         exchange = self._tables.exchanges.get(message.metadata.reply_to_message_id)
-        if exchange is None:
-            raise MessageRejectedError(
-                f"Message with ID {message.metadata.reply_to_message_id} does not exist."
-            )
-        rejection = _reply_rejection(exchange, message.metadata, self._clock())
+        rejection = rules.reply_rejection(
+            None if exchange is None else exchange.instruction.metadata,
+            exchange is not None and exchange.reply is not None,
+            message.metadata,
+            self._clock(),
+        )
         if rejection is not None:
-            raise MessageRejectedError(rejection)
+            raise rejection
+        assert exchange is not None  # an unknown instruction is a rejection
         stored = _copy(message)
         stored.metadata.message_id = rules.new_message_id()
         exchange.reply = stored
@@ -344,14 +310,16 @@ class InMemoryLinkState:
     async def take_replies(self, run_id: int, message_ids: Sequence[str]) -> list[Message]:
         """Results for the ids (each once), deleting every exchange that produced one.
 
-        The run check comes first so a mismatch loses nothing (§17 bug 12).
+        The run check comes first, so that a mismatch loses nothing.
         """
         exchanges = self._tables.exchanges
         wanted = list(dict.fromkeys(message_ids))
-        for message_id in wanted:
-            exchange = exchanges.get(message_id)
-            if exchange is not None and exchange.instruction.metadata.run_id != run_id:
-                raise RunMismatchError(f"Message {message_id} does not belong to run {run_id}")
+        mismatch = rules.run_mismatch(
+            run_id,
+            (exchanges[i].instruction.metadata for i in wanted if i in exchanges),
+        )
+        if mismatch is not None:
+            raise mismatch
         now = self._clock()
         results: list[Message] = []
         for message_id in wanted:
@@ -380,7 +348,9 @@ class InMemoryLinkState:
         exchanges = tables.exchanges.values()
         return StateStats(
             nodes_registered=len(tables.nodes),
-            nodes_online=sum(node.online_until > now for node in tables.nodes.values()),
+            nodes_online=sum(
+                rules.is_online(node.online_until, now) for node in tables.nodes.values()
+            ),
             instructions_waiting=sum(not exchange.delivered for exchange in exchanges),
             instructions_delivered=sum(exchange.delivered for exchange in exchanges),
             replies_stored=sum(exchange.reply is not None for exchange in exchanges),
@@ -404,6 +374,41 @@ class InMemoryLinkState:
         return removed
 
     # --- Helpers --------------------------------------------------------------------------
+    def _add_node(self, ping_interval: float, public_key: bytes | None) -> int:
+        tables = self._tables
+        while (node_id := rules.new_node_id()) in tables.nodes:
+            pass
+        online_until = rules.online_until_on_creation(self._clock(), ping_interval)
+        tables.nodes[node_id] = _Node(online_until, public_key)
+        if public_key is not None:
+            tables.key_owners[public_key] = node_id
+        return node_id
+
+    def _remove_node(self, node_id: int) -> bool:
+        """Forget a node and free its key; False if there was no such node."""
+        tables = self._tables
+        node = tables.nodes.pop(node_id, None)
+        if node is None:
+            return False
+        if node.public_key is not None:
+            del tables.key_owners[node.public_key]
+        return True
+
+    def _store_instruction(self, message: Message) -> str | MessageRejectedError:
+        """Store a copy of an instruction under a fresh id, or say why it is refused."""
+        tables = self._tables
+        metadata = message.metadata
+        rejection = rules.instruction_rejection(
+            metadata, metadata.run_id in tables.runs, metadata.dst_node_id in tables.nodes
+        )
+        if rejection is not None:
+            return rejection
+        stored = _copy(message)
+        message_id = stored.metadata.message_id = rules.new_message_id()
+        tables.exchanges[message_id] = _Exchange(stored)
+        tables.waiting.setdefault(metadata.dst_node_id, {})[message_id] = None
+        return message_id
+
     def _require_run(self, run_id: int) -> RunRecord:
         record = self._tables.runs.get(run_id)
         if record is None:
@@ -432,10 +437,10 @@ class InMemoryLinkState:
         """The reply or synthetic error ``take_replies`` owes for one id; None while waiting."""
         exchange = self._tables.exchanges.get(message_id)
         if exchange is None:
-            return rules.result_for(message_id, None, None, False, now)
+            return rules.result_for(message_id, None, None, None, now)
         node = self._tables.nodes.get(exchange.instruction.metadata.dst_node_id)
-        online = node is not None and node.online_until >= now
-        return rules.result_for(message_id, exchange.instruction, exchange.reply, online, now)
+        online_until = None if node is None else node.online_until
+        return rules.result_for(message_id, exchange.instruction, exchange.reply, online_until, now)
 
 
 def _export_run(record: RunRecord) -> RunRecord:
@@ -445,20 +450,3 @@ def _export_run(record: RunRecord) -> RunRecord:
         override_config=dict(record.override_config),
         federation_options=_copy(record.federation_options),
     )
-
-
-def _reply_rejection(exchange: _Exchange, reply: Metadata, now: float) -> str | None:
-    """Why ``reply`` cannot be stored for ``exchange``'s instruction, or None."""
-    instruction = exchange.instruction.metadata
-    if rules.is_expired(instruction, now):
-        return (
-            "Failed to store Message: the message it is replying to "
-            f"(with ID {instruction.message_id}) has expired"
-        )
-    if instruction.dst_node_id != reply.src_node_id:
-        return f"Message with ID {instruction.message_id} was not sent to node {reply.src_node_id}"
-    if instruction.run_id != reply.run_id:
-        return "`metadata.run_id` is invalid"
-    if exchange.reply is not None:
-        return f"Message with ID {instruction.message_id} already has a reply"
-    return rules.reply_ttl_error(instruction, reply)

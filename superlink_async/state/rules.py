@@ -1,12 +1,18 @@
-"""Pure rules both backends apply: ids, timestamps, run transitions, synthetic replies.
+"""The state rules every backend applies, as pure functions over plain values.
 
-Kept free of storage so the memory and SQLite backends cannot drift apart.
+Ids, timestamps, node liveness, the key hand-over, which instructions and replies are stored,
+run transitions, TTLs and the synthetic replies a ServerApp pull hands out. A backend reads
+what a rule needs from its storage, asks the rule, and stores the outcome: the rules hold no
+state and touch no storage, so a new backend adds queries, not rules, and the backends cannot
+drift apart. The SQLite backend also calls some of them from inside its SQL statements.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from superlink_async.state.base import (
@@ -18,10 +24,13 @@ from superlink_async.state.base import (
     STARTING,
     STOPPED,
     SUPERLINK_NODE_ID,
+    MessageRejectedError,
+    PublicKeyInUseError,
+    RunMismatchError,
     RunStatus,
 )
 from superlink_async.wire.error_pb2 import Error
-from superlink_async.wire.message_pb2 import Message, Metadata
+from superlink_async.wire.message_pb2 import Context, Message, Metadata
 
 # Error codes flwr 1.18.0 uses in synthetic replies (flwr.common.constant.ErrorCode).
 MESSAGE_UNAVAILABLE = 3
@@ -87,12 +96,114 @@ def iso_timestamp(unix_seconds: float) -> str:
     return datetime.fromtimestamp(unix_seconds, tz=timezone.utc).isoformat()
 
 
+# --- Node liveness -------------------------------------------------------------------------
+def is_online(online_until: float, now: float) -> bool:
+    """Whether a node whose liveness lasts until ``online_until`` is online at ``now``.
+
+    The one boundary every check uses: online strictly before ``online_until``, offline from
+    that instant on, as flwr 1.18.0 lists online nodes (``online_until > now`` in both of its
+    backends). The reference's own reply check still counted a node online at the instant
+    itself; here the online list, the online count, the key hand-over and the replies owed
+    to a node all agree.
+    """
+    return online_until > now
+
+
+def online_until_on_creation(now: float, ping_interval: float) -> float:
+    """A new node is online for one ``ping_interval`` (a Ping extends it, as the reference)."""
+    return now + ping_interval
+
+
+def online_until_after_ping(now: float, ping_interval: float) -> float:
+    """A Ping keeps its node online for ``PING_PATIENCE`` ping intervals from ``now``."""
+    return now + PING_PATIENCE * ping_interval
+
+
+# --- Node authentication -------------------------------------------------------------------
+@dataclass(frozen=True)
+class KeyHolder:
+    """The node a public key is bound to, and until when that node is online."""
+
+    node_id: int
+    online_until: float
+
+
+def displaced_key_holder(holder: KeyHolder | None, now: float) -> int | None:
+    """The node a new node bound to a key replaces (to be deleted), or None if the key is free.
+
+    ``PublicKeyInUseError`` while the holder is online: a second live SuperNode may not take
+    over the key. An offline holder gives the key up, so that a SuperNode that died without
+    DeleteNode can rejoin with its fixed key (the reference refused it forever).
+    """
+    if holder is None:
+        return None
+    if is_online(holder.online_until, now):
+        raise PublicKeyInUseError
+    return holder.node_id
+
+
+# --- Messages ------------------------------------------------------------------------------
+def instruction_rejection(
+    instruction: Metadata, run_known: bool, destination_known: bool
+) -> MessageRejectedError | None:
+    """Why an instruction cannot be stored, or None: its run and destination must exist.
+
+    An offline destination is accepted: it may come back before the TTL lapses.
+    """
+    if not run_known:
+        return MessageRejectedError(f"Invalid run ID for Message: {instruction.run_id}")
+    if not destination_known:
+        return MessageRejectedError(
+            f"Invalid destination node ID for Message: {instruction.dst_node_id}"
+        )
+    return None
+
+
+def reply_rejection(
+    instruction: Metadata | None, answered: bool, reply: Metadata, now: float
+) -> MessageRejectedError | None:
+    """Why ``reply`` cannot be stored, or None.
+
+    ``instruction`` is the stored instruction it replies to (None if there is none) and
+    ``answered`` whether that instruction has a reply already. Only the first reply of the
+    node the instruction was sent to, for the same run, while the instruction lives, and
+    with a TTL that does not outlive the instruction's is stored.
+    """
+    if instruction is None:
+        return MessageRejectedError(f"Message with ID {reply.reply_to_message_id} does not exist.")
+    if is_expired(instruction, now):
+        return MessageRejectedError(
+            "Failed to store Message: the message it is replying to "
+            f"(with ID {instruction.message_id}) has expired"
+        )
+    if instruction.dst_node_id != reply.src_node_id:
+        return MessageRejectedError(
+            f"Message with ID {instruction.message_id} was not sent to node {reply.src_node_id}"
+        )
+    if instruction.run_id != reply.run_id:
+        return MessageRejectedError("`metadata.run_id` is invalid")
+    if answered:
+        return MessageRejectedError(f"Message with ID {instruction.message_id} already has a reply")
+    error = reply_ttl_error(instruction, reply)
+    return None if error is None else MessageRejectedError(error)
+
+
+# --- Runs ----------------------------------------------------------------------------------
+def context_at_creation(run_id: int) -> Context:
+    """The ServerApp context a run is stored with: empty, so that every run can be started.
+
+    The reference gave runs created over ServerAppIo none, and left them unstartable.
+    """
+    return Context(run_id=run_id, node_id=0)
+
+
 def transition_error(current: RunStatus, new: RunStatus) -> str | None:
     """Why ``current -> new`` is not allowed, or None if it is.
 
-    Unlike the reference (§17 bug 6), the sub-status is checked on the *new* status:
-    a finished run needs completed/failed/stopped, any other status none; and a run
-    that never ran cannot finish as completed.
+    Unlike the reference, which checked the sub-status of the *current* status (so a bad
+    one got through), the sub-status is checked on the *new* status: a finished run needs
+    completed/failed/stopped, any other status none; and a run that never ran cannot
+    finish as completed.
     """
     if (current.status, new.status) not in _ALLOWED_TRANSITIONS:
         return f'Invalid status transition: from "{current.status}" to "{new.status}"'
@@ -111,9 +222,18 @@ def timestamp_field_for(status: str) -> str:
     return {STARTING: "starting_at", RUNNING: "running_at", FINISHED: "finished_at"}[status]
 
 
+def ttl_lapsed(created_at: float, ttl: float, now: float) -> bool:
+    """Whether a message created at ``created_at`` with ``ttl`` has expired by ``now``.
+
+    In float seconds, lapsed from the instant ``created_at + ttl`` on, in every check: a
+    pull, a reply, a ServerApp pull, the purge and the counts.
+    """
+    return created_at + ttl <= now
+
+
 def is_expired(metadata: Metadata, now: float) -> bool:
-    """Whether a message's TTL has lapsed (float seconds, one rule everywhere: §17 bug 10)."""
-    return metadata.created_at + metadata.ttl <= now
+    """Whether a message's TTL has lapsed (``ttl_lapsed``)."""
+    return ttl_lapsed(metadata.created_at, metadata.ttl, now)
 
 
 def reply_ttl_error(instruction: Metadata, reply: Metadata) -> str | None:
@@ -127,23 +247,37 @@ def reply_ttl_error(instruction: Metadata, reply: Metadata) -> str | None:
     return None
 
 
+def run_mismatch(run_id: int, instructions: Iterable[Metadata]) -> RunMismatchError | None:
+    """Why a ServerApp of ``run_id`` may not take these instructions' replies, or None.
+
+    Checked before anything is taken, so that a mismatch loses nothing.
+    """
+    for instruction in instructions:
+        if instruction.run_id != run_id:
+            return RunMismatchError(
+                f"Message {instruction.message_id} does not belong to run {run_id}"
+            )
+    return None
+
+
 def result_for(
     instruction_id: str,
     instruction: Message | None,
     reply: Message | None,
-    destination_online: bool,
+    destination_online_until: float | None,
     now: float,
 ) -> Message | None:
     """What a ServerApp pull hands out for one instruction id; None while still waiting.
 
-    A stored, unexpired reply is returned even if its node has gone offline since: the
-    reference checked liveness first and threw such answers away.
+    ``destination_online_until`` is None when the destination node is gone. A stored,
+    unexpired reply is returned even if its node has gone offline since: the reference
+    checked liveness first and threw such answers away.
     """
     if instruction is None or is_expired(instruction.metadata, now):
         return message_unavailable(instruction_id, now)
     if reply is not None:
         return reply_unavailable(instruction, now) if is_expired(reply.metadata, now) else reply
-    if not destination_online:
+    if destination_online_until is None or not is_online(destination_online_until, now):
         return node_unavailable(instruction, now)
     return None
 

@@ -16,7 +16,7 @@ from superlink_async.services.exec import ExecService
 from superlink_async.services.fleet import FleetService
 from superlink_async.services.runs import RunEvents
 from superlink_async.services.serverappio import ServerAppIoService
-from superlink_async.state import LinkState, open_state
+from superlink_async.state import IN_MEMORY_DATABASE, LinkState, open_state
 from superlink_async.state.base import SUPERLINK_NODE_ID
 from superlink_async.state.fab_store import DirectoryFabStore
 from superlink_async.testing import FakeClock
@@ -137,7 +137,13 @@ async def open_link(database: str, tmp_path: Path) -> AsyncIterator[Link]:
             )
 
 
+@pytest.fixture(params=["in-memory", "sqlite-file"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The ``--database`` a service test runs over: each runs once on every backend."""
+    return IN_MEMORY_DATABASE if request.param == "in-memory" else str(tmp_path / "state.db")
+
+
 @pytest.fixture
-async def link(tmp_path: Path) -> AsyncIterator[Link]:
-    async with open_link(":flwr-in-memory-state:", tmp_path) as opened:
+async def link(database: str, tmp_path: Path) -> AsyncIterator[Link]:
+    async with open_link(database, tmp_path) as opened:
         yield opened

@@ -78,8 +78,8 @@ class SimulationLink:
 
 
 @pytest.fixture
-async def link(tmp_path: Path) -> AsyncIterator[SimulationLink]:
-    async with open_state(":flwr-in-memory-state:") as state:
+async def link(database: str, tmp_path: Path) -> AsyncIterator[SimulationLink]:
+    async with open_state(database) as state:
         fabs = DirectoryFabStore(tmp_path / "ffs")
         events = RunEvents()
         gate = CallGate()

@@ -167,6 +167,37 @@ async def test_ping_brings_an_offline_node_back(state: LinkState, clock: FakeClo
     assert await state.get_online_nodes() == [node_id]
 
 
+async def test_at_the_instant_its_liveness_lapses_a_node_is_offline_everywhere(
+    state: LinkState, clock: FakeClock
+) -> None:
+    """One boundary, flwr 1.18.0's (``online_until > now``), in every place that asks.
+
+    Listed, counted, holding its key and owed a reply: one instant before ``online_until``
+    the node is online in all four, at ``online_until`` itself offline in all four.
+    """
+    holder, _ = await state.create_keyed_node(PING, b"key")
+    run_id = await new_run(state)
+    ins = instruction(run_id, holder, clock.now)
+    ins.metadata.message_id = await state.store_message_ins(ins)
+    online_until = clock.now + PING
+
+    clock.now = online_until - 0.001
+    assert await state.get_online_nodes() == [holder]
+    assert (await state.get_stats()).nodes_online == 1
+    with pytest.raises(PublicKeyInUseError):
+        await state.create_keyed_node(PING, b"key")
+    assert await state.take_replies(run_id, [ins.metadata.message_id]) == []
+
+    clock.now = online_until
+    assert rules.is_online(online_until, clock.now) is False
+    assert await state.get_online_nodes() == []
+    assert (await state.get_stats()).nodes_online == 0
+    [result] = await state.take_replies(run_id, [ins.metadata.message_id])
+    assert result.error.code == rules.NODE_UNAVAILABLE
+    newcomer, replaced = await state.create_keyed_node(PING, b"key")
+    assert (replaced, await state.get_node_id(b"key")) == (holder, newcomer)
+
+
 async def test_ping_of_unknown_node_returns_false(state: LinkState) -> None:
     assert not await state.acknowledge_ping(12345, PING)
     assert not await state.node_exists(12345)
@@ -215,7 +246,7 @@ async def test_a_key_held_by_an_online_node_creates_no_node(state: LinkState) ->
 async def test_a_key_held_by_an_offline_node_moves_and_the_holder_is_deleted(
     state: LinkState, clock: FakeClock
 ) -> None:
-    """A SuperNode that died without DeleteNode can rejoin with its key once it is offline."""
+    """A SuperNode that died without DeleteNode rejoins with its key (the reference refused it)."""
     old, _ = await state.create_keyed_node(PING, b"key")
     clock.advance(PING)
     new, replaced = await state.create_keyed_node(PING, b"key")
@@ -287,7 +318,7 @@ async def test_create_run_stores_a_pending_run_with_every_field(
 
 
 async def test_new_run_has_its_serverapp_context_from_birth(state: LinkState) -> None:
-    """Every run is startable: the initial context exists as soon as the run (bug 3)."""
+    """Every run is startable: the initial context exists as soon as the run."""
     run_id = await new_run(state)
     assert await state.get_serverapp_context(run_id) == Context(run_id=run_id, node_id=0)
 
@@ -350,7 +381,7 @@ async def test_invalid_status_transition_is_refused_logged_and_changes_nothing(
     path: list[RunStatus],
     refused: RunStatus,
 ) -> None:
-    """Out-of-order moves and wrong sub-statuses of the *new* status are refused (bug 6)."""
+    """Out-of-order moves and wrong sub-statuses of the *new* status are refused."""
     monkeypatch.setattr(logger, "propagate", True)
     run_id = await new_run(state)
     for status in path:
@@ -379,7 +410,7 @@ async def test_pending_run_is_the_oldest_pending_one(state: LinkState, clock: Fa
 async def test_run_stopped_while_pending_is_no_longer_pending(
     state: LinkState, clock: FakeClock
 ) -> None:
-    """A stopped pending run must not block the queue (bug 2)."""
+    """A stopped pending run must not block the queue."""
     stopped = await new_run(state)
     clock.advance(1.0)
     waiting = await new_run(state)
@@ -517,7 +548,7 @@ async def test_serverapp_log_returns_chunks_after_a_timestamp_and_the_latest_sta
 
 
 async def test_logs_with_the_same_timestamp_are_all_kept_in_order(state: LinkState) -> None:
-    """Two chunks in one clock tick must not collide (bug 20)."""
+    """Two chunks in one clock tick must not collide."""
     run_id = await new_run(state)
     await state.add_serverapp_log(run_id, "first ")
     await state.add_serverapp_log(run_id, "second")
@@ -670,7 +701,7 @@ async def test_pull_only_returns_the_pulling_nodes_instructions(
 
 
 async def test_pull_uses_float_seconds_for_ttl(state: LinkState, clock: FakeClock) -> None:
-    """A 0.5 s TTL lapses after 0.5 s, not at the next whole second (bug 10)."""
+    """A 0.5 s TTL lapses after 0.5 s, not at the next whole second."""
     early = await send(state, clock, ttl=0.5)
     late = await send(state, clock, ttl=0.5)
     clock.advance(0.25)
@@ -682,7 +713,7 @@ async def test_pull_uses_float_seconds_for_ttl(state: LinkState, clock: FakeCloc
 async def test_concurrent_pulls_never_hand_out_an_instruction_twice(
     state: LinkState, clock: FakeClock
 ) -> None:
-    """Pull is read-and-mark in one step (bug 9)."""
+    """Pull is read-and-mark in one step: no instruction goes out twice."""
     node_id = await state.create_node(PING)
     run_id = await new_run(state)
     stored = {
@@ -747,7 +778,7 @@ async def test_reply_for_another_run_is_rejected(state: LinkState, clock: FakeCl
 async def test_second_reply_to_one_instruction_is_rejected(
     state: LinkState, clock: FakeClock
 ) -> None:
-    """The first reply wins; a duplicate must neither replace it nor break pulls (bug 4)."""
+    """The first reply wins; a duplicate must neither replace it nor break pulls."""
     ins, res = await answered(state, clock)
     with pytest.raises(MessageRejectedError):
         await state.store_message_res(reply(ins, clock.now))
@@ -844,7 +875,7 @@ async def test_offline_destination_gets_node_unavailable(
 async def test_deleted_destination_gets_node_unavailable_not_a_crash(
     state: LinkState, clock: FakeClock
 ) -> None:
-    """An instruction outlives its node; asking for it must not fail (bug 5)."""
+    """An instruction outlives its node; asking for it must not fail."""
     ins = await send(state, clock)
     await state.delete_node(ins.metadata.dst_node_id)
     [result] = await state.take_replies(ins.metadata.run_id, [ins.metadata.message_id])
@@ -899,7 +930,7 @@ async def test_a_repeated_id_gets_one_result(state: LinkState, clock: FakeClock)
 async def test_ids_of_another_run_raise_and_lose_nothing(
     state: LinkState, clock: FakeClock
 ) -> None:
-    """A run mismatch is detected before anything is deleted (bug 12)."""
+    """A run mismatch is detected before anything is deleted."""
     mine, my_reply = await answered(state, clock)
     theirs, their_reply = await answered(state, clock)
     my_run = mine.metadata.run_id

@@ -6,6 +6,7 @@ The behaviour shared with the in-memory backend is pinned by ``test_linkstate.py
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -30,6 +31,7 @@ from superlink_async.state.base import (
 )
 from superlink_async.state.sqlite import SCHEMA_VERSION, SqliteLinkState
 from superlink_async.testing.clock import FakeClock
+from superlink_async.wire import run_pb2
 from superlink_async.wire.message_pb2 import Context, Message, Metadata
 from superlink_async.wire.recorddict_pb2 import ConfigRecord, ConfigRecordValue, RecordDict
 from superlink_async.wire.transport_pb2 import Scalar
@@ -147,7 +149,7 @@ async def test_reopened_file_keeps_runs_nodes_keys_messages_contexts_and_logs(
 async def test_reopened_file_keeps_the_pending_queue_and_stopped_runs_out_of_it(
     tmp_path: Path, clock: FakeClock
 ) -> None:
-    """Statuses are stored, not derived: a run stopped while pending is never claimed (bug 2)."""
+    """Statuses are stored, not derived: a run stopped while pending is never claimed."""
     path = tmp_path / "state.db"
     async with opened(path, clock) as state:
         stopped = await state.create_run("a", "1", "", {}, ConfigRecord())
@@ -212,6 +214,106 @@ async def test_fresh_file_gets_our_schema_version_and_wal(tmp_path: Path, clock:
         assert pragma(path, "journal_mode") == "wal"
     assert pragma(path, "user_version") == SCHEMA_VERSION
     assert pragma(path, "journal_mode") == "wal"  # persistent in the file
+
+
+SCHEMA_V2 = Path(__file__).with_name("schema_v2.sql")
+
+
+def schema_statements(path: Path) -> list[str]:
+    """A file's tables and indexes as ``schema_v2.sql`` writes them: comments out, space folded."""
+    with sqlite3.connect(path) as db:
+        rows = db.execute(
+            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
+            "ORDER BY type, name"
+        ).fetchall()
+    db.close()
+    statements = []
+    for (sql,) in rows:
+        folded = " ".join(re.sub(r"--[^\n]*", "", sql).split())
+        folded = folded.replace("( ", "(").replace(" )", ")").replace(" ,", ",")
+        statements.append(folded + ";")
+    return statements
+
+
+def golden_statements() -> list[str]:
+    lines = SCHEMA_V2.read_text().splitlines()
+    return [line for line in lines if line and not line.startswith("--")]
+
+
+async def test_a_fresh_file_has_the_tables_files_on_disk_already_have(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The schema of version 2 is the one deployed files hold; changing it needs version 3."""
+    assert SCHEMA_VERSION == 2
+    path = tmp_path / "state.db"
+    async with opened(path, clock):
+        pass
+    assert schema_statements(path) == golden_statements()
+
+
+async def test_a_version_2_file_written_without_this_code_opens_and_reads(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Rows laid out as files on disk have them (signed int64 ids, serialized protobufs) read
+    back as they were stored: the on-disk format is the file's, not this code's."""
+    path = tmp_path / "state.db"
+    node_id, run_id = 2**64 - 5, 2**63 + 7  # stored as negative int64
+    override = run_pb2.Run()
+    override.override_config["lr"].CopyFrom(Scalar(double=0.5))
+    options = ConfigRecord(data={"rounds": ConfigRecordValue(sint64=3)})
+    content = RecordDict(configs={"cfg": ConfigRecord(data={"x": ConfigRecordValue(bool=True)})})
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA page_size = 16384")
+        tables_first = sorted(golden_statements(), key=lambda sql: "INDEX" in sql.split("(")[0])
+        for statement in tables_first:
+            db.execute(statement)
+        db.execute(
+            "INSERT INTO run (run_id, fab_id, fab_version, fab_hash, override_config, "
+            "federation_options, pending_at, starting_at, running_at, finished_at, status, "
+            "sub_status, details) VALUES (?, 'flwr/app', '1.0', 'abc', ?, ?, "
+            "'2025-06-15T15:06:40+00:00', '', '', '', 'pending', '', '')",
+            (run_id - 2**64, override.SerializeToString(), options.SerializeToString()),
+        )
+        db.execute(
+            "INSERT INTO context (run_id, context) VALUES (?, ?)",
+            (run_id - 2**64, Context(run_id=run_id).SerializeToString()),
+        )
+        db.execute(
+            "INSERT INTO node (node_id, online_until, ping_interval, public_key) "
+            "VALUES (?, ?, 30.0, ?)",
+            (node_id - 2**64, clock() + 30.0, b"node-key"),
+        )
+        db.execute(
+            "INSERT INTO message_ins (message_id, run_id, src_node_id, dst_node_id, "
+            "reply_to_message_id, group_id, message_type, created_at, ttl) "
+            "VALUES ('ins-1', ?, 1, ?, '', 'g', 'train', ?, 600.0)",
+            (run_id - 2**64, node_id - 2**64, clock()),
+        )
+        db.execute(
+            "INSERT INTO message_ins_payload (seq, content, error) "
+            "VALUES (last_insert_rowid(), ?, NULL)",
+            (content.SerializeToString(),),
+        )
+        db.execute("PRAGMA user_version = 2")
+    db.close()
+
+    async with opened(path, clock) as state:
+        run = await state.get_run(run_id)
+        assert run is not None
+        assert (run.fab_id, run.fab_version, run.fab_hash) == ("flwr/app", "1.0", "abc")
+        assert run.override_config == {"lr": 0.5}
+        assert run.pending_at == "2025-06-15T15:06:40+00:00"
+        assert run.status == RunStatus(PENDING)
+        assert await state.get_federation_options(run_id) == options
+        assert await state.get_serverapp_context(run_id) == Context(run_id=run_id)
+        assert await state.get_online_nodes() == [node_id]
+        assert await state.get_node_id(b"node-key") == node_id
+        assert await state.has_instructions_waiting(node_id)
+        [pulled] = await state.pull_message_ins(node_id)
+        assert pulled.metadata.message_id == "ins-1"
+        assert (pulled.metadata.run_id, pulled.metadata.dst_node_id) == (run_id, node_id)
+        assert pulled.content == content
+    assert schema_statements(path) == golden_statements()
 
 
 async def test_newer_schema_version_is_refused_naming_file_and_versions(
@@ -363,7 +465,7 @@ async def test_uint64_ids_above_2_63_round_trip(
 async def test_concurrent_pulls_never_hand_out_one_instruction_twice(
     clock: FakeClock, tmp_path: Path
 ) -> None:
-    """Pulls racing on the shared connection each get distinct instructions (bug 9)."""
+    """Pulls racing on the shared connection each get distinct instructions."""
     async with opened(tmp_path / "state.db", clock) as state:
         node_id = await state.create_node(ping_interval=30.0)
         run_id = await state.create_run("a", "1", "", {}, ConfigRecord())

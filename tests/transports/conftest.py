@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from superlink_async.services.fleet import FleetService
+from superlink_async.state import IN_MEMORY_DATABASE
 from superlink_async.transports.gate import CallGate
 from superlink_async.transports.grpc.server import LeanServer
 from superlink_async.transports.grpc.servicers import FleetServicer
@@ -22,6 +23,7 @@ __all__ = [
     "MAX_MESSAGE",
     "Link",
     "assert_no_traceback",
+    "database",
     "fleet_port",
     "link",
     "serving_fleet",
@@ -29,6 +31,12 @@ __all__ = [
 
 #: The request size limit of the transports under test: small, so tests can exceed it.
 MAX_MESSAGE = 4096
+
+
+@pytest.fixture
+def database() -> str:
+    """The transports run over one backend; tests/services runs the behaviour over each."""
+    return IN_MEMORY_DATABASE
 
 
 @asynccontextmanager

@@ -1,0 +1,70 @@
+"""What every backend does above its storage, written once: backends subclass ``BackendBase``.
+
+The decisions themselves are ``rules``'; this class holds the parts of the ``LinkState``
+surface that are the same for any storage, so that a backend implements only what reads or
+writes its tables.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from superlink_async.state import rules
+from superlink_async.state.base import MessageRejectedError, UserConfig
+from superlink_async.wire.message_pb2 import Message
+from superlink_async.wire.recorddict_pb2 import ConfigRecord
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """A run to store as pending, with its initial context (``rules.context_at_creation``)."""
+
+    fab_id: str
+    fab_version: str
+    fab_hash: str
+    override_config: UserConfig
+    federation_options: ConfigRecord
+    pending_at: str
+
+
+class BackendBase(ABC):
+    """The shared half of a ``LinkState`` backend; time comes from ``clock``."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+
+    async def create_run(
+        self,
+        fab_id: str,
+        fab_version: str,
+        fab_hash: str,
+        override_config: UserConfig,
+        federation_options: ConfigRecord,
+    ) -> int:
+        """Store a pending run and its initial ServerApp context in one step; return its id."""
+        pending_at = rules.iso_timestamp(self._clock())
+        return await self._store_new_run(
+            NewRun(fab_id, fab_version, fab_hash, override_config, federation_options, pending_at)
+        )
+
+    async def store_message_ins(self, message: Message) -> str:
+        """Store an instruction (already validated); assign and return its id.
+
+        ``MessageRejectedError`` if its run or destination node is unknown.
+        """
+        (result,) = await self.store_messages_ins([message])
+        if isinstance(result, MessageRejectedError):
+            raise result
+        return result
+
+    @abstractmethod
+    async def _store_new_run(self, run: NewRun) -> int:
+        """Store ``run`` and its initial context together under a fresh run id; return it."""
+
+    @abstractmethod
+    async def store_messages_ins(
+        self, messages: Sequence[Message]
+    ) -> list[str | MessageRejectedError]:
+        """Each instruction's id, or why it was refused (``rules.instruction_rejection``)."""
