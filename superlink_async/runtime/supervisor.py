@@ -55,9 +55,10 @@ class Supervisor:
     """Runs every component as a named task in one anyio task group.
 
     Each task belongs to a shutdown ``stage``; ``stop(stage)`` ends that stage's tasks and
-    waits for them, so a shutdown ends the components in the order it chooses. Any task
-    that raises, or returns before it was stopped, cancels the others; leaving the
-    ``async with`` then raises a ``SuperLinkExit`` with code 100 naming the task and cause.
+    waits for them, so a shutdown ends the components in the order it chooses; leaving
+    the ``async with`` cancels whatever is left. Any task that raises, or returns before it
+    was stopped, cancels the others; leaving the ``async with`` then raises a
+    ``SuperLinkExit`` with code 100 naming the task and the cause.
     """
 
     def __init__(self) -> None:
@@ -76,13 +77,14 @@ class Supervisor:
         traceback: TracebackType | None,
     ) -> bool | None:
         group = self._require_group()
+        group.cancel_scope.cancel()  # whatever no stage stopped
         try:
             return await group.__aexit__(exc_type, exc, traceback)
         except BaseExceptionGroup as group_error:
             if crash := _first(group_error, TaskCrashedError):
                 raise crash_exit(crash) from crash.cause
             if exit_error := _first(group_error, SuperLinkExit):
-                raise exit_error from None
+                raise exit_error from exit_error.__cause__
             raise
 
     @property
