@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl as _ssl
+import weakref
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
@@ -357,6 +358,7 @@ class LeanServer(Server):
         )
         self._profile = profile
         self.handshake_timeout = handshake_timeout
+        self._protocols: weakref.WeakSet[_LeanProtocol] = weakref.WeakSet()
         # grpclib has h2 decode headers as ASCII, and a byte beyond it escaped h2 and
         # grpclib as UnicodeDecodeError (asyncio logged a fatal error with a traceback and
         # dropped the connection). Latin-1 decodes every byte, ASCII as ASCII, so such a
@@ -375,17 +377,32 @@ class LeanServer(Server):
         )
         self._server_closed_fut = self._loop.create_future()
 
+    def close(self) -> None:
+        """Stop accepting, cancel the calls in flight, and close every connection.
+
+        grpclib leaves the connections open, so a cancelled call's client would wait for
+        an answer as long as the process lives (an embedding host's, for one).
+        """
+        super().close()
+        for protocol in list(self._protocols):
+            if hasattr(protocol, "connection"):  # not if its TLS handshake is under way
+                protocol._close("the server is closing")  # no GOAWAY, as if we had exited
+
     def _protocol_factory(self) -> H2Protocol:
         self.__gc_step__()
         handler = _ForgetfulHandler(
             self._mapping, self._codec, self._status_details_codec, self.__dispatch__
         )
         self._handlers.add(handler)
+        protocol: _LeanProtocol
         if self._profile.read_bytes:
-            return _BulkProtocol(
+            protocol = _BulkProtocol(
                 self._profile, handler, self._config, self._h2_config, self.handshake_timeout
             )
-        return _LeanProtocol(handler, self._config, self._h2_config, self.handshake_timeout)
+        else:
+            protocol = _LeanProtocol(handler, self._config, self._h2_config, self.handshake_timeout)
+        self._protocols.add(protocol)
+        return protocol
 
 
 async def serve_grpc(
