@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 import signal
 import socket
@@ -27,6 +28,7 @@ from superlink_async.config import ISOLATION_SUBPROCESS, Address
 from superlink_async.runtime.shutdown import (
     BOUND_AFTER_DRAIN,
     CHILDREN,
+    DRAIN,
     LISTENERS,
     STAGES,
     Stage,
@@ -296,3 +298,20 @@ def test_sigterm_during_a_stalled_rest_call_exits_within_the_grace_and_the_bound
     assert grace <= took <= grace + BOUND_AFTER_DRAIN, output
     assert "1 call(s) still in flight after 5.0s; closing anyway" in output
     assert "SuperLink terminated gracefully." in output
+
+
+def test_the_operations_guide_shows_the_table_the_code_runs() -> None:
+    """docs/operations.md's stage table is the code's: same stages, order, bounds, words."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    rows = re.findall(r"^\| (\d)\. (\w+) \| (.+?) \| (.+) \|$", text, re.MULTILINE)
+    assert [(int(number), name, ends) for number, name, _, ends in rows] == [
+        (number, stage.name, stage.ends) for number, stage in enumerate(STAGES, 1)
+    ]
+    assert [bound for *_, bound, _ in rows] == [documented_bound(stage) for stage in STAGES]
+    assert f"within the grace plus {BOUND_AFTER_DRAIN:g} s" in text
+
+
+def documented_bound(stage: Stage) -> str:
+    if stage is DRAIN:
+        return f"`--shutdown-grace` (default {Config.shutdown_grace:g} s)"
+    return "not cut short" if math.isinf(stage.bound) else f"{stage.bound:g} s"
