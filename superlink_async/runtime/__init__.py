@@ -31,11 +31,16 @@ async def serve(config: Config) -> None:
     """Run a SuperLink until a stop signal; always ends by raising ``SuperLinkExit``.
 
     A graceful stop raises the signal's code (0-99, process status 0) with
-    "SuperLink terminated gracefully."; a crash raises code 100.
+    "SuperLink terminated gracefully."; a crash raises code 100. The stop signals' handlers
+    are what they were before once it returns (a second signal forces the exit meanwhile).
     """
-    from superlink_async.runtime.signals import wait_for_stop_signal  # noqa: PLC0415
+    from superlink_async.runtime.signals import (  # noqa: PLC0415
+        stop_signal_handlers_restored,
+        wait_for_stop_signal,
+    )
     from superlink_async.runtime.superlink import SuperLink  # noqa: PLC0415
 
-    async with SuperLink(config):
-        code = await wait_for_stop_signal()
+    with stop_signal_handlers_restored():
+        async with SuperLink(config):
+            code = await wait_for_stop_signal()
     raise SuperLinkExit(code, "SuperLink terminated gracefully.")

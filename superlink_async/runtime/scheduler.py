@@ -23,6 +23,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from superlink_async.config import Address
 from superlink_async.logs import logger
 from superlink_async.runtime.children import end_leftovers, spawn, terminate
+from superlink_async.runtime.shutdown import CHILDREN
 from superlink_async.services.runs import RunEvents
 from superlink_async.state.base import FAILED, FINISHED, LinkState, RunStatus
 
@@ -30,7 +31,8 @@ from superlink_async.state.base import FAILED, FINISHED, LinkState, RunStatus
 POLL_SECONDS = 1.0
 #: Consecutive children dying before they claim a run, after which that run fails.
 MAX_LAUNCH_FAILURES = 3
-#: Seconds a child gets to exit after SIGTERM before it is killed.
+#: Seconds a child of a stopped run gets to exit after SIGTERM before it is killed (at
+#: shutdown: the children stage's bound).
 TERMINATE_GRACE = 5.0
 
 
@@ -127,10 +129,10 @@ class RunScheduler:
                 await terminate(child.process, TERMINATE_GRACE)
 
     async def shutdown(self) -> None:
-        """End every child (bounded), e.g. when the server stops."""
+        """End every child (within the children stage's bound), e.g. when the server stops."""
         async with anyio.create_task_group() as group:
             for child in self._children:
-                group.start_soon(terminate, child.process, TERMINATE_GRACE)
+                group.start_soon(terminate, child.process, CHILDREN.bound)
 
     async def _launch_if_needed(self, group: TaskGroup) -> None:
         if any(child.run_id is None for child in self._children):

@@ -47,7 +47,8 @@ _ANSWER = struct.Struct(">I?")
 _READY = b"ready\n"
 #: How long a worker may take to start before we check on the loop instead.
 _START_TIMEOUT = 30.0
-#: How long stopping workers may take after their stdin closed, before they are killed.
+#: How long stopping workers may take after their stdin closed, before they are killed
+#: (the SuperLink passes its workers stage's bound instead).
 _STOP_TIMEOUT = 2.0
 #: Checks go to the workers while the measured loop lag (``LoopLag.level``) is at least this.
 SPILL_LAG = 0.02
@@ -119,14 +120,22 @@ class WorkerSignatures:
 
     ``lag`` is the loop's measured lateness (its own task keeps it current); ``spill_lag``:
     how late (seconds) the loop must run for checks to go to the workers; 0 sends every
-    check there.
+    check there. ``stop_timeout``: how long stopping waits for the workers to exit.
     """
 
-    def __init__(self, workers: int, lag: LoopLag, spill_lag: float = SPILL_LAG) -> None:
+    def __init__(
+        self,
+        workers: int,
+        lag: LoopLag,
+        spill_lag: float = SPILL_LAG,
+        *,
+        stop_timeout: float = _STOP_TIMEOUT,
+    ) -> None:
         if workers < 1:
             raise ValueError("WorkerSignatures needs at least one worker")
         self.workers = workers
         self.spill_lag = spill_lag
+        self.stop_timeout = stop_timeout
         self._lag = lag
         self._running: list[_Worker] = []
         self._idents = itertools.count(1)
@@ -193,7 +202,7 @@ class WorkerSignatures:
         finally:
             self._running = []
             with anyio.CancelScope(shield=True):
-                await _stop(workers)
+                await _stop(workers, self.stop_timeout)
 
     @staticmethod
     async def _warn_on_exit(worker: _Worker) -> None:
@@ -201,11 +210,11 @@ class WorkerSignatures:
         logger.warning("A signature worker process ended; its share is checked on the loop")
 
 
-async def _stop(workers: list[_Worker]) -> None:
-    """Close their stdin (they exit at EOF), then kill whichever is still there."""
+async def _stop(workers: list[_Worker], patience: float) -> None:
+    """Close their stdin (they exit at EOF); kill whichever is left after ``patience`` s."""
     for worker in workers:
         worker.close_stdin()
-    with anyio.move_on_after(_STOP_TIMEOUT):
+    with anyio.move_on_after(patience):
         for worker in workers:
             await worker.exited.wait()
     for worker in workers:

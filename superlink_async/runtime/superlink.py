@@ -9,10 +9,11 @@ With the deployment executor (the default) it serves the Exec, ServerAppIo and F
 launches ``flwr-serverapp`` per run; with the simulation executor it serves the Exec and
 SimulationIo APIs only and launches ``flwr-simulation`` per run.
 
-Leaving the block shuts down in order: refuse new calls and drain those in flight
-(bounded by ``config.shutdown_grace``), end the per-run children, close the listeners, then
-close the state. If a component crashes, the block is cancelled and ``SuperLinkExit``
-with code 100 (naming the task and the cause) is raised from it.
+Leaving the block shuts down in the stages of ``runtime.shutdown``, each bounded there:
+refuse new calls and drain those in flight (for ``config.shutdown_grace``), end the per-run
+children, close the listeners, stop the workers and background tasks, then close the state.
+If a component crashes (or returns), the block is cancelled and ``SuperLinkExit`` with code
+100 (naming the task and the cause) is raised from it.
 """
 
 from __future__ import annotations
@@ -43,6 +44,15 @@ from superlink_async.logs import logger
 from superlink_async.loop_lag import LoopLag
 from superlink_async.metrics import Metrics, metrics_app
 from superlink_async.runtime.scheduler import SERVERAPP, SIMULATION, RunScheduler
+from superlink_async.runtime.shutdown import (
+    CHILDREN,
+    DRAIN,
+    LISTENERS,
+    REST_SHUTDOWN_TIMEOUT,
+    STATE,
+    WORKERS,
+    stage,
+)
 from superlink_async.runtime.signature_workers import WorkerSignatures, default_workers
 from superlink_async.runtime.supervisor import Supervisor, TaskFunction
 from superlink_async.services.exec import ExecService
@@ -67,6 +77,9 @@ from superlink_async.transports.grpc.servicers import (
 from superlink_async.transports.health import HealthProbe
 from superlink_async.transports.http import serve_http
 from superlink_async.transports.rest import fleet_rest_app
+
+#: An aiohttp application as a listener: its runner's shutdown is bounded by the table's.
+_serve_http = partial(serve_http, shutdown_timeout=REST_SHUTDOWN_TIMEOUT)
 
 #: How often expired messages are swept from the state (the reference never does).
 PURGE_INTERVAL = 60.0
@@ -106,11 +119,12 @@ class SuperLink:
     def start_soon(self, name: str, function: TaskFunction, *args: Any) -> None:
         """Run a host task under the same supervision as the server's own components.
 
-        If it raises, the whole SuperLink stops and exits with code 100 naming ``name``.
+        If it raises or returns, the whole SuperLink stops and exits with code 100 naming
+        ``name``. A shutdown cancels it in the workers stage, after the listeners closed.
         """
         if self._supervisor is None:
             raise RuntimeError("SuperLink is not running")
-        self._supervisor.start_soon(name, function, *args)
+        self._supervisor.start_soon(name, function, *args, stage=WORKERS.name)
 
     async def __aenter__(self) -> SuperLink:
         check_all()  # the libraries' internals we reach into, before anything binds
@@ -131,26 +145,37 @@ class SuperLink:
         traceback: TracebackType | None,
     ) -> bool | None:
         with anyio.CancelScope(shield=True):
-            if not self._gate.draining:
-                drained = await self._gate.drain(self.config.shutdown_grace)
-                if not drained:
-                    logger.warning(
-                        "%d call(s) still in flight after %.1fs; closing anyway",
-                        self._gate.in_flight,
-                        self.config.shutdown_grace,
-                    )
-        if self._supervisor is not None:
-            self._supervisor.cancel()
+            await self._stop_in_stages()
         return await self._stack.__aexit__(exc_type, exc, traceback)
+
+    async def _stop_in_stages(self) -> None:
+        """The stages of ``runtime.shutdown`` up to the state's, which the stack closes last.
+
+        After a crash every task is being cancelled already; the stages then only wait.
+        """
+        grace = self.config.shutdown_grace
+        with stage(DRAIN, grace):
+            if not self._gate.draining and not await self._gate.drain(grace):
+                logger.warning(
+                    "%d call(s) still in flight after %.1fs; closing anyway",
+                    self._gate.in_flight,
+                    grace,
+                )
+        supervisor = self._require_supervisor()
+        for each in (CHILDREN, LISTENERS, WORKERS):
+            with stage(each):
+                await supervisor.stop(each.name)
 
     async def _start(self, exec_address: Address, appio_address: Address) -> None:
         parts = await self._open_parts(appio_address)
         self._supervisor = await self._stack.enter_async_context(Supervisor())
-        await self._supervisor.start("loop-lag", self._lag.run)
+        await self._supervisor.start("loop-lag", self._lag.run, stage=WORKERS.name)
         await self._start_exec(parts, exec_address)
         await self._start_appio(parts, appio_address)
         if parts.signature_workers is not None:
-            await self._supervisor.start("signature-workers", parts.signature_workers.run)
+            await self._supervisor.start(
+                "signature-workers", parts.signature_workers.run, stage=WORKERS.name
+            )
         if not self.config.simulation:
             for listener in self.config.fleet_listeners():
                 await self._start_fleet(parts, listener)
@@ -160,9 +185,11 @@ class SuperLink:
         """Open the state and build the services every listener delegates to."""
         config = self.config
         tls = config.tls  # loaded by check(): unusable certificates left the database untouched
-        state = await self._stack.enter_async_context(
+        closing = AsyncExitStack()
+        state = await closing.enter_async_context(
             open_state(config.database, self._clock, check_integrity=config.check_database)
         )
+        self._stack.push_async_callback(_close_state_last, closing)
         if self._metrics is not None:
             state = self._metrics.timed_state(state)
         self._state = state
@@ -203,6 +230,7 @@ class SuperLink:
             "Flower Deployment Engine: Starting Exec API",
             parts.tls.grpc,
             self._gate,
+            stage=LISTENERS.name,
         )
 
     async def _start_appio(self, parts: _Parts, address: Address) -> None:
@@ -216,6 +244,7 @@ class SuperLink:
                 "Flower Simulation Engine: Starting SimulationIo API",
                 None,
                 self._gate,
+                stage=LISTENERS.name,
             )
             return
         await self._require_supervisor().start(
@@ -226,6 +255,7 @@ class SuperLink:
             "Flower ECE: Starting ServerAppIo API (gRPC-rere)",
             parts.tls.serverappio,
             self._gate,
+            stage=LISTENERS.name,
         )
 
     async def _start_fleet(self, parts: _Parts, listener: FleetListener) -> None:
@@ -239,6 +269,7 @@ class SuperLink:
                 "Flower ECE: Starting Fleet API (gRPC-rere)",
                 parts.tls.grpc,
                 self._gate,
+                stage=LISTENERS.name,
             )
         elif listener.api_type == FLEET_GRPC_ADAPTER:
             await self._require_supervisor().start(
@@ -249,24 +280,28 @@ class SuperLink:
                 "Flower ECE: Starting Fleet API (GrpcAdapter)",
                 parts.tls.grpc,
                 self._gate,
+                stage=LISTENERS.name,
             )
         elif listener.api_type == FLEET_REST:
             await self._require_supervisor().start(
                 "fleet-rest-api",
-                serve_http,
+                _serve_http,
                 fleet_rest_app(parts.fleet, self._gate, parts.health.healthy),
                 listener.address,
                 "Starting Flower REST server",
                 parts.tls.rest,
                 self._gate,
+                stage=LISTENERS.name,
             )
 
     async def _start_background(self, parts: _Parts) -> None:
         """Tasks that serve no port: the run scheduler and the message purger."""
         supervisor = self._require_supervisor()
         if parts.scheduler is not None:
-            await supervisor.start("scheduler", parts.scheduler.run)
-        supervisor.start_soon("message-purger", _purge_expired_messages, parts.state)
+            await supervisor.start("scheduler", parts.scheduler.run, stage=CHILDREN.name)
+        supervisor.start_soon(
+            "message-purger", _purge_expired_messages, parts.state, stage=WORKERS.name
+        )
         if self._metrics is not None and self.config.metrics_address:
             metrics, scheduler = self._metrics, parts.scheduler
 
@@ -275,12 +310,13 @@ class SuperLink:
 
             await supervisor.start(
                 "metrics",
-                serve_http,
+                _serve_http,
                 metrics_app(metrics, refresh),
                 Address.parse(self.config.metrics_address),
                 "Serving Prometheus metrics at /metrics",
                 None,
                 self._gate,
+                stage=LISTENERS.name,
             )
 
     def _require_supervisor(self) -> Supervisor:
@@ -329,6 +365,12 @@ def _ignore_claim(run_id: int) -> None:
     """``--isolation process``: no child to bind the run to."""
 
 
+async def _close_state_last(closing: AsyncExitStack) -> None:
+    """The last stage: close the state, not cut short (see ``runtime.shutdown.STATE``)."""
+    with stage(STATE), anyio.CancelScope(shield=True):
+        await closing.aclose()
+
+
 async def _purge_expired_messages(state: LinkState) -> None:
     while True:
         await anyio.sleep(PURGE_INTERVAL)
@@ -363,7 +405,9 @@ def _signature_workers(config: Config, lag: LoopLag) -> WorkerSignatures | None:
         listener.api_type == FLEET_GRPC_RERE for listener in config.fleet_listeners()
     )
     workers = default_workers() if config.signature_workers is None else config.signature_workers
-    return WorkerSignatures(workers, lag) if signs and workers > 0 else None
+    if not signs or workers <= 0:
+        return None
+    return WorkerSignatures(workers, lag, stop_timeout=WORKERS.bound)
 
 
 async def _node_authenticator(

@@ -52,13 +52,19 @@ async def serve_http(
     tls: ssl.SSLContext | None = None,
     gate: CallGate | None = None,
     *,
+    shutdown_timeout: float,
     task_status: TaskStatus[None],
 ) -> None:
     """Serve an aiohttp ``app`` until cancelled: the site stops, then the runner cleans up.
 
-    The ``gate``'s metrics count the listener's pauses (out of file descriptors).
+    A request still running when it is cancelled gets ``shutdown_timeout`` seconds, then
+    is cancelled (aiohttp then waits up to that long again for it to end); aiohttp's own
+    default of 60 s would hold a shutdown that long. The ``gate``'s metrics count the
+    listener's pauses (out of file descriptors).
     """
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout
+    )
     await runner.setup()
     try:
         await _PausingSite(runner, address, gate or CallGate(), tls).start()

@@ -127,6 +127,17 @@ async def _fail() -> None:
     raise RuntimeError("injected fault")
 
 
+async def test_a_host_task_that_returns_is_a_code_100_crash_naming_it(config: Config) -> None:
+    """Supervised tasks run until stopped; one that ends by itself is noticed, not lost."""
+    with pytest.raises(SuperLinkExit) as exit_info:
+        async with SuperLink(config) as link:
+            link.start_soon("one-shot", anyio.sleep, 0)
+            await anyio.sleep(5)
+            pytest.fail("the host block was not cancelled")
+    assert exit_info.value.code is ExitCode.SUPERLINK_THREAD_CRASH
+    assert "Task 'one-shot' crashed: TaskReturnedError" in exit_info.value.message
+
+
 async def test_an_unparsable_address_is_code_600_before_anything_binds(config: Config) -> None:
     bad = replace(config, fleet_api_address="no-port-here")
     with pytest.raises(SuperLinkExit) as exit_info:

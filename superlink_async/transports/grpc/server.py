@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl as _ssl
+import weakref
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -316,6 +317,7 @@ class LeanServer(Server):
         self._profile = profile
         self.handshake_timeout = handshake_timeout
         self._configs = grpclib_internals.connection_configs(self)
+        self._protocols: weakref.WeakSet[_LeanProtocol] = weakref.WeakSet()
         # grpclib has h2 decode headers as ASCII, and a byte beyond it escaped h2 and
         # grpclib as UnicodeDecodeError (asyncio logged a fatal error with a traceback and
         # dropped the connection). Latin-1 decodes every byte, ASCII as ASCII, so such a
@@ -337,13 +339,30 @@ class LeanServer(Server):
             ),
         )
 
+    def close(self) -> None:
+        """Stop accepting, cancel the calls in flight, and close every connection.
+
+        grpclib leaves the connections open, so a cancelled call's client would wait for
+        an answer as long as the process lives (an embedding host's, for one).
+        """
+        super().close()
+        for protocol in list(self._protocols):
+            if hasattr(protocol, "connection"):  # not if its TLS handshake is under way
+                protocol._close("the server is closing")  # no GOAWAY, as if we had exited
+
     def _new_protocol(self) -> H2Protocol:
         """A new connection's protocol, and its handler."""
         handler = grpclib_internals.new_handler(self, _ForgetfulHandler)
         config, h2_config = self._configs
+        protocol: _LeanProtocol
         if self._profile.read_bytes:
-            return _BulkProtocol(self._profile, handler, config, h2_config, self.handshake_timeout)
-        return _LeanProtocol(handler, config, h2_config, self.handshake_timeout)
+            protocol = _BulkProtocol(
+                self._profile, handler, config, h2_config, self.handshake_timeout
+            )
+        else:
+            protocol = _LeanProtocol(handler, config, h2_config, self.handshake_timeout)
+        self._protocols.add(protocol)
+        return protocol
 
 
 async def serve_grpc(

@@ -9,6 +9,7 @@ import socket
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import closing
+from functools import partial
 
 import anyio
 import pytest
@@ -111,7 +112,8 @@ async def test_the_listener_queues_a_fleet_connecting_at_once(listener: str) -> 
         if listener == "grpc":
             await tasks.start(serve_grpc, [Health()], address, "test listener")
         else:
-            await tasks.start(serve_http, web.Application(), address, "test listener")
+            serve = partial(serve_http, shutdown_timeout=0.25)
+            await tasks.start(serve, web.Application(), address, "test listener")
         clients = [socket.socket() for _ in range(300)]
         try:
             for client in clients:
