@@ -12,8 +12,9 @@ is rolled back on any error; once queued it runs to its end even if its caller i
 The node pull is a single ``UPDATE ... RETURNING``, so no instruction is handed out twice.
 
 Decisions are ``rules``': a method reads what a rule needs, asks it, and writes the outcome
-(statements call ``is_online`` and ``ttl_lapsed`` by name). Rows are encoded by ``rows``; hot
-reads are answered from ``caches``, at whose named invalidation points every change passes.
+(statements call ``is_online`` and ``ttl_lapsed`` by name). Rows are encoded by
+``state.columns``; hot reads are answered from ``caches``, at whose named invalidation points
+every change passes.
 """
 
 from __future__ import annotations
@@ -49,6 +50,18 @@ from superlink_async.state.base import (
     StateStats,
     StorageFullError,
 )
+from superlink_async.state.columns import (
+    MESSAGE_FIELDS,
+    METADATA_FIELDS,
+    RUN_FIELDS,
+    encode_user_config,
+    from_db,
+    message_from_row,
+    message_params,
+    run_from_row,
+    run_status_from_row,
+    to_db,
+)
 from superlink_async.state.common import BackendBase, NewRun
 from superlink_async.state.sqlite.caches import ReadCaches
 from superlink_async.state.sqlite.files import (
@@ -59,20 +72,10 @@ from superlink_async.state.sqlite.files import (
 )
 from superlink_async.state.sqlite.rows import (
     INSTRUCTION_FIELDS,
-    MESSAGE_FIELDS,
     MESSAGE_METADATA_FIELDS,
     MESSAGE_PLACEHOLDERS,
-    METADATA_FIELDS,
     METADATA_PLACEHOLDERS,
-    RUN_FIELDS,
-    encode_user_config,
-    from_db,
     json_ids,
-    message_from_row,
-    message_params,
-    run_from_row,
-    run_status_from_row,
-    to_db,
 )
 from superlink_async.state.sqlite.schema import SCHEMA_VERSION, prepare_schema
 from superlink_async.state.sqlite.session import Session, atomically, register_rules
