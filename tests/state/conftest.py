@@ -11,6 +11,7 @@ import pytest
 
 from superlink_async.state.base import LinkState
 from superlink_async.state.factory import open_state
+from superlink_async.state.postgres import PostgresLinkState
 from superlink_async.testing.clock import FakeClock
 
 
@@ -27,10 +28,19 @@ def _database(backend: str, tmp_path: Path) -> str:
     }[backend]
 
 
-@pytest.fixture(params=["memory", "sqlite-file", "sqlite-memory"])
+@pytest.fixture(params=["memory", "sqlite-file", "sqlite-memory", "postgres"])
 async def state(
     request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
 ) -> AsyncIterator[LinkState]:
+    if request.param == "postgres":
+        # The session's PostgreSQL server starts with the first test that asks for it.
+        url: str = request.getfixturevalue("postgres_url")
+        postgres = await PostgresLinkState.open(url, clock=clock)
+        try:
+            yield postgres
+        finally:
+            await postgres.aclose()
+        return
     async with open_state(_database(request.param, tmp_path), clock=clock) as opened:
         yield opened
 
