@@ -22,7 +22,7 @@ from typing import Any
 
 import asyncpg
 
-from superlink_async.state.base import StateError
+from superlink_async.state.base import StateError, StateUnavailableError
 
 #: Seconds to establish one connection (libpq's ``connect_timeout`` overrides it).
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -184,3 +184,10 @@ def unavailable(exc: BaseException) -> bool:
         | asyncpg.exceptions.OperatorInterventionError
         | asyncpg.exceptions.InsufficientResourcesError,
     )
+
+
+def translated(exc: Exception) -> Exception:
+    """``StateUnavailableError`` (clients retry) if ``exc`` is ``unavailable``; else ``exc``."""
+    if unavailable(exc):
+        return StateUnavailableError(f"The PostgreSQL database cannot be reached now: {_text(exc)}")
+    return exc
