@@ -51,7 +51,7 @@ from superlink_async.services.node_auth import NodeAuthenticator
 from superlink_async.services.runs import RunEvents
 from superlink_async.services.serverappio import ServerAppIoService
 from superlink_async.services.simulationio import SimulationIoService
-from superlink_async.state.base import LinkState
+from superlink_async.state.base import LinkState, StateUnavailableError
 from superlink_async.state.fab_store import DirectoryFabStore
 from superlink_async.state.factory import open_state
 from superlink_async.tls import ListenerTls
@@ -332,7 +332,12 @@ def _ignore_claim(run_id: int) -> None:
 async def _purge_expired_messages(state: LinkState) -> None:
     while True:
         await anyio.sleep(PURGE_INTERVAL)
-        if removed := await state.purge_expired_messages():
+        try:
+            removed = await state.purge_expired_messages()
+        except StateUnavailableError as exc:
+            logger.warning("Cannot purge expired messages now: %s", exc)
+            continue
+        if removed:
             logger.debug("Purged %d expired message(s)", removed)
 
 

@@ -118,6 +118,15 @@ class StorageFullError(StateError):
         super().__init__("database or disk is full")
 
 
+class StateUnavailableError(StateError):
+    """The store cannot be reached right now (e.g. its database server is down or restarting).
+
+    The operation was not confirmed (its transaction rolled back, unless the connection was
+    lost during the commit itself); the same call may succeed later, so clients are told to
+    retry.
+    """
+
+
 class DatabaseCorruptError(StateError):
     """A database file fails SQLite's integrity check; it must be restored, not served."""
 
