@@ -20,7 +20,7 @@ Cancellation: each operation runs in a task of its own that the caller's cancell
 not reach (``asyncio.shield``): once started it commits or rolls back whole, as on SQLite;
 ``aclose`` waits for those still running.
 
-Failures that mean the database cannot serve right now (``connect.unavailable``: the server
+Failures that mean the database cannot serve right now (``connect.translated``: the server
 down, restarting, unreachable) become ``StateUnavailableError``, which clients are told as
 UNAVAILABLE and may retry.
 
@@ -54,7 +54,6 @@ from superlink_async.state.base import (
     RunStatus,
     StateError,
     StateStats,
-    StateUnavailableError,
 )
 from superlink_async.state.columns import (
     MESSAGE_FIELDS,
@@ -68,7 +67,12 @@ from superlink_async.state.columns import (
     to_db,
 )
 from superlink_async.state.common import BackendBase, NewRun
-from superlink_async.state.postgres.connect import PostgresTarget, create_pool, unavailable
+from superlink_async.state.postgres.connect import (
+    PostgresTarget,
+    create_pool,
+    translated,
+    unavailable,
+)
 from superlink_async.state.postgres.rows import (
     MESSAGE_METADATA_FIELDS,
     MESSAGE_PLACEHOLDERS,
@@ -170,6 +174,11 @@ class PostgresLinkState(BackendBase):
             raise
         return cls(pool, clock, where)
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The connections this state uses, for stores beside it in the same database."""
+        return self._pool
+
     async def aclose(self) -> None:
         """Wait for the operations still running, then close the pool's connections.
 
@@ -213,10 +222,10 @@ class PostgresLinkState(BackendBase):
         except StateError:
             raise
         except Exception as exc:
-            if unavailable(exc):
-                reason = " ".join(str(exc).split()) or type(exc).__name__
-                raise StateUnavailableError(f"The {self._where} is unavailable: {reason}") from exc
-            raise
+            failure = translated(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
 
     async def probe(self) -> None:
         """A read of one row: raises ``StateUnavailableError`` while the database cannot serve."""
