@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -28,21 +29,44 @@ def _database(backend: str, tmp_path: Path) -> str:
     }[backend]
 
 
+@asynccontextmanager
+async def opened(database: str, clock: FakeClock) -> AsyncIterator[LinkState]:
+    """The backend ``database`` names: a ``postgresql://`` URL, or as ``open_state`` reads it."""
+    if not database.startswith("postgresql://"):
+        async with open_state(database, clock=clock) as state:
+            yield state
+        return
+    postgres = await PostgresLinkState.open(database, clock=clock)
+    try:
+        yield postgres
+    finally:
+        await postgres.aclose()
+
+
+def _database_of(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        # The session's PostgreSQL server starts with the first test that asks for it.
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return _database(request.param, tmp_path)
+
+
 @pytest.fixture(params=["memory", "sqlite-file", "sqlite-memory", "postgres"])
 async def state(
     request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
 ) -> AsyncIterator[LinkState]:
-    if request.param == "postgres":
-        # The session's PostgreSQL server starts with the first test that asks for it.
-        url: str = request.getfixturevalue("postgres_url")
-        postgres = await PostgresLinkState.open(url, clock=clock)
-        try:
-            yield postgres
-        finally:
-            await postgres.aclose()
-        return
-    async with open_state(_database(request.param, tmp_path), clock=clock) as opened:
-        yield opened
+    async with opened(_database_of(request, tmp_path), clock) as opened_state:
+        yield opened_state
+
+
+Reopen = Callable[[], AbstractAsyncContextManager[LinkState]]
+
+
+@pytest.fixture(params=["sqlite-file", "postgres"])
+def reopen(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Reopen:
+    """Opens one durable database (a new backend object each time), for tests of reopening."""
+    database = _database_of(request, tmp_path)
+    return lambda: opened(database, clock)
 
 
 def corrupt_a_page(path: Path) -> None:
