@@ -193,16 +193,16 @@ class PostgresLinkState(BackendBase):
     # --- Plumbing -------------------------------------------------------------------------
     async def _call(self, work: Work[T]) -> T:
         """``work`` on one connection of the pool, shielded from the caller's cancellation."""
-        return await self._shielded(self._on_connection(work, transaction=False))
+        return await self._shielded(work, transaction=False)
 
     async def _transaction(self, work: Work[T]) -> T:
         """``work`` in one transaction: all of it commits, or none (also if the caller leaves)."""
-        return await self._shielded(self._on_connection(work, transaction=True))
+        return await self._shielded(work, transaction=True)
 
-    async def _shielded(self, operation: Awaitable[T]) -> T:
+    async def _shielded(self, work: Work[T], *, transaction: bool) -> T:
         if self._closed:
             raise RuntimeError("The PostgreSQL LinkState is closed")
-        task = asyncio.ensure_future(operation)
+        task = asyncio.ensure_future(self._on_connection(work, transaction=transaction))
         self._running.add(task)
         task.add_done_callback(self._finished)
         return await asyncio.shield(task)

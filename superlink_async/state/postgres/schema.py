@@ -16,6 +16,7 @@ CPU on for little, and an update of another column of the row does not copy them
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
@@ -139,7 +140,7 @@ async def prepare_schema(
     where: str,
     *,
     version: int = SCHEMA_VERSION,
-    migrations: dict[int, tuple[str, ...]] = MIGRATIONS,
+    migrations: Mapping[int, Sequence[str]] = MIGRATIONS,
 ) -> None:
     """Create the schema in an empty database, or bring an older one of ours up to ``version``.
 
