@@ -201,7 +201,8 @@ def superlink(
             metavar=_PATH,
             show_default="<Flower home>/superlink/ffs",
             help="Directory for uploaded FABs (Flower File Storage). Flower home is "
-            "`$FLWR_HOME`, else `$XDG_DATA_HOME/.flwr`, else `~/.flwr`.",
+            "`$FLWR_HOME`, else `$XDG_DATA_HOME/.flwr`, else `~/.flwr`. Not used with a "
+            "PostgreSQL --database, which keeps FABs itself.",
         ),
     ] = None,
     auth_list_public_keys: Annotated[

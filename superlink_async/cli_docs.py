@@ -34,7 +34,7 @@ _FOOTER = """
 |---|---|
 | `FLWR_LOG_LEVEL` | Log level (default `INFO`); `DEBUG` adds timestamps to every line. |
 | `FLWR_HOME`, `XDG_DATA_HOME`, `HOME` | Locate Flower home (holds the default `--storage-dir`). |
-| `PGPASSWORD`, `PGPASSFILE`, `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`, `PGSERVICE`, `PGCONNECT_TIMEOUT` | libpq's variables, for a `postgresql://` `--database`: what the URL leaves out ([PostgreSQL](postgresql.md)). |
+| `PGPASSWORD`, `PGSSLMODE`, … | libpq's: what a PostgreSQL URL leaves out ([see](postgresql.md)). |
 
 ## Exit status
 
