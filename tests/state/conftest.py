@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
 
 from superlink_async.state.base import LinkState
 from superlink_async.state.factory import open_state
-from superlink_async.state.postgres import PostgresLinkState
 from superlink_async.testing.clock import FakeClock
 
 
@@ -21,42 +20,25 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def _database(backend: str, tmp_path: Path) -> str:
-    return {
-        "memory": ":flwr-in-memory-state:",
-        "sqlite-file": str(tmp_path / "state.db"),
-        "sqlite-memory": ":memory:",
-    }[backend]
-
-
-@asynccontextmanager
-async def opened(database: str, clock: FakeClock) -> AsyncIterator[LinkState]:
-    """The backend ``database`` names: a ``postgresql://`` URL, or as ``open_state`` reads it."""
-    if not database.startswith("postgresql://"):
-        async with open_state(database, clock=clock) as state:
-            yield state
-        return
-    postgres = await PostgresLinkState.open(database, clock=clock)
-    try:
-        yield postgres
-    finally:
-        await postgres.aclose()
-
-
 def _database_of(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The ``--database`` of the backend a test is parametrised with."""
     if request.param == "postgres":
         # The session's PostgreSQL server starts with the first test that asks for it.
         url: str = request.getfixturevalue("postgres_url")
         return url
-    return _database(request.param, tmp_path)
+    return {
+        "memory": ":flwr-in-memory-state:",
+        "sqlite-file": str(tmp_path / "state.db"),
+        "sqlite-memory": ":memory:",
+    }[request.param]
 
 
 @pytest.fixture(params=["memory", "sqlite-file", "sqlite-memory", "postgres"])
 async def state(
     request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
 ) -> AsyncIterator[LinkState]:
-    async with opened(_database_of(request, tmp_path), clock) as opened_state:
-        yield opened_state
+    async with open_state(_database_of(request, tmp_path), clock=clock) as opened:
+        yield opened
 
 
 Reopen = Callable[[], AbstractAsyncContextManager[LinkState]]
@@ -66,7 +48,7 @@ Reopen = Callable[[], AbstractAsyncContextManager[LinkState]]
 def reopen(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Reopen:
     """Opens one durable database (a new backend object each time), for tests of reopening."""
     database = _database_of(request, tmp_path)
-    return lambda: opened(database, clock)
+    return lambda: open_state(database, clock=clock)
 
 
 def corrupt_a_page(path: Path) -> None:
