@@ -5,14 +5,20 @@ integers are signed 64-bit. Messages keep their metadata in columns and their co
 error as the serialized protobuf; contexts, federation options and override configs are
 serialized protobufs too, so nothing is lost (bytes values, bool versus int). A row is
 anything that reads its columns by name (``sqlite3.Row``, ``asyncpg.Record``).
+
+Below the encoding: the rules' inputs read from rows, and their outcomes, which both SQL
+backends need alike around their different statements.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
-from superlink_async.state.base import RunRecord, RunStatus, UserConfig
+from superlink_async.state import rules
+from superlink_async.state.base import PENDING, RunNotFoundError, RunRecord, RunStatus, UserConfig
 from superlink_async.state.codec import fill_user_config, user_config_from_proto
+from superlink_async.state.common import NewRun
 from superlink_async.wire import run_pb2
 from superlink_async.wire.error_pb2 import Error
 from superlink_async.wire.message_pb2 import Message, Metadata
@@ -123,3 +129,69 @@ def message_from_row(row: Row) -> Message:
     if row["error"] is not None:
         message.error.CopyFrom(Error.FromString(row["error"]))
     return message
+
+
+# --- Rule inputs and outcomes over rows ------------------------------------------------------
+def new_run_params(run: NewRun) -> tuple[Any, ...]:
+    """Column values (``fab_id`` ... ``pending_at``, then ``status``) of a run to store."""
+    return (
+        run.fab_id,
+        run.fab_version,
+        run.fab_hash,
+        encode_user_config(run.override_config),
+        run.federation_options.SerializeToString(),
+        run.pending_at,
+        PENDING,
+    )
+
+
+def key_holder_from_row(row: Row | None) -> rules.KeyHolder | None:
+    """The holder of a key from its ``node_id, online_until`` row (None: the key is free)."""
+    return None if row is None else rules.KeyHolder(from_db(row["node_id"]), row["online_until"])
+
+
+def transition_error_from_row(row: Row | None, run_id: int, new_status: RunStatus) -> str | None:
+    """``rules.transition_error`` from the run's status row. ``RunNotFoundError`` if None."""
+    if row is None:
+        raise RunNotFoundError(run_id)
+    return rules.transition_error(run_status_from_row(row), new_status)
+
+
+def joined_log(rows: Sequence[Row]) -> tuple[str, float]:
+    """Log rows (``text, timestamp``, in order) as ``get_serverapp_log`` returns them."""
+    latest = float(rows[-1]["timestamp"]) if rows else 0.0
+    return "".join(row["text"] for row in rows), latest
+
+
+def instructions_of_run(
+    run_id: int, rows: Sequence[Row]
+) -> tuple[dict[str, Message], dict[str, float | None]]:
+    """The instructions a ServerApp asked for, by id, and their destinations' liveness.
+
+    ``rows`` are metadata rows with the destination's ``online_until`` (NULL when the node
+    is gone). ``RunMismatchError`` if one belongs to another run.
+    """
+    instructions = {row["message_id"]: message_from_row(row) for row in rows}
+    mismatch = rules.run_mismatch(run_id, (ins.metadata for ins in instructions.values()))
+    if mismatch is not None:
+        raise mismatch
+    return instructions, {row["message_id"]: row["online_until"] for row in rows}
+
+
+def take_results(
+    wanted: Sequence[str],
+    instructions: dict[str, Message],
+    online_until: dict[str, float | None],
+    reply_rows: Sequence[Row],
+    now: float,
+) -> list[Message]:
+    """What ``take_replies`` hands out for ``wanted``, in order (``rules.result_for``)."""
+    replies = {row["reply_to_message_id"]: message_from_row(row) for row in reply_rows}
+    results: list[Message] = []
+    for ins_id in wanted:
+        result = rules.result_for(
+            ins_id, instructions.get(ins_id), replies.get(ins_id), online_until.get(ins_id), now
+        )
+        if result is not None:
+            results.append(result)
+    return results

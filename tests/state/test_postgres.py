@@ -12,6 +12,7 @@ import contextlib
 import math
 import random
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -41,13 +42,19 @@ pytestmark = pytest.mark.anyio
 PING = 30.0
 
 
-@pytest.fixture
-async def first(postgres_url: str, clock: FakeClock) -> AsyncIterator[PostgresLinkState]:
-    state = await PostgresLinkState.open(postgres_url, clock=clock)
+@asynccontextmanager
+async def opened(url: str, clock: FakeClock) -> AsyncIterator[PostgresLinkState]:
+    state = await PostgresLinkState.open(url, clock=clock)
     try:
         yield state
     finally:
         await state.aclose()
+
+
+@pytest.fixture
+async def first(postgres_url: str, clock: FakeClock) -> AsyncIterator[PostgresLinkState]:
+    async with opened(postgres_url, clock) as state:
+        yield state
 
 
 @pytest.fixture
@@ -55,11 +62,8 @@ async def second(
     postgres_url: str, clock: FakeClock, first: PostgresLinkState
 ) -> AsyncIterator[PostgresLinkState]:
     """Another process on the database ``first`` created."""
-    state = await PostgresLinkState.open(postgres_url, clock=clock)
-    try:
+    async with opened(postgres_url, clock) as state:
         yield state
-    finally:
-        await state.aclose()
 
 
 @pytest.fixture

@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import asyncpg
 
-from superlink_async.logs import logger
 from superlink_async.state import rules
 from superlink_async.state.base import (
     FAILED,
@@ -58,13 +57,18 @@ from superlink_async.state.base import (
 from superlink_async.state.columns import (
     MESSAGE_FIELDS,
     RUN_FIELDS,
-    encode_user_config,
     from_db,
+    instructions_of_run,
+    joined_log,
+    key_holder_from_row,
     message_from_row,
     message_params,
+    new_run_params,
     run_from_row,
     run_status_from_row,
+    take_results,
     to_db,
+    transition_error_from_row,
 )
 from superlink_async.state.common import BackendBase, NewRun
 from superlink_async.state.postgres.connect import (
@@ -298,12 +302,7 @@ class PostgresLinkState(BackendBase):
                 "SELECT node_id, online_until FROM node WHERE public_key = $1 FOR UPDATE",
                 public_key,
             )
-            holder = (
-                None
-                if owner is None
-                else rules.KeyHolder(from_db(owner["node_id"]), owner["online_until"])
-            )
-            displaced = rules.displaced_key_holder(holder, now)
+            displaced = rules.displaced_key_holder(key_holder_from_row(owner), now)
             if displaced is not None:
                 await db.execute("DELETE FROM node WHERE node_id = $1", to_db(displaced))
             online_until = rules.online_until_on_creation(now, ping_interval)
@@ -345,15 +344,7 @@ class PostgresLinkState(BackendBase):
     # --- Runs -----------------------------------------------------------------------------
     async def _store_new_run(self, run: NewRun) -> int:
         """Store a pending run and its initial ServerApp context in one transaction."""
-        columns = (
-            run.fab_id,
-            run.fab_version,
-            run.fab_hash,
-            encode_user_config(run.override_config),
-            run.federation_options.SerializeToString(),
-            run.pending_at,
-            PENDING,
-        )
+        columns = new_run_params(run)
 
         async def create(db: Connection) -> int:
             run_id = await _insert_with_fresh_id(db, _INSERT_RUN, rules.new_run_id, *columns)
@@ -392,8 +383,8 @@ class PostgresLinkState(BackendBase):
         )
         return {from_db(row["run_id"]): run_status_from_row(row) for row in rows}
 
-    async def update_run_status(self, run_id: int, new_status: RunStatus) -> bool:
-        """Apply a valid transition (``rules``) and stamp its time. ``RunNotFoundError``.
+    async def _transition_run(self, run_id: int, new_status: RunStatus) -> str | None:
+        """Apply a valid transition (``rules``), stamped; return why an invalid one is refused.
 
         The run's row is locked from the check to the update, so transitions asked for by
         two processes at once are judged one after the other.
@@ -405,9 +396,7 @@ class PostgresLinkState(BackendBase):
                 "SELECT status, sub_status, details FROM run WHERE run_id = $1 FOR UPDATE",
                 to_db(run_id),
             )
-            if row is None:
-                raise RunNotFoundError(run_id)
-            error = rules.transition_error(run_status_from_row(row), new_status)
+            error = transition_error_from_row(row, run_id, new_status)
             if error is not None:
                 return error
             # The column name comes from a fixed mapping, never from the caller.
@@ -423,10 +412,7 @@ class PostgresLinkState(BackendBase):
             )
             return None
 
-        if (error := await self._transaction(update)) is not None:
-            logger.error("%s", error)
-            return False
-        return True
+        return await self._transaction(update)
 
     async def get_pending_run_id(self) -> int | None:
         """The oldest pending run, if any."""
@@ -542,9 +528,7 @@ class PostgresLinkState(BackendBase):
                 raise RunNotFoundError(run_id)
             return rows
 
-        rows = await self._call(read)
-        latest = float(rows[-1]["timestamp"]) if rows else 0.0
-        return "".join(row["text"] for row in rows), latest
+        return joined_log(await self._call(read))
 
     # --- Messages -------------------------------------------------------------------------
     async def store_messages_ins(
@@ -687,28 +671,13 @@ class PostgresLinkState(BackendBase):
                 "WHERE message_id = ANY($1::text[]) FOR UPDATE OF message_ins",
                 wanted,
             )
-            instructions = {row["message_id"]: message_from_row(row) for row in ins_rows}
-            mismatch = rules.run_mismatch(run_id, (ins.metadata for ins in instructions.values()))
-            if mismatch is not None:
-                raise mismatch
-            online_until = {row["message_id"]: row["online_until"] for row in ins_rows}
+            instructions, online_until = instructions_of_run(run_id, ins_rows)
             res_rows = await db.fetch(
                 f"SELECT {MESSAGE_FIELDS} FROM message_res "
                 "WHERE reply_to_message_id = ANY($1::text[])",
                 list(instructions),
             )
-            replies = {row["reply_to_message_id"]: message_from_row(row) for row in res_rows}
-            results: list[Message] = []
-            for ins_id in wanted:
-                result = rules.result_for(
-                    ins_id,
-                    instructions.get(ins_id),
-                    replies.get(ins_id),
-                    online_until.get(ins_id),
-                    now,
-                )
-                if result is not None:
-                    results.append(result)
+            results = take_results(wanted, instructions, online_until, res_rows, now)
             await db.execute(
                 "DELETE FROM message_ins WHERE message_id = ANY($1::text[])",
                 [reply.metadata.reply_to_message_id for reply in results],
