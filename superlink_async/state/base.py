@@ -266,7 +266,10 @@ class LinkState(Protocol):
         """
 
     async def has_instructions_waiting(self, node_id: int) -> bool:
-        """Whether an instruction may be waiting for ``node_id``, answered from memory.
+        """Whether an instruction may be waiting for ``node_id``, answered cheaply.
+
+        From memory where one process owns the data (memory, SQLite); one indexed read on
+        PostgreSQL, which other processes write to.
 
         Never False while one is waiting; may be True for one that expired meanwhile, or
         until a pull finds nothing.
