@@ -34,6 +34,8 @@ SUPERUSER = "superlink"
 PASSWORD = "test-password"  # a throwaway server on 127.0.0.1 only
 _SERVER_BINARIES = ("initdb", "postgres", "psql")
 _START_TIMEOUT = 30.0
+#: Where Debian and Ubuntu install each PostgreSQL major version's server.
+DEBIAN_SERVERS = Path("/usr/lib/postgresql")
 
 
 class PostgresUnavailableError(RuntimeError):
@@ -54,7 +56,7 @@ def find_bindir() -> Path:
             ).stdout.strip()
             candidates.append(Path(bindir))
     debian = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"),
+        DEBIAN_SERVERS.glob("*/bin"),
         key=lambda path: int(path.parent.name) if path.parent.name.isdigit() else 0,
         reverse=True,
     )

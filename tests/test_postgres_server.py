@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pwd
 import socket
+from pathlib import Path
 
 import asyncpg
 import pytest
 
-from tests.postgres_server import PostgresServer
+from tests import postgres_server
+from tests.postgres_server import PostgresServer, PostgresUnavailableError, find_bindir
 
 pytestmark = pytest.mark.anyio
 
@@ -50,3 +53,44 @@ def test_a_stopped_server_starts_again_on_its_port_with_its_data() -> None:
     finally:
         server.destroy()
     assert not server.root.exists()
+
+
+def test_no_server_binaries_is_one_line_saying_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    monkeypatch.setattr(postgres_server, "DEBIAN_SERVERS", tmp_path)
+    with pytest.raises(PostgresUnavailableError) as missing:
+        find_bindir()
+    message = str(missing.value)
+    assert "\n" not in message
+    assert "apt-get install postgresql" in message
+
+
+def test_the_newest_debian_server_is_found_when_nothing_is_on_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for version in ("9", "15", "16"):
+        bindir = tmp_path / version / "bin"
+        bindir.mkdir(parents=True)
+        for name in ("initdb", "postgres", "psql"):
+            (bindir / name).touch()
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    monkeypatch.setattr(postgres_server, "DEBIAN_SERVERS", tmp_path)
+    assert find_bindir() == tmp_path / "16" / "bin"
+
+
+def test_root_without_a_postgres_user_is_one_line_and_creates_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_such_user(name: str) -> pwd.struct_passwd:
+        raise KeyError(name)
+
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    monkeypatch.setattr("pwd.getpwnam", no_such_user)
+    made: list[str] = []
+    monkeypatch.setattr("tempfile.mkdtemp", lambda **_: made.append("dir"))
+    with pytest.raises(PostgresUnavailableError, match="no `postgres` user") as refused:
+        PostgresServer.create()
+    assert "\n" not in str(refused.value)
+    assert made == []

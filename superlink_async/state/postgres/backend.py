@@ -24,9 +24,11 @@ Failures that mean the database cannot serve right now (``connect.translated``: 
 down, restarting, unreachable) become ``StateUnavailableError``, which clients are told as
 UNAVAILABLE and may retry.
 
-The pool (``DEFAULT_POOL_SIZE``): at most 10 connections, opened as needed (one at start-up)
-and closed after 5 minutes unused; the connect and statement timeouts are ``connect``'s
-(10 s to connect, 60 s a statement).
+The pool (``DEFAULT_POOL_SIZE``, ``--database-pool-size``): at most 10 connections, opened as
+calls need them and closed after 5 minutes unused (``IDLE_CONNECTION_LIFETIME``); the
+connect and statement timeouts are ``connect``'s (10 s to connect, 60 s a statement). A
+call waits for a free connection while all are busy; each operation holds one for its
+statements only, never across an await of its caller.
 """
 
 from __future__ import annotations
