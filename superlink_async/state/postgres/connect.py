@@ -120,29 +120,31 @@ def without_connect_timeout(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(query="&".join(kept)))
 
 
-async def create_pool(
-    url: str,
-    *,
-    max_size: int,
-    **options: Any,
-) -> asyncpg.Pool:
-    """A pool on ``url`` with our defaults, its first connection made (so the URL works).
+async def create_pool(url: str, *, max_size: int, **options: Any) -> asyncpg.Pool:
+    """A pool on ``url`` with our defaults, one connection made and kept (so the URL works).
 
     ``StateError`` (one line: the target and why) if it cannot connect; ``options`` go to
-    ``asyncpg.create_pool`` as they are.
+    ``asyncpg.create_pool`` as they are. The pool keeps no floor of connections
+    (``min_size=0``): asyncpg would otherwise try to restore it in the background while the
+    database is down, logging a traceback each time; calls open what they need.
     """
     target = PostgresTarget.parse(url)
+    pool = asyncpg.create_pool(
+        without_connect_timeout(url),
+        min_size=0,
+        max_size=max_size,
+        timeout=connect_timeout(url),
+        command_timeout=DEFAULT_COMMAND_TIMEOUT,
+        **options,
+    )
     try:
-        return await asyncpg.create_pool(
-            without_connect_timeout(url),
-            min_size=1,
-            max_size=max_size,
-            timeout=connect_timeout(url),
-            command_timeout=DEFAULT_COMMAND_TIMEOUT,
-            **options,
-        )
+        await pool
+        async with pool.acquire():
+            pass
     except Exception as exc:
+        pool.terminate()
         raise connection_error(target, exc) from exc
+    return pool
 
 
 def connection_error(target: PostgresTarget, exc: BaseException) -> StateError:
