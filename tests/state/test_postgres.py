@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import random
 from collections.abc import AsyncIterator
@@ -263,6 +264,38 @@ async def test_a_caller_cancelled_mid_operation_leaves_it_whole_or_absent(
         "SELECT count(*) FROM run WHERE run_id NOT IN (SELECT run_id FROM context)"
     )
     assert orphans == 0
+
+
+async def test_an_operation_rolled_back_to_break_a_deadlock_runs_again(
+    first: PostgresLinkState,
+    db: asyncpg.Connection,
+    clock: FakeClock,
+    log_records: list[logging.LogRecord],
+) -> None:
+    """Another process locking in the opposite order makes PostgreSQL abort the purge
+    (the first to wait); the purge runs again and does its whole work."""
+    node_id = await first.create_node(PING)
+    run_id = await new_run(first)
+    exchanges = []
+    for _ in range(2):
+        sent = instruction(run_id, node_id, clock)
+        sent.metadata.ttl = 10.0
+        sent.metadata.message_id = await first.store_message_ins(sent)
+        exchanges.append(sent.metadata.message_id)
+    for sent in await first.pull_message_ins(node_id, limit=2):
+        answer = reply(sent, clock)
+        answer.metadata.ttl = 5.0
+        await first.store_message_res(answer)
+    clock.advance(60.0)
+    lock_reply = "SELECT 1 FROM message_res WHERE reply_to_message_id = $1 FOR UPDATE"
+    async with db.transaction():
+        await db.execute(lock_reply, exchanges[1])
+        purge = asyncio.ensure_future(first.purge_expired_messages())
+        await asyncio.sleep(0.3)  # the purge deleted the first reply and waits for the second
+        await db.execute(lock_reply, exchanges[0])  # waits for the purge: a deadlock
+    assert await asyncio.wait_for(purge, 30) == 4
+    assert any("Retrying" in record.getMessage() for record in log_records)
+    assert (await first.get_stats()).replies_stored == 0
 
 
 async def test_a_failing_transaction_leaves_nothing_behind_and_the_pool_serves_on(

@@ -16,6 +16,8 @@ processes, never hand out one instruction twice, and a run claim the same. Races
 constraint settles (a key taken, a reply stored, by another process meanwhile) are told as
 the rule's own refusal.
 
+An operation PostgreSQL rolls back to break a deadlock runs again (``_ATTEMPTS``).
+
 Cancellation: each operation runs in a task of its own that the caller's cancellation does
 not reach (``asyncio.shield``): once started it commits or rolls back whole, as on SQLite;
 ``aclose`` waits for those still running.
@@ -40,6 +42,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import asyncpg
 
+from superlink_async.logs import logger
 from superlink_async.state import rules
 from superlink_async.state.base import (
     FAILED,
@@ -98,6 +101,11 @@ T = TypeVar("T")
 DEFAULT_POOL_SIZE = 10
 #: Seconds an unused connection stays open.
 IDLE_CONNECTION_LIFETIME = 300.0
+#: Times an operation runs at most when PostgreSQL rolls it back to break a deadlock
+#: between processes (e.g. a purge and a ServerApp taking the same expired exchanges, which
+#: lock replies and instructions in opposite orders): rolled back whole, it is safe to rerun.
+_ATTEMPTS = 3
+_RETRIED = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 if TYPE_CHECKING:
     from superlink_async.state.postgres.schema import Connection
@@ -219,19 +227,28 @@ class PostgresLinkState(BackendBase):
             task.exception()  # retrieved: a caller cancelled meanwhile never will
 
     async def _on_connection(self, work: Work[T], *, transaction: bool) -> T:
-        try:
-            async with self._pool.acquire() as db:
-                if not transaction:
-                    return await work(db)
-                async with db.transaction():
-                    return await work(db)
-        except StateError:
-            raise
-        except Exception as exc:
-            failure = translated(exc)
-            if failure is exc:
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                return await self._attempt(work, transaction=transaction)
+            except _RETRIED as exc:
+                if attempt == _ATTEMPTS:
+                    raise
+                logger.debug("Retrying an operation PostgreSQL rolled back: %s", exc)
+            except StateError:
                 raise
-            raise failure from exc
+            except Exception as exc:
+                failure = translated(exc)
+                if failure is exc:
+                    raise
+                raise failure from exc
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _attempt(self, work: Work[T], *, transaction: bool) -> T:
+        async with self._pool.acquire() as db:
+            if not transaction:
+                return await work(db)
+            async with db.transaction():
+                return await work(db)
 
     async def probe(self) -> None:
         """A read of one row: raises ``StateUnavailableError`` while the database cannot serve."""
@@ -670,7 +687,9 @@ class PostgresLinkState(BackendBase):
             ins_rows = await db.fetch(
                 f"SELECT {MESSAGE_METADATA_FIELDS}, node.online_until FROM message_ins "
                 "LEFT JOIN node ON node.node_id = message_ins.dst_node_id "
-                "WHERE message_id = ANY($1::text[]) FOR UPDATE OF message_ins",
+                # In storage order: two takes of overlapping ids lock them in one order.
+                "WHERE message_id = ANY($1::text[]) ORDER BY message_ins.seq "
+                "FOR UPDATE OF message_ins",
                 wanted,
             )
             instructions, online_until = instructions_of_run(run_id, ins_rows)
