@@ -39,13 +39,32 @@ START_UP = [
 ]
 
 
-def start(database: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def start(
+    database: Path | str, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "superlink_async", "--insecure", "--database", str(database)]
     for flag in ("--fleet-api-address", "--exec-api-address", "--serverappio-api-address"):
         command += [flag, loopback()]
     return subprocess.run(
-        [*command, *extra], capture_output=True, text=True, timeout=60, check=False
+        [*command, *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
     )
+
+
+def the_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """Status 1, the usual start-up lines (no listener started), then one ERROR line: its text."""
+    lines = ANSI.sub("", result.stderr).splitlines()
+    assert result.returncode == 1, result.stderr
+    assert lines[:2] == START_UP, result.stderr
+    assert re.fullmatch(r"INFO :      File descriptors: at most \d+.*", lines[2]), result.stderr
+    assert len(lines) == 4, result.stderr
+    assert lines[-1].startswith("ERROR :     "), result.stderr
+    assert result.stdout == ""
+    return lines[-1].removeprefix("ERROR :     ")
 
 
 def fingerprint(path: Path) -> tuple[str, list[str]]:
@@ -57,16 +76,9 @@ def fingerprint(path: Path) -> tuple[str, list[str]]:
 def refusal(database: Path) -> str:
     """Start on ``database``; assert status 1, one ERROR line and the file untouched."""
     before = fingerprint(database)
-    result = start(database)
-    lines = ANSI.sub("", result.stderr).splitlines()
-    assert result.returncode == 1, result.stderr
-    assert lines[:2] == START_UP, result.stderr
-    assert re.fullmatch(r"INFO :      File descriptors: at most \d+.*", lines[2]), result.stderr
-    assert len(lines) == 4, result.stderr
-    assert lines[-1].startswith("ERROR :     "), result.stderr
-    assert result.stdout == ""
+    line = the_error_line(start(database))
     assert fingerprint(database) == before
-    return lines[-1].removeprefix("ERROR :     ")
+    return line
 
 
 def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
@@ -161,30 +173,10 @@ def test_a_corrupted_database_is_refused_with_the_way_to_recover(corrupted: Path
 
 
 def postgres_refusal(url: str, **environ: str) -> str:
-    """Start on ``url``; assert status 1 and one ERROR line before anything binds; return it.
-
-    The lines before it are the usual start-up lines only: no listener was started. The
-    password appears nowhere in the output.
-    """
-    command = [sys.executable, "-m", "superlink_async", "--insecure", "--database", url]
-    for flag in ("--fleet-api-address", "--exec-api-address", "--serverappio-api-address"):
-        command += [flag, loopback()]
-    result = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, **environ},
-    )
-    lines = ANSI.sub("", result.stderr).splitlines()
-    assert result.returncode == 1, result.stderr
-    assert lines[:2] == START_UP, result.stderr
-    assert re.fullmatch(r"INFO :      File descriptors: at most \d+.*", lines[2]), result.stderr
-    assert len(lines) == 4, result.stderr
-    assert lines[-1].startswith("ERROR :     "), result.stderr
-    assert PASSWORD not in result.stderr + result.stdout
-    return lines[-1].removeprefix("ERROR :     ")
+    """Start on ``url``: the one ERROR line, which (like all output) holds no password."""
+    result = start(url, env=environ)
+    assert PASSWORD not in result.stderr
+    return the_error_line(result)
 
 
 def test_postgresql_nobody_listens_on_the_port(postgres_server: PostgresServer) -> None:
