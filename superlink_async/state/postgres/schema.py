@@ -39,7 +39,16 @@ SCHEMA_VERSION = 1
 SCHEMA_LOCK_KEY = 0x73757065726C6E6B
 
 #: Our table names: a database holding one of them without ``superlink_schema`` is not ours.
-TABLES = ("run", "context", "log", "node", "known_public_key", "message_ins", "message_res")
+TABLES = (
+    "run",
+    "context",
+    "log",
+    "node",
+    "known_public_key",
+    "message_ins",
+    "message_res",
+    "fab",
+)
 
 _METADATA_COLUMNS = """
     message_id          text NOT NULL,
@@ -129,6 +138,14 @@ SCHEMA: tuple[str, ...] = (
         for column in ("content", "error")
     ),
     "ALTER TABLE context ALTER COLUMN context SET STORAGE EXTERNAL",
+    # FABs (``postgres.fab_store``), content-addressed: several SuperLinks share them.
+    """
+    CREATE TABLE fab (
+        hash                text PRIMARY KEY CHECK (hash ~ '^[0-9a-f]{64}$'),  -- SHA-256
+        content             bytea NOT NULL
+    )
+    """,
+    "ALTER TABLE fab ALTER COLUMN content SET STORAGE EXTERNAL",
 )
 
 #: How each older schema version becomes the next one: statements run in the one transaction.
