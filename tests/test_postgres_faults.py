@@ -84,12 +84,13 @@ def own_server() -> Iterator[PostgresServer]:
 async def test_a_stopped_database_is_unavailable_then_served_again_without_a_restart(
     own_server: PostgresServer, tmp_path: Path, log_records: list[logging.LogRecord]
 ) -> None:
-    fleet, rest = loopback(), loopback()
+    fleet, rest, metrics = loopback(), loopback(), loopback()
     config = loopback_config(
         tmp_path,
         database=own_server.url(),
         fleet_api_type="grpc-rere,rest",
         fleet_api_address=f"{fleet},{rest}",
+        metrics_address=metrics,
     )
     async with SuperLink(config):
         with (
@@ -154,6 +155,12 @@ async def test_a_stopped_database_is_unavailable_then_served_again_without_a_res
                 )
                 assert response.status == 503
                 assert "PostgreSQL" in await response.text()
+                scrape = await client.get(f"http://{metrics}/metrics")
+                assert scrape.status == 200
+                exposition = await scrape.text()
+                assert 'method="PullMessages"' in exposition
+                assert 'code="StateUnavailableError",method="PullMessages"' in exposition
+                assert PASSWORD not in exposition
 
                 await anyio.to_thread.run_sync(own_server.start)
                 await health_becomes(fleet, HealthCheckResponse.SERVING)
