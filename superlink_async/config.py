@@ -18,7 +18,7 @@ import shutil
 import sys
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from ipaddress import IPv6Address, ip_address
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -276,6 +276,13 @@ class Config:
     check_database: bool = True
     #: Most connections to a PostgreSQL ``--database`` this process keeps open.
     database_pool_size: int = DEFAULT_DATABASE_POOL_SIZE
+
+    def __repr__(self) -> str:
+        """The usual dataclass text, with the ``--database`` password masked (it gets logged)."""
+        shown = {item.name: getattr(self, item.name) for item in fields(self) if item.repr}
+        shown["database"] = mask_database(self.database)
+        values = ", ".join(f"{name}={value!r}" for name, value in shown.items())
+        return f"{type(self).__name__}({values})"
 
     @property
     def simulation(self) -> bool:

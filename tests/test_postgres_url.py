@@ -169,3 +169,11 @@ def test_a_pool_needs_a_connection() -> None:
 def test_other_database_values_are_not_checked_as_urls() -> None:
     for database in (IN_MEMORY_DATABASE, ":memory:", "state.db", "postgres.db?x"):
         Config(insecure=True, database=database).check()
+
+
+def test_a_config_shows_its_database_masked() -> None:
+    """Embedders log their Config; its text masks the password like every other."""
+    config = Config(insecure=True, database="postgresql://flwr:s3cret@db/fl")
+    assert "database='postgresql://flwr:***@db/fl'" in repr(config)
+    assert "s3cret" not in repr(config) and "s3cret" not in str(config)
+    assert repr(Config()).startswith("Config(insecure=False, ssl_certfile=None")
