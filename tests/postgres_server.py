@@ -14,6 +14,7 @@ do, and brings psycopg along; this module is small and needs neither.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import itertools
 import os
 import pwd
@@ -21,6 +22,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ SUPERUSER = "superlink"
 PASSWORD = "test-password"  # a throwaway server on 127.0.0.1 only
 _SERVER_BINARIES = ("initdb", "postgres", "psql")
 _START_TIMEOUT = 30.0
+_PR_SET_PDEATHSIG = 1  # prctl(2)
 #: Where Debian and Ubuntu install each PostgreSQL major version's server.
 DEBIAN_SERVERS = Path("/usr/lib/postgresql")
 
@@ -81,6 +84,12 @@ def _server_user() -> pwd.struct_passwd | None:
             "PostgreSQL refuses to run as root and there is no `postgres` user to run it as: "
             f"{INSTALL_HINT} (it creates the user) or run the tests as a non-root user"
         ) from None
+
+
+def _terminate_with_parent() -> None:
+    """In the child, after it took the server user's ids: SIGTERM it when its parent dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def free_port() -> int:
@@ -247,19 +256,21 @@ class PostgresServer:
             time.sleep(0.05)
 
     def _spawn(self, command: list[str], stdout: IO[bytes] | int, stderr: int) -> Popen[bytes]:
-        """Start ``command`` as the server's user (ourselves when we are not root)."""
+        """Start ``command`` as the server's user (ourselves when we are not root).
+
+        On Linux it gets SIGTERM when we die, so a killed test run leaves no server behind.
+        """
         user = self._user
-        if user is None:
-            return Popen(command, stdout=stdout, stderr=stderr)
         return Popen(
             command,
             stdout=stdout,
             stderr=stderr,
-            user=user.pw_uid,
-            group=user.pw_gid,
-            extra_groups=[],
-            env={**os.environ, "HOME": user.pw_dir, "USER": user.pw_name},
+            user=None if user is None else user.pw_uid,
+            group=None if user is None else user.pw_gid,
+            extra_groups=None if user is None else [],
+            env=None if user is None else {**os.environ, "HOME": user.pw_dir, "USER": user.pw_name},
             cwd=self.root,
+            preexec_fn=_terminate_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
         )
 
     def _run_as_server_user(self, command: list[str]) -> None:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import pwd
+import shutil
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import asyncpg
@@ -94,3 +98,33 @@ def test_root_without_a_postgres_user_is_one_line_and_creates_nothing(
         PostgresServer.create()
     assert "\n" not in str(refused.value)
     assert made == []
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
+def test_a_killed_test_run_leaves_no_server_running(tmp_path: Path) -> None:
+    script = (
+        "import time\n"
+        "from tests.postgres_server import PostgresServer\n"
+        "server = PostgresServer.create()\n"
+        "server.start()\n"
+        "assert server._process is not None\n"
+        "print(server._process.pid, server.root, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    runner = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert runner.stdout is not None
+    pid_text, root = runner.stdout.readline().split()
+    try:
+        runner.kill()
+        runner.wait()
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{pid_text}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{pid_text}").exists()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -157,6 +157,19 @@ def transition_error_from_row(row: Row | None, run_id: int, new_status: RunStatu
     return rules.transition_error(run_status_from_row(row), new_status)
 
 
+def transition_params(
+    run_id: int, new_status: RunStatus, stamp: str
+) -> tuple[str, tuple[Any, ...]]:
+    """The run column a transition stamps, and ``status, sub_status, details, stamp, run_id``.
+
+    The column name comes from a fixed mapping (``rules.timestamp_field_for``), never from
+    the caller, so statements may name it directly.
+    """
+    stamp_column = rules.timestamp_field_for(new_status.status)
+    params = (new_status.status, new_status.sub_status, new_status.details, stamp, to_db(run_id))
+    return stamp_column, params
+
+
 def joined_log(rows: Sequence[Row]) -> tuple[str, float]:
     """Log rows (``text, timestamp``, in order) as ``get_serverapp_log`` returns them."""
     latest = float(rows[-1]["timestamp"]) if rows else 0.0

@@ -74,6 +74,7 @@ from superlink_async.state.columns import (
     take_results,
     to_db,
     transition_error_from_row,
+    transition_params,
 )
 from superlink_async.state.common import BackendBase, NewRun
 from superlink_async.state.postgres.connect import (
@@ -418,16 +419,11 @@ class PostgresLinkState(BackendBase):
             error = transition_error_from_row(row, run_id, new_status)
             if error is not None:
                 return error
-            # The column name comes from a fixed mapping, never from the caller.
-            stamp_column = rules.timestamp_field_for(new_status.status)
+            stamp_column, params = transition_params(run_id, new_status, stamp)
             await db.execute(
                 f"UPDATE run SET status = $1, sub_status = $2, details = $3, {stamp_column} = $4 "
                 "WHERE run_id = $5",
-                new_status.status,
-                new_status.sub_status,
-                new_status.details,
-                stamp,
-                to_db(run_id),
+                *params,
             )
             return None
 

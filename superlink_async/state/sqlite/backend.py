@@ -65,6 +65,7 @@ from superlink_async.state.columns import (
     take_results,
     to_db,
     transition_error_from_row,
+    transition_params,
 )
 from superlink_async.state.common import BackendBase, NewRun
 from superlink_async.state.sqlite.caches import ReadCaches
@@ -370,19 +371,12 @@ class SqliteLinkState(BackendBase):
             error = transition_error_from_row(row, run_id, new_status)
             if error is not None:
                 return error
-            # The column name comes from a fixed mapping, never from the caller.
-            stamp_column = rules.timestamp_field_for(new_status.status)
+            stamp_column, params = transition_params(run_id, new_status, stamp)
             self._caches.run_changed(run_id)
             db.change(
                 f"UPDATE run SET status = ?, sub_status = ?, details = ?, {stamp_column} = ? "
                 "WHERE run_id = ?",
-                (
-                    new_status.status,
-                    new_status.sub_status,
-                    new_status.details,
-                    stamp,
-                    to_db(run_id),
-                ),
+                params,
             )
             return None
 
