@@ -189,8 +189,10 @@ def superlink(
         str,
         typer.Option(
             help=f"Where runs, messages and nodes are kept: `{IN_MEMORY_DATABASE}` keeps them "
-            "in this process's memory, `:memory:` is an in-memory SQLite database, anything "
-            "else is a SQLite file, created if missing.",
+            "in this process's memory, `:memory:` is an in-memory SQLite database, "
+            "`postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME[?sslmode=...]` (or `postgres://`) "
+            "a PostgreSQL database (libpq's PG* environment variables are honoured; FABs are "
+            "kept there too), anything else is a SQLite file, created if missing.",
         ),
     ] = _default("database"),
     storage_dir: Annotated[
@@ -199,7 +201,8 @@ def superlink(
             metavar=_PATH,
             show_default="<Flower home>/superlink/ffs",
             help="Directory for uploaded FABs (Flower File Storage). Flower home is "
-            "`$FLWR_HOME`, else `$XDG_DATA_HOME/.flwr`, else `~/.flwr`.",
+            "`$FLWR_HOME`, else `$XDG_DATA_HOME/.flwr`, else `~/.flwr`. Not used with a "
+            "PostgreSQL --database, which keeps FABs itself.",
         ),
     ] = None,
     auth_list_public_keys: Annotated[
@@ -409,6 +412,15 @@ def superlink(
             "until a call meets the damage.",
         ),
     ] = False,
+    database_pool_size: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="(superlink-async only) Most connections to a PostgreSQL --database this "
+            "process keeps open; every process counts against the server's max_connections.",
+        ),
+    ] = _default("database_pool_size"),
     event_loop: Annotated[
         str,
         typer.Option(
@@ -455,6 +467,7 @@ def superlink(
             overload_lag=overload_lag,
             max_fleet_in_flight=max_fleet_in_flight,
             check_database=not skip_database_check,
+            database_pool_size=database_pool_size,
         ),
         event_loop,
     )

@@ -34,6 +34,7 @@ _FOOTER = """
 |---|---|
 | `FLWR_LOG_LEVEL` | Log level (default `INFO`); `DEBUG` adds timestamps to every line. |
 | `FLWR_HOME`, `XDG_DATA_HOME`, `HOME` | Locate Flower home (holds the default `--storage-dir`). |
+| `PGPASSWORD`, `PGSSLMODE`, … | libpq's: what a PostgreSQL URL leaves out ([see](postgresql.md)). |
 
 ## Exit status
 

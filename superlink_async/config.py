@@ -16,8 +16,9 @@ import os
 import re
 import shutil
 import sys
+import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from ipaddress import IPv6Address, ip_address
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,8 +53,56 @@ SIMULATION_EXECUTOR = "flwr.superexec.simulation:executor"
 EXECUTORS = (DEPLOYMENT_EXECUTOR, SIMULATION_EXECUTOR)
 #: ``--database`` default: keep everything in this process's memory (``state.factory``).
 IN_MEMORY_DATABASE = ":flwr-in-memory-state:"
+#: ``--database`` values starting so are PostgreSQL connection URLs (``state.postgres``).
+POSTGRES_URL_PREFIXES = ("postgresql://", "postgres://")
+#: ``--database-pool-size`` default: connections one process keeps open to PostgreSQL.
+DEFAULT_DATABASE_POOL_SIZE = 10
+#: What a password is shown as wherever a database URL is written out.
+MASKED_PASSWORD = "***"
 #: ``--event-loop`` choices of the command line (see runtime/process.py).
 EVENT_LOOPS = ("asyncio", "uvloop")
+
+
+def is_postgres_url(database: str) -> bool:
+    """Whether ``--database`` names a PostgreSQL database rather than memory or a SQLite file."""
+    return database.startswith(POSTGRES_URL_PREFIXES)
+
+
+def mask_database(database: str) -> str:
+    """``database`` fit for a log line, an error or a metric: any password shown as ``***``.
+
+    The one place a ``--database`` value is masked: the password of a PostgreSQL URL's
+    ``user:password@`` part and of its ``password=`` query parameter. A URL whose parts are
+    ambiguous (e.g. a password with an unescaped ``/``, ``?`` or ``#``) is hidden after its
+    scheme. Other values (memory, SQLite paths) hold no password and are returned as they are.
+    """
+    if not is_postgres_url(database):
+        return database
+    parts = _split_postgres_url(database)
+    if parts is None:
+        return f"{database.partition('://')[0]}://{MASKED_PASSWORD}"
+    auth, _, hosts = parts.netloc.rpartition("@")
+    netloc = f"{auth.partition(':')[0]}:{MASKED_PASSWORD}@{hosts}" if ":" in auth else parts.netloc
+    query = "&".join(
+        f"{pair.partition('=')[0]}={MASKED_PASSWORD}"
+        if pair.partition("=")[0].lower() == "password"
+        else pair
+        for pair in parts.query.split("&")
+        if pair
+    )
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _split_postgres_url(database: str) -> urllib.parse.SplitResult | None:
+    """The URL's parts, or None when an ``@`` or ``#`` outside the user part makes them ambiguous.
+
+    A password must be percent-encoded; one that is not can end up in the path, the query
+    or the fragment, where nothing would recognise it as a password.
+    """
+    parts = urllib.parse.urlsplit(database)
+    if parts.fragment or "#" in database or "@" in parts.path or "@" in parts.query:
+        return None
+    return parts
 
 
 class ConfigError(ValueError):
@@ -225,6 +274,15 @@ class Config:
     max_fleet_in_flight: int = DEFAULT_MAX_FLEET_IN_FLIGHT
     #: Whether a ``--database`` file passes SQLite's ``quick_check`` before it is served.
     check_database: bool = True
+    #: Most connections to a PostgreSQL ``--database`` this process keeps open.
+    database_pool_size: int = DEFAULT_DATABASE_POOL_SIZE
+
+    def __repr__(self) -> str:
+        """The usual dataclass text, with the ``--database`` password masked (it gets logged)."""
+        shown = {item.name: getattr(self, item.name) for item in fields(self) if item.repr}
+        shown["database"] = mask_database(self.database)
+        values = ", ".join(f"{name}={value!r}" for name, value in shown.items())
+        return f"{type(self).__name__}({values})"
 
     @property
     def simulation(self) -> bool:
@@ -303,6 +361,7 @@ class Config:
             self._require_certificate_files()
         self.tls  # noqa: B018 (loading them is the check)
         _check_executor(self)
+        _check_database(self)
         if self.metrics_address:
             Address.parse(self.metrics_address)
         if self.simulation:
@@ -390,6 +449,40 @@ def _check_node_auth_transports(config: Config) -> None:
             "REST and GrpcAdapter SuperNodes cannot authenticate, so unknown nodes would get "
             "work. Serve those SuperNodes over grpc-rere, or drop the key list."
         )
+
+
+#: libpq's ``sslmode`` values (asyncpg takes the same).
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _check_database(config: Config) -> None:
+    """A PostgreSQL ``--database`` URL that can be parsed; other values are not checked here.
+
+    The connection itself is tried when the state opens, before anything binds.
+    """
+    if config.database_pool_size < 1:
+        raise ConfigError(
+            f"--database-pool-size {config.database_pool_size}: at least 1 connection is needed"
+        )
+    if not is_postgres_url(config.database):
+        return
+    shown = mask_database(config.database)
+    parts = _split_postgres_url(config.database)
+    if parts is None:
+        raise ConfigError(
+            f"--database {shown}: cannot parse the PostgreSQL URL; percent-encode any '@', "
+            "'/', '?' or '#' in the user name or password (e.g. '@' as %40)"
+        )
+    for host in parts.netloc.rpartition("@")[2].split(","):
+        port = host.rpartition("]")[2].rpartition(":")
+        if port[1] and not (port[2].isdigit() and 0 < int(port[2]) < 65536):
+            raise ConfigError(f"--database {shown}: invalid port {port[2]!r}")
+    query = urllib.parse.parse_qs(parts.query)
+    for mode in query.get("sslmode", []):
+        if mode not in SSL_MODES:
+            raise ConfigError(
+                f"--database {shown}: sslmode {mode!r} is not one of {', '.join(SSL_MODES)}"
+            )
 
 
 def _check_executor(config: Config) -> None:

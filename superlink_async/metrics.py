@@ -27,7 +27,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from superlink_async.state.base import FINISHED, LinkState, StateStats
+from superlink_async.logs import logger
+from superlink_async.state.base import FINISHED, LinkState, StateStats, StateUnavailableError
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -233,10 +234,17 @@ class _TimedState:
 
 
 def metrics_app(metrics: Metrics, refresh: Callable[[], Awaitable[None]]) -> web.Application:
-    """``GET /metrics``: refresh the snapshot, then render every series."""
+    """``GET /metrics``: refresh the snapshot, then render every series.
+
+    While the state store cannot be reached, the figures read from it are the last ones
+    read; the call counters (``code="StateUnavailableError"``) show the outage.
+    """
 
     async def scrape(request: web.Request) -> web.Response:
-        await refresh()
+        try:
+            await refresh()
+        except StateUnavailableError as exc:
+            logger.warning("Metrics keep the state's last figures: %s", exc)
         return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
     app = web.Application()

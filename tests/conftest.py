@@ -8,6 +8,7 @@ import pytest
 from superlink_async.tls import CertificateFiles
 from tests.certificates import make_certificates
 from tests.logged import recorded
+from tests.postgres_server import PostgresServer, PostgresUnavailableError
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -35,3 +36,31 @@ def log_records() -> Iterator[list[logging.LogRecord]]:
     """Everything our logger records during the test."""
     with recorded() as records:
         yield records
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The session's throwaway PostgreSQL server, started when a test first asks for it.
+
+    No server here is one failure line saying what to install (pytest re-raises it for every
+    later test that asks), never a skip.
+    """
+    try:
+        server = PostgresServer.create()
+    except PostgresUnavailableError as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A ``postgresql://`` URL (with the password) of a new empty database, dropped after."""
+    name = postgres_server.create_database()
+    try:
+        yield postgres_server.url(name)
+    finally:
+        postgres_server.drop_database(name)

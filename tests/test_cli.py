@@ -50,6 +50,7 @@ OUR_OPTIONS = {
     "--max-fleet-in-flight",
     "--event-loop",
     "--skip-database-check",
+    "--database-pool-size",
 }
 OUR_FIELDS = {
     "serverapp_command",
@@ -64,6 +65,7 @@ OUR_FIELDS = {
     "overload_lag",
     "max_fleet_in_flight",
     "check_database",
+    "database_pool_size",
 }
 SSL_FLAGS = ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile")
 ADDRESS_FLAGS = (

@@ -1,5 +1,9 @@
 """An unusable or corrupted ``--database``: one ERROR line naming the file and why, status 1.
 
+For PostgreSQL: a port nobody listens on, a refused password, a missing database and a
+schema of a newer superlink-async, each one ERROR line naming host, port and database
+(never the password), before any port is bound.
+
 Each case starts the real command (``python -m superlink_async``) and reads its whole
 stderr: after the usual start-up lines (the warning, the descriptor limit) comes exactly
 one ERROR line and nothing else (no traceback, none from aiosqlite's thread), and the file
@@ -20,8 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from superlink_async.state.factory import open_state
+from superlink_async.state.postgres import SCHEMA_VERSION
 from superlink_async.state.sqlite import SqliteLinkState
-from tests.ports import loopback
+from tests.ports import free_port, loopback
+from tests.postgres_server import PASSWORD, PostgresServer
 from tests.state.conftest import corrupt_a_page
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -32,13 +39,32 @@ START_UP = [
 ]
 
 
-def start(database: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def start(
+    database: Path | str, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "superlink_async", "--insecure", "--database", str(database)]
     for flag in ("--fleet-api-address", "--exec-api-address", "--serverappio-api-address"):
         command += [flag, loopback()]
     return subprocess.run(
-        [*command, *extra], capture_output=True, text=True, timeout=60, check=False
+        [*command, *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
     )
+
+
+def the_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """Status 1, the usual start-up lines (no listener started), then one ERROR line: its text."""
+    lines = ANSI.sub("", result.stderr).splitlines()
+    assert result.returncode == 1, result.stderr
+    assert lines[:2] == START_UP, result.stderr
+    assert re.fullmatch(r"INFO :      File descriptors: at most \d+.*", lines[2]), result.stderr
+    assert len(lines) == 4, result.stderr
+    assert lines[-1].startswith("ERROR :     "), result.stderr
+    assert result.stdout == ""
+    return lines[-1].removeprefix("ERROR :     ")
 
 
 def fingerprint(path: Path) -> tuple[str, list[str]]:
@@ -50,16 +76,9 @@ def fingerprint(path: Path) -> tuple[str, list[str]]:
 def refusal(database: Path) -> str:
     """Start on ``database``; assert status 1, one ERROR line and the file untouched."""
     before = fingerprint(database)
-    result = start(database)
-    lines = ANSI.sub("", result.stderr).splitlines()
-    assert result.returncode == 1, result.stderr
-    assert lines[:2] == START_UP, result.stderr
-    assert re.fullmatch(r"INFO :      File descriptors: at most \d+.*", lines[2]), result.stderr
-    assert len(lines) == 4, result.stderr
-    assert lines[-1].startswith("ERROR :     "), result.stderr
-    assert result.stdout == ""
+    line = the_error_line(start(database))
     assert fingerprint(database) == before
-    return lines[-1].removeprefix("ERROR :     ")
+    return line
 
 
 def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
@@ -148,3 +167,58 @@ def test_a_corrupted_database_is_refused_with_the_way_to_recover(corrupted: Path
     message = refusal(corrupted)
     assert message.startswith(f"Database {str(corrupted)!r} is corrupted (")
     assert 'Restore it from a backup (docs/persistence.md, "Backups")' in message
+
+
+# --- PostgreSQL: the real server of tests/postgres_server.py --------------------------------
+
+
+def postgres_refusal(url: str, **environ: str) -> str:
+    """Start on ``url``: the one ERROR line, which (like all output) holds no password."""
+    result = start(url, env=environ)
+    assert PASSWORD not in result.stderr
+    return the_error_line(result)
+
+
+def test_postgresql_nobody_listens_on_the_port(postgres_server: PostgresServer) -> None:
+    port = free_port()
+    url = f"postgresql://superlink:{PASSWORD}@127.0.0.1:{port}/flwr"
+    assert postgres_refusal(url) == (
+        f"Cannot connect to PostgreSQL database 'flwr' on 127.0.0.1:{port}: connection refused "
+        "(is PostgreSQL running and listening there?)"
+    )
+
+
+def test_postgresql_refuses_the_password(postgres_server: PostgresServer) -> None:
+    """The password from PGPASSWORD (libpq's variable) is the wrong one."""
+    url = postgres_server.url(password=None)
+    assert postgres_refusal(url, PGPASSWORD="wrong-" + PASSWORD) == (
+        f"Cannot connect to PostgreSQL database 'postgres' on 127.0.0.1:{postgres_server.port}: "
+        "authentication refused for user 'superlink': password authentication failed for "
+        'user "superlink"'
+    )
+
+
+def test_postgresql_database_is_missing(postgres_server: PostgresServer) -> None:
+    url = postgres_server.url("no_such_database")
+    assert postgres_refusal(url) == (
+        "Cannot connect to PostgreSQL database 'no_such_database' on "
+        f"127.0.0.1:{postgres_server.port}: the database 'no_such_database' does not exist "
+        "(create it, or fix the URL)"
+    )
+
+
+def test_postgresql_schema_of_a_newer_superlink_is_refused_and_kept(
+    postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    async def create_schema() -> None:
+        async with open_state(postgres_url):
+            pass
+
+    asyncio.run(create_schema())
+    database = postgres_url.rpartition("/")[2]
+    postgres_server.psql(f"UPDATE superlink_schema SET version = {SCHEMA_VERSION + 1}", database)
+    line = postgres_refusal(postgres_url)
+    assert f"database {database!r} on 127.0.0.1:{postgres_server.port}" in line, line
+    assert str(SCHEMA_VERSION + 1) in line, line
+    stored = postgres_server.psql("SELECT version FROM superlink_schema", database)
+    assert stored.strip() == str(SCHEMA_VERSION + 1)

@@ -1,9 +1,10 @@
-"""The container image, checked without a Docker engine.
+"""The container image and its compose examples, checked without a Docker engine.
 
 The Dockerfile is parsed for what operators rely on, and the entrypoint command runs as
 the image's user (UID 49999) in a directory laid out like the image's, to show that
 ``--database state.db`` lands in the state volume and is restored on the next start, and
 that the HEALTHCHECK command, run as that user, tells a serving server from a stopped one.
+The PostgreSQL compose file's SuperLink runs the same way against the tests' real server.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -23,14 +25,23 @@ from pathlib import Path
 
 import anyio
 import pytest
+import yaml
 from grpclib.client import Channel
 
-from superlink_async.config import Address
+from superlink_async.config import Address, mask_database
 from superlink_async.probe import is_serving
+from superlink_async.state.postgres.connect import PostgresTarget
 from superlink_async.testing import ManagedProcess, SuperLinkPorts, WaitTimeout
 from superlink_async.wire import exec_grpc, exec_pb2
 from superlink_async.wire.fab_pb2 import Fab
 from tests.fabs import make_fab
+from tests.postgres_server import PostgresServer
+from tests.test_examples import assert_cli_accepts
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 APP_UID = 49999
@@ -204,3 +215,102 @@ async def test_database_lands_in_the_state_volume_and_is_restored(image_root: Pa
             runs = await exec_grpc.ExecStub(channel).ListRuns(exec_pb2.ListRunsRequest())
         assert docker_stop(second) == 0, second.tail()
     assert set(runs.run_dict) == {started.run_id}
+
+
+def test_the_image_carries_the_postgresql_driver() -> None:
+    """asyncpg is a dependency of the package the image installs (with its dependencies)."""
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert any(dep.startswith("asyncpg") for dep in pyproject["project"]["dependencies"])
+    install = next(args for args in dockerfile_values()["RUN"] if "pip install" in args)
+    assert "/tmp/build[flwr]" in install and "--no-deps" not in install
+
+
+POSTGRES_COMPOSE = REPO / "examples" / "docker-compose.postgres.yml"
+
+
+def compose_value(text: str, environ: dict[str, str]) -> str:
+    """``${NAME:?message}`` and ``${NAME:-default}`` as compose substitutes them."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name, kind, rest = match.group(1), match.group(2), match.group(3)
+        if environ.get(name):
+            return environ[name]
+        assert kind == ":-", f"compose would refuse to start: {rest}"
+        return rest
+
+    return re.sub(r"\$\{(\w+)(:[?-])([^}]*)\}", substitute, text)
+
+
+def test_the_postgres_compose_file_wires_the_superlink_to_its_database() -> None:
+    services = yaml.safe_load(POSTGRES_COMPOSE.read_text())["services"]
+    database, superlink = services["postgres"], services["superlink"]
+    assert database["image"].startswith("postgres:")
+    assert "pg_isready" in database["healthcheck"]["test"]
+    assert superlink["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert_cli_accepts(superlink["command"])
+    url = superlink["command"][superlink["command"].index("--database") + 1]
+    target = PostgresTarget.parse(url, {})
+    assert (target.host, target.port) == ("postgres", 5432)
+    assert (target.user, target.database) == (
+        database["environment"]["POSTGRES_USER"],
+        database["environment"]["POSTGRES_DB"],
+    )
+    assert mask_database(url) == url, "the password stays off the command line"
+    assert superlink["environment"]["PGPASSWORD"] == database["environment"]["POSTGRES_PASSWORD"]
+    for name in ("supernode-1", "supernode-2"):
+        assert services[name]["image"] == "flwr/supernode:1.18.0"
+        assert "superlink:9092" in services[name]["command"]
+        assert services[name]["depends_on"]["superlink"]["condition"] == "service_healthy"
+
+
+@pytest.fixture
+def compose_database(postgres_server: PostgresServer) -> Iterator[tuple[str, str]]:
+    """The compose file's user and database on the tests' server; (its URL's host, password)."""
+    services = yaml.safe_load(POSTGRES_COMPOSE.read_text())["services"]
+    environment = services["postgres"]["environment"]
+    password = "compose-" + secrets.token_hex(8)
+    user, name = environment["POSTGRES_USER"], environment["POSTGRES_DB"]
+    postgres_server.psql(f"CREATE ROLE {user} LOGIN PASSWORD '{password}'")
+    postgres_server.psql(f"CREATE DATABASE {name} OWNER {user}")
+    try:
+        yield f"127.0.0.1:{postgres_server.port}", password
+    finally:
+        postgres_server.psql(f"DROP DATABASE {name} WITH (FORCE)")
+        postgres_server.psql(f"DROP ROLE {user}")
+
+
+@pytest.mark.anyio
+async def test_the_postgres_compose_superlink_serves_from_its_database(
+    image_root: Path, compose_database: tuple[str, str], postgres_server: PostgresServer
+) -> None:
+    """The compose file's SuperLink command and environment, as the image's user: it serves,
+    a FAB it takes lands in the database (not the state volume), and it stops cleanly."""
+    host, password = compose_database
+    superlink = yaml.safe_load(POSTGRES_COMPOSE.read_text())["services"]["superlink"]
+    command = [part.replace("postgres:5432", host) for part in superlink["command"]]
+    environ = {"POSTGRES_PASSWORD": password}
+    ports = SuperLinkPorts.allocate()
+    entrypoint = json.loads(dockerfile_values()["ENTRYPOINT"][-1])
+    argv, env = as_app_user(image_root, [*entrypoint, *command, *ports.flags()])
+    for name, value in superlink["environment"].items():
+        env[name] = compose_value(value, environ)
+    exec_address = Address.parse(ports.address(ports.exec))
+    state = image_root / "app" / "state"
+    log = image_root / "superlink.log"
+    with closing(
+        ManagedProcess("compose-superlink", [*NEW_PID_NAMESPACE, *argv], log, env, state)
+    ) as process:
+        await wait_serving(process, exec_address)
+        assert await healthcheck_status(image_root, exec_address) == 0
+        with closing(Channel(exec_address.host, exec_address.port)) as channel:
+            started = await exec_grpc.ExecStub(channel).StartRun(
+                exec_pb2.StartRunRequest(fab=Fab(content=make_fab()))
+            )
+        assert docker_stop(process) == 0, process.tail()
+        assert password not in process.output()
+    name = yaml.safe_load(POSTGRES_COMPOSE.read_text())["services"]["postgres"]["environment"][
+        "POSTGRES_DB"
+    ]
+    assert postgres_server.psql("SELECT count(*) FROM fab", name).strip() == "1"
+    assert started.run_id
+    assert not (state / ".flwr").exists()

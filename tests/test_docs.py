@@ -12,11 +12,12 @@ that need a Docker engine, the network or root (docker, pip, sudo, openssl) are 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -29,8 +30,10 @@ from flwr.client.supernode.app import _parse_args_run_supernode
 
 from superlink_async.exit_codes import ExitCode
 from superlink_async.probe import argument_parser as probe_parser
-from superlink_async.state.factory import open_state
+from superlink_async.state.factory import fab_store_for, open_state
 from superlink_async.wire.recorddict_pb2 import ConfigRecord
+from tests.fabs import make_fab
+from tests.postgres_server import PASSWORD, SUPERUSER, PostgresServer
 from tests.test_examples import assert_cli_accepts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,3 +176,54 @@ def test_every_page_is_in_the_index() -> None:
     for page in (ROOT / "docs").glob("*.md"):
         if page.name != "README.md":
             assert f"({page.name})" in index, page.name
+
+
+#: The database postgresql.md's backup recipes dump and the one they restore into.
+DOCUMENTED_DATABASES = ("flwr", "flwr_restored")
+
+
+def postgresql_recipe(program: str) -> list[str]:
+    """The one ``program`` command of postgresql.md, as words."""
+    page = (ROOT / "docs" / "postgresql.md").read_text()
+    (command,) = [words for words in commands(page) if words[0] == program]
+    return command
+
+
+@pytest.fixture
+def documented_databases(postgres_server: PostgresServer) -> Iterator[str]:
+    """The recipes' source database, created empty (its copy is left to the recipe); its URL."""
+    source = DOCUMENTED_DATABASES[0]
+    postgres_server.psql(f"CREATE DATABASE {source}")
+    try:
+        yield postgres_server.url(source)
+    finally:
+        for name in DOCUMENTED_DATABASES:
+            postgres_server.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.mark.anyio
+async def test_postgresql_backup_and_restore_keep_runs_and_fabs(
+    postgres_server: PostgresServer, documented_databases: str, tmp_path: Path
+) -> None:
+    """postgresql.md's pg_dump, createdb and pg_restore, run as written (libpq's variables
+    naming the tests' server) while a server has the database open: the restored database
+    serves the same runs and FABs."""
+    source = documented_databases
+    environ = {
+        **os.environ,
+        "PGHOST": "127.0.0.1",
+        "PGPORT": str(postgres_server.port),
+        "PGUSER": SUPERUSER,
+        "PGPASSWORD": PASSWORD,
+        "PATH": f"{postgres_server.bindir}{os.pathsep}{os.environ['PATH']}",
+    }
+    async with open_state(source) as state:
+        run_id = await state.create_run("flwr/app", "1.0", "0" * 64, {}, ConfigRecord())
+        fab = make_fab()
+        fab_hash = await fab_store_for(source, state, tmp_path).put(fab)
+        for program in ("pg_dump", "createdb", "pg_restore"):
+            await anyio.run_process(postgresql_recipe(program), cwd=tmp_path, env=environ)
+    copy = postgres_server.url(DOCUMENTED_DATABASES[1])
+    async with open_state(copy) as restored:
+        assert [run.run_id for run in await restored.get_runs()] == [run_id]
+        assert await fab_store_for(copy, restored, tmp_path).get(fab_hash) == fab

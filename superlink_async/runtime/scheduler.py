@@ -25,7 +25,13 @@ from superlink_async.logs import logger
 from superlink_async.runtime.children import end_leftovers, spawn, terminate
 from superlink_async.runtime.shutdown import CHILDREN
 from superlink_async.services.runs import RunEvents
-from superlink_async.state.base import FAILED, FINISHED, LinkState, RunStatus
+from superlink_async.state.base import (
+    FAILED,
+    FINISHED,
+    LinkState,
+    RunStatus,
+    StateUnavailableError,
+)
 
 #: Longest the scheduler sleeps before looking for pending runs again.
 POLL_SECONDS = 1.0
@@ -108,7 +114,11 @@ class RunScheduler:
             async with anyio.create_task_group() as group:
                 task_status.started()
                 while True:
-                    await self._launch_if_needed(group)
+                    try:
+                        await self._launch_if_needed(group)
+                    except StateUnavailableError as exc:
+                        # The database is back soon (or health says otherwise): look again.
+                        logger.warning("Cannot look for pending runs: %s", exc)
                     await self._events.wait(POLL_SECONDS)
         finally:
             with anyio.CancelScope(shield=True):
@@ -165,16 +175,30 @@ class RunScheduler:
         if child.run_id is not None:
             await self._fail_unfinished(child.run_id, code)
         else:
-            await self._count_failed_launch(code)
+            try:
+                await self._count_failed_launch(code)
+            except StateUnavailableError as exc:
+                # The pending run stays pending; the next launch tries it again.
+                logger.warning("Cannot look for the run %s was for: %s", self._app.name, exc)
         self._events.notify()
 
     async def _fail_unfinished(self, run_id: int, code: int) -> None:
-        run = await self._state.get_run(run_id)
-        if run is not None and run.status.status != FINISHED:
-            await self._fail_run(
-                run_id,
-                f"{self._app.runs} process exited with code {code} before the run finished",
-            )
+        """Fail the run of a child that died, retrying while the state cannot be reached.
+
+        A restart meanwhile fails the run as interrupted instead.
+        """
+        while True:
+            try:
+                run = await self._state.get_run(run_id)
+                if run is not None and run.status.status != FINISHED:
+                    await self._fail_run(
+                        run_id,
+                        f"{self._app.runs} process exited with code {code} before the run finished",
+                    )
+                return
+            except StateUnavailableError as exc:
+                logger.warning("Cannot record the end of run %s yet: %s", run_id, exc)
+                await anyio.sleep(POLL_SECONDS)
 
     async def _count_failed_launch(self, code: int) -> None:
         self._failures += 1

@@ -61,9 +61,8 @@ from superlink_async.services.node_auth import NodeAuthenticator
 from superlink_async.services.runs import RunEvents
 from superlink_async.services.serverappio import ServerAppIoService
 from superlink_async.services.simulationio import SimulationIoService
-from superlink_async.state.base import LinkState
-from superlink_async.state.fab_store import DirectoryFabStore
-from superlink_async.state.factory import open_state
+from superlink_async.state.base import LinkState, StateUnavailableError
+from superlink_async.state.factory import fab_store_for, open_state
 from superlink_async.tls import ListenerTls
 from superlink_async.transports.gate import Admission, CallGate
 from superlink_async.transports.grpc.adapter import GrpcAdapterServicer
@@ -187,15 +186,20 @@ class SuperLink:
         tls = config.tls  # loaded by check(): unusable certificates left the database untouched
         closing = AsyncExitStack()
         state = await closing.enter_async_context(
-            open_state(config.database, self._clock, check_integrity=config.check_database)
+            open_state(
+                config.database,
+                self._clock,
+                check_integrity=config.check_database,
+                pool_size=config.database_pool_size,
+            )
         )
         self._stack.push_async_callback(_close_state_last, closing)
+        fabs = fab_store_for(config.database, state, config.storage_dir)
         if self._metrics is not None:
             state = self._metrics.timed_state(state)
         self._state = state
         if interrupted := await state.fail_interrupted_runs(INTERRUPTED_RUN_DETAILS):
             logger.warning("Marked interrupted run(s) as failed: %s", interrupted)
-        fabs = DirectoryFabStore(config.storage_dir)
         events = RunEvents()
         signature_workers = _signature_workers(config, self._lag)
         node_auth = await _node_authenticator(config, state, self._clock, signature_workers)
@@ -374,7 +378,12 @@ async def _close_state_last(closing: AsyncExitStack) -> None:
 async def _purge_expired_messages(state: LinkState) -> None:
     while True:
         await anyio.sleep(PURGE_INTERVAL)
-        if removed := await state.purge_expired_messages():
+        try:
+            removed = await state.purge_expired_messages()
+        except StateUnavailableError as exc:
+            logger.warning("Cannot purge expired messages now: %s", exc)
+            continue
+        if removed:
             logger.debug("Purged %d expired message(s)", removed)
 
 

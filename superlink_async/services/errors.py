@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from superlink_async.state.base import StorageFullError
+from superlink_async.state.base import StateUnavailableError, StorageFullError
 
 
 class Status(Enum):
@@ -31,9 +31,9 @@ class ServiceError(Exception):
 def state_failure(exc: Exception) -> ServiceError | None:
     """What a client is told about a state failure that is not its fault, if it has a status.
 
-    A full disk is UNAVAILABLE, the status a 1.18 SuperNode retries; anything else (None)
-    is an unexpected fault.
+    A full disk and a database that cannot be reached are UNAVAILABLE, the status a 1.18
+    SuperNode retries; anything else (None) is an unexpected fault.
     """
-    if isinstance(exc, StorageFullError):
+    if isinstance(exc, StorageFullError | StateUnavailableError):
         return ServiceError(Status.UNAVAILABLE, str(exc))
     return None

@@ -118,6 +118,15 @@ class StorageFullError(StateError):
         super().__init__("database or disk is full")
 
 
+class StateUnavailableError(StateError):
+    """The store cannot be reached right now (e.g. its database server is down or restarting).
+
+    The operation was not confirmed (its transaction rolled back, unless the connection was
+    lost during the commit itself); the same call may succeed later, so clients are told to
+    retry.
+    """
+
+
 class DatabaseCorruptError(StateError):
     """A database file fails SQLite's integrity check; it must be restored, not served."""
 
@@ -257,7 +266,10 @@ class LinkState(Protocol):
         """
 
     async def has_instructions_waiting(self, node_id: int) -> bool:
-        """Whether an instruction may be waiting for ``node_id``, answered from memory.
+        """Whether an instruction may be waiting for ``node_id``, answered cheaply.
+
+        From memory where one process owns the data (memory, SQLite); one indexed read on
+        PostgreSQL, which other processes write to.
 
         Never False while one is waiting; may be True for one that expired meanwhile, or
         until a pull finds nothing.

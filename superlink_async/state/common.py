@@ -11,8 +11,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from superlink_async.logs import logger
 from superlink_async.state import rules
-from superlink_async.state.base import MessageRejectedError, UserConfig
+from superlink_async.state.base import MessageRejectedError, RunStatus, UserConfig
 from superlink_async.wire.message_pb2 import Message
 from superlink_async.wire.recorddict_pb2 import ConfigRecord
 
@@ -58,6 +59,23 @@ class BackendBase(ABC):
         if isinstance(result, MessageRejectedError):
             raise result
         return result
+
+    async def update_run_status(self, run_id: int, new_status: RunStatus) -> bool:
+        """Apply a valid transition (``rules``) and stamp its time. ``RunNotFoundError``.
+
+        An invalid one changes nothing and is logged; False.
+        """
+        if (error := await self._transition_run(run_id, new_status)) is not None:
+            logger.error("%s", error)
+            return False
+        return True
+
+    @abstractmethod
+    async def _transition_run(self, run_id: int, new_status: RunStatus) -> str | None:
+        """Move the run to ``new_status``, stamped, if ``rules.transition_error`` allows.
+
+        Otherwise change nothing and return that error. ``RunNotFoundError``.
+        """
 
     @abstractmethod
     async def _store_new_run(self, run: NewRun) -> int:

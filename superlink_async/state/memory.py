@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message as ProtoMessage
 
-from superlink_async.logs import logger
 from superlink_async.state import rules
 from superlink_async.state.base import (
     FAILED,
@@ -203,15 +202,13 @@ class InMemoryLinkState(BackendBase):
         runs = self._tables.runs
         return {run_id: runs[run_id].status for run_id in run_ids if run_id in runs}
 
-    async def update_run_status(self, run_id: int, new_status: RunStatus) -> bool:
-        """Apply a valid transition; log and refuse an invalid one."""
+    async def _transition_run(self, run_id: int, new_status: RunStatus) -> str | None:
+        """Apply a valid transition; return why an invalid one is refused."""
         record = self._require_run(run_id)
         error = rules.transition_error(record.status, new_status)
-        if error is not None:
-            logger.error("%s", error)
-            return False
-        self._advance(record, new_status)
-        return True
+        if error is None:
+            self._advance(record, new_status)
+        return error
 
     async def get_pending_run_id(self) -> int | None:
         """The oldest run whose status is pending (one stopped while pending is not)."""

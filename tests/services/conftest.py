@@ -137,9 +137,15 @@ async def open_link(database: str, tmp_path: Path) -> AsyncIterator[Link]:
             )
 
 
-@pytest.fixture(params=["in-memory", "sqlite-file"])
+@pytest.fixture(params=["in-memory", "sqlite-file", "postgres"])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The ``--database`` a service test runs over: each runs once on every backend."""
+    """The ``--database`` a service test runs over: each runs once on every backend.
+
+    PostgreSQL is a fresh database on the tests' own server, started when first needed.
+    """
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
     return IN_MEMORY_DATABASE if request.param == "in-memory" else str(tmp_path / "state.db")
 
 

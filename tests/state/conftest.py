@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
@@ -19,20 +20,35 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def _database(backend: str, tmp_path: Path) -> str:
+def _database_of(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The ``--database`` of the backend a test is parametrised with."""
+    if request.param == "postgres":
+        # The session's PostgreSQL server starts with the first test that asks for it.
+        url: str = request.getfixturevalue("postgres_url")
+        return url
     return {
         "memory": ":flwr-in-memory-state:",
         "sqlite-file": str(tmp_path / "state.db"),
         "sqlite-memory": ":memory:",
-    }[backend]
+    }[request.param]
 
 
-@pytest.fixture(params=["memory", "sqlite-file", "sqlite-memory"])
+@pytest.fixture(params=["memory", "sqlite-file", "sqlite-memory", "postgres"])
 async def state(
     request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
 ) -> AsyncIterator[LinkState]:
-    async with open_state(_database(request.param, tmp_path), clock=clock) as opened:
+    async with open_state(_database_of(request, tmp_path), clock=clock) as opened:
         yield opened
+
+
+Reopen = Callable[[], AbstractAsyncContextManager[LinkState]]
+
+
+@pytest.fixture(params=["sqlite-file", "postgres"])
+def reopen(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Reopen:
+    """Opens one durable database (a new backend object each time), for tests of reopening."""
+    database = _database_of(request, tmp_path)
+    return lambda: open_state(database, clock=clock)
 
 
 def corrupt_a_page(path: Path) -> None:

@@ -17,17 +17,13 @@ import pytest
 
 from superlink_async.state import rules
 from superlink_async.state.base import (
-    FINISHED,
     PENDING,
     RUNNING,
-    STARTING,
-    STOPPED,
     SUPERLINK_NODE_ID,
     DatabaseCorruptError,
     RunStatus,
     SchemaVersionError,
     StateError,
-    UserConfig,
 )
 from superlink_async.state.sqlite import SCHEMA_VERSION, SqliteLinkState
 from superlink_async.testing.clock import FakeClock
@@ -88,103 +84,6 @@ def pragma(path: Path, name: str) -> object:
         value: object = db.execute(f"PRAGMA {name}").fetchone()[0]
     db.close()
     return value
-
-
-async def test_reopened_file_keeps_runs_nodes_keys_messages_contexts_and_logs(
-    tmp_path: Path, clock: FakeClock
-) -> None:
-    """Everything the reference kept across a restart is still there after close + open."""
-    path = tmp_path / "state.db"
-    override: UserConfig = {"bytes": b"\x00\xff", "flag": True, "one": 1, "half": 0.5, "text": "t"}
-    options = ConfigRecord()
-    options.data["num-server-rounds"].CopyFrom(ConfigRecordValue(sint64=3))
-    context = Context(run_id=0, node_id=0)
-    context.run_config["lr"].CopyFrom(Scalar(double=0.1))
-
-    async with opened(path, clock) as state:
-        node_id, _ = await state.create_keyed_node(30.0, b"node-key")
-        await state.replace_known_public_keys([b"known-1", b"known-2"])
-        run_id = await state.create_run("flwr/app", "1.0.0", "abc123", override, options)
-        stopped_id = await state.create_run("flwr/app", "1.0.0", "abc123", {}, ConfigRecord())
-        assert await state.update_run_status(stopped_id, RunStatus(FINISHED, STOPPED))
-        claimed = await state.claim_pending_run()
-        assert claimed is not None
-        assert claimed.run_id == run_id
-        context.run_id = run_id
-        await state.set_serverapp_context(run_id, context)
-        await state.add_serverapp_log(run_id, "first ")
-        await state.add_serverapp_log(run_id, "second")  # same timestamp: both kept
-        waiting = instruction(run_id, node_id, clock)
-        waiting.metadata.message_id = await state.store_message_ins(waiting)
-        answered = instruction(run_id, node_id, clock, group="answered")
-        answered.metadata.message_id = await state.store_message_ins(answered)
-        runs_before = await state.get_runs()
-
-    async with opened(path, clock) as state:
-        assert await state.get_runs() == runs_before
-        run = await state.get_run(run_id)
-        assert run is not None
-        assert run.override_config == override
-        assert {key: type(value) for key, value in run.override_config.items()} == {
-            key: type(value) for key, value in override.items()
-        }
-        assert run.fab_hash == "abc123"
-        assert await state.get_federation_options(run_id) == options
-        assert await state.get_serverapp_context(run_id) == context
-        assert await state.get_serverapp_log(run_id, 0.0) == ("first second", clock())
-        assert await state.get_online_nodes() == [node_id]
-        assert await state.get_node_id(b"node-key") == node_id
-        assert await state.get_known_public_keys() == {b"known-1", b"known-2"}
-        pulled = await state.pull_message_ins(node_id, limit=10)
-        assert [message.metadata.message_id for message in pulled] == [
-            waiting.metadata.message_id,
-            answered.metadata.message_id,
-        ]
-        assert pulled[0] == waiting
-
-        clock.advance(31.0)  # online_until (now + ping_interval) survived the reopen
-        assert await state.get_online_nodes() == []
-
-
-async def test_reopened_file_keeps_the_pending_queue_and_stopped_runs_out_of_it(
-    tmp_path: Path, clock: FakeClock
-) -> None:
-    """Statuses are stored, not derived: a run stopped while pending is never claimed."""
-    path = tmp_path / "state.db"
-    async with opened(path, clock) as state:
-        stopped = await state.create_run("a", "1", "", {}, ConfigRecord())
-        clock.advance(1.0)
-        pending = await state.create_run("a", "1", "", {}, ConfigRecord())
-        assert await state.update_run_status(stopped, RunStatus(FINISHED, STOPPED))
-
-    async with opened(path, clock) as state:
-        assert await state.get_run_statuses([stopped, pending]) == {
-            stopped: RunStatus(FINISHED, STOPPED),
-            pending: RunStatus(PENDING),
-        }
-        claimed = await state.claim_pending_run()
-        assert claimed is not None
-        assert claimed.run_id == pending
-        assert claimed.status == RunStatus(STARTING)
-
-
-async def test_reopened_file_keeps_replies_until_taken(tmp_path: Path, clock: FakeClock) -> None:
-    """A reply stored before a restart is handed to the ServerApp after it, exactly once."""
-    path = tmp_path / "state.db"
-    async with opened(path, clock) as state:
-        node_id = await state.create_node(ping_interval=30.0)
-        run_id = await state.create_run("a", "1", "", {}, ConfigRecord())
-        sent = instruction(run_id, node_id, clock)
-        sent.metadata.message_id = await state.store_message_ins(sent)
-        await state.pull_message_ins(node_id)
-        answer = reply(sent, clock)
-        answer.metadata.message_id = await state.store_message_res(answer)
-
-    async with opened(path, clock) as state:
-        assert await state.pull_message_ins(node_id) == []  # delivered_at survived
-        assert await state.take_replies(run_id, [sent.metadata.message_id]) == [answer]
-        [again] = await state.take_replies(run_id, [sent.metadata.message_id])
-        assert again.error.code == rules.MESSAGE_UNAVAILABLE
 
 
 async def test_memory_database_is_one_connection_shared_by_every_call(clock: FakeClock) -> None:

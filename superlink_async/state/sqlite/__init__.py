@@ -1,10 +1,10 @@
 """The SQLite backend, split by concern.
 
 ``backend`` (the ``LinkState`` methods and their SQL), ``schema`` (tables, version,
-migrations), ``files`` (path, integrity and journal of a database file), ``rows`` (how
-records are encoded in columns), ``caches`` (hot reads answered without a hop, and their
-invalidation points) and ``session`` (the synchronous calls operations make on aiosqlite's
-thread).
+migrations), ``files`` (path, integrity and journal of a database file), ``rows`` (the columns
+and parameters of its queries; the encoding itself is ``state.columns``), ``caches`` (hot
+reads answered without a hop, and their invalidation points) and ``session`` (the
+synchronous calls operations make on aiosqlite's thread).
 """
 
 from superlink_async.state.sqlite.backend import IN_MEMORY, SqliteLinkState

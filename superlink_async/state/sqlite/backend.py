@@ -12,8 +12,9 @@ is rolled back on any error; once queued it runs to its end even if its caller i
 The node pull is a single ``UPDATE ... RETURNING``, so no instruction is handed out twice.
 
 Decisions are ``rules``': a method reads what a rule needs, asks it, and writes the outcome
-(statements call ``is_online`` and ``ttl_lapsed`` by name). Rows are encoded by ``rows``; hot
-reads are answered from ``caches``, at whose named invalidation points every change passes.
+(statements call ``is_online`` and ``ttl_lapsed`` by name). Rows are encoded by
+``state.columns``; hot reads are answered from ``caches``, at whose named invalidation points
+every change passes.
 """
 
 from __future__ import annotations
@@ -42,12 +43,29 @@ from superlink_async.state.base import (
     DatabaseCorruptError,
     MessageRejectedError,
     NodeNotFoundError,
-    RunNotFoundError,
     RunRecord,
     RunStatus,
     StateError,
     StateStats,
     StorageFullError,
+)
+from superlink_async.state.columns import (
+    MESSAGE_FIELDS,
+    METADATA_FIELDS,
+    RUN_FIELDS,
+    from_db,
+    instructions_of_run,
+    joined_log,
+    key_holder_from_row,
+    message_from_row,
+    message_params,
+    new_run_params,
+    run_from_row,
+    run_status_from_row,
+    take_results,
+    to_db,
+    transition_error_from_row,
+    transition_params,
 )
 from superlink_async.state.common import BackendBase, NewRun
 from superlink_async.state.sqlite.caches import ReadCaches
@@ -59,20 +77,10 @@ from superlink_async.state.sqlite.files import (
 )
 from superlink_async.state.sqlite.rows import (
     INSTRUCTION_FIELDS,
-    MESSAGE_FIELDS,
     MESSAGE_METADATA_FIELDS,
     MESSAGE_PLACEHOLDERS,
-    METADATA_FIELDS,
     METADATA_PLACEHOLDERS,
-    RUN_FIELDS,
-    encode_user_config,
-    from_db,
     json_ids,
-    message_from_row,
-    message_params,
-    run_from_row,
-    run_status_from_row,
-    to_db,
 )
 from superlink_async.state.sqlite.schema import SCHEMA_VERSION, prepare_schema
 from superlink_async.state.sqlite.session import Session, atomically, register_rules
@@ -257,12 +265,7 @@ class SqliteLinkState(BackendBase):
             owner = db.row(
                 "SELECT node_id, online_until FROM node WHERE public_key = ?", (public_key,)
             )
-            holder = (
-                None
-                if owner is None
-                else rules.KeyHolder(from_db(owner["node_id"]), owner["online_until"])
-            )
-            displaced = rules.displaced_key_holder(holder, now)
+            displaced = rules.displaced_key_holder(key_holder_from_row(owner), now)
             if displaced is not None:
                 db.change("DELETE FROM node WHERE node_id = ?", (to_db(displaced),))
             online_until = rules.online_until_on_creation(now, ping_interval)
@@ -305,15 +308,7 @@ class SqliteLinkState(BackendBase):
     # --- Runs -----------------------------------------------------------------------------
     async def _store_new_run(self, run: NewRun) -> int:
         """Store a pending run and its initial ServerApp context in one transaction."""
-        columns = (
-            run.fab_id,
-            run.fab_version,
-            run.fab_hash,
-            encode_user_config(run.override_config),
-            run.federation_options.SerializeToString(),
-            run.pending_at,
-            PENDING,
-        )
+        columns = new_run_params(run)
 
         def create(db: Session) -> int:
             run_id = db.insert_with_fresh_id(
@@ -365,39 +360,27 @@ class SqliteLinkState(BackendBase):
         )
         return {from_db(row["run_id"]): run_status_from_row(row) for row in rows}
 
-    async def update_run_status(self, run_id: int, new_status: RunStatus) -> bool:
-        """Apply a valid transition (``rules``) and stamp its time. ``RunNotFoundError``."""
+    async def _transition_run(self, run_id: int, new_status: RunStatus) -> str | None:
+        """Apply a valid transition (``rules``), stamped; return why an invalid one is refused."""
         stamp = rules.iso_timestamp(self._clock())
 
         def update(db: Session) -> str | None:
             row = db.row(
                 "SELECT status, sub_status, details FROM run WHERE run_id = ?", (to_db(run_id),)
             )
-            if row is None:
-                raise RunNotFoundError(run_id)
-            error = rules.transition_error(run_status_from_row(row), new_status)
+            error = transition_error_from_row(row, run_id, new_status)
             if error is not None:
                 return error
-            # The column name comes from a fixed mapping, never from the caller.
-            stamp_column = rules.timestamp_field_for(new_status.status)
+            stamp_column, params = transition_params(run_id, new_status, stamp)
             self._caches.run_changed(run_id)
             db.change(
                 f"UPDATE run SET status = ?, sub_status = ?, details = ?, {stamp_column} = ? "
                 "WHERE run_id = ?",
-                (
-                    new_status.status,
-                    new_status.sub_status,
-                    new_status.details,
-                    stamp,
-                    to_db(run_id),
-                ),
+                params,
             )
             return None
 
-        if (error := await self._transaction(update)) is not None:
-            logger.error("%s", error)
-            return False
-        return True
+        return await self._transaction(update)
 
     async def get_pending_run_id(self) -> int | None:
         """The oldest pending run, if any."""
@@ -505,9 +488,7 @@ class SqliteLinkState(BackendBase):
                 (to_db(run_id), after_timestamp),
             )
 
-        rows = await self._call(read)
-        latest = float(rows[-1]["timestamp"]) if rows else 0.0
-        return "".join(row["text"] for row in rows), latest
+        return joined_log(await self._call(read))
 
     # --- Messages -------------------------------------------------------------------------
     async def store_messages_ins(
@@ -623,28 +604,13 @@ class SqliteLinkState(BackendBase):
                 "WHERE message_id IN (SELECT value FROM json_each(?))",
                 (ids_json,),
             )
-            instructions = {row["message_id"]: message_from_row(row) for row in ins_rows}
-            mismatch = rules.run_mismatch(run_id, (ins.metadata for ins in instructions.values()))
-            if mismatch is not None:
-                raise mismatch
-            online_until = {row["message_id"]: row["online_until"] for row in ins_rows}
+            instructions, online_until = instructions_of_run(run_id, ins_rows)
             res_rows = db.rows(
                 f"SELECT {MESSAGE_FIELDS} FROM message_res "
                 "WHERE reply_to_message_id IN (SELECT value FROM json_each(?))",
                 (ids_json,),
             )
-            replies = {row["reply_to_message_id"]: message_from_row(row) for row in res_rows}
-            results: list[Message] = []
-            for ins_id in wanted:
-                result = rules.result_for(
-                    ins_id,
-                    instructions.get(ins_id),
-                    replies.get(ins_id),
-                    online_until.get(ins_id),
-                    now,
-                )
-                if result is not None:
-                    results.append(result)
+            results = take_results(wanted, instructions, online_until, res_rows, now)
             db.change(
                 "DELETE FROM message_ins WHERE message_id IN (SELECT value FROM json_each(?))",
                 (json_ids(reply.metadata.reply_to_message_id for reply in results),),

@@ -1,34 +1,17 @@
-"""How records become rows and rows records: the columns queries read, and their encoding.
+"""The columns the SQLite backend's queries read, and the parameters they take.
 
-uint64 ids (runs, nodes) are stored as the signed int64 with the same bits. Messages keep
-their metadata in columns and their content or error as the serialized protobuf (an
-instruction's in a table of its own, so that marking it delivered rewrites a small row);
-contexts, federation options and override configs are serialized protobufs too, so nothing
-is lost (bytes values, bool versus int).
+The encoding of records in columns is shared with the PostgreSQL backend (``state.columns``).
+An instruction keeps its payload in a table of its own, so that marking it delivered
+rewrites a small row.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable
-from typing import Any
 
-from superlink_async.state.base import RunRecord, RunStatus, UserConfig
-from superlink_async.state.codec import fill_user_config, user_config_from_proto
-from superlink_async.wire import run_pb2
-from superlink_async.wire.error_pb2 import Error
-from superlink_async.wire.message_pb2 import Message, Metadata
-from superlink_async.wire.recorddict_pb2 import ConfigRecord, RecordDict
+from superlink_async.state.columns import METADATA_FIELDS
 
-_UINT64_SIGN_BIT = 1 << 63
-_UINT64_RANGE = 1 << 64
-
-METADATA_FIELDS = (
-    "message_id, run_id, src_node_id, dst_node_id, reply_to_message_id, group_id, "
-    "message_type, created_at, ttl"
-)
-MESSAGE_FIELDS = f"{METADATA_FIELDS}, content, error"
 METADATA_PLACEHOLDERS = ", ".join("?" * len(METADATA_FIELDS.split(", ")))
 MESSAGE_PLACEHOLDERS = f"{METADATA_PLACEHOLDERS}, ?, ?"
 #: An instruction's columns without its payload: to judge an instruction, not to deliver it.
@@ -41,96 +24,7 @@ INSTRUCTION_FIELDS = (
     "(SELECT error FROM message_ins_payload AS p WHERE p.seq = message_ins.seq) AS error"
 )
 
-RUN_FIELDS = (
-    "run_id, fab_id, fab_version, fab_hash, override_config, federation_options, pending_at, "
-    "starting_at, running_at, finished_at, status, sub_status, details"
-)
-
-
-def to_db(value: int) -> int:
-    """A uint64 as the signed int64 with the same bits (SQLite integers are signed)."""
-    return value - _UINT64_RANGE if value >= _UINT64_SIGN_BIT else value
-
-
-def from_db(value: int) -> int:
-    """The uint64 a stored signed int64 stands for."""
-    return value + _UINT64_RANGE if value < 0 else value
-
 
 def json_ids(values: Iterable[object]) -> str:
     """A JSON array for ``json_each(?)``: any number of ids in one fixed statement."""
     return json.dumps(list(values))
-
-
-def encode_user_config(config: UserConfig) -> bytes:
-    """Serialize through the wire's ``map<string, Scalar>``, which keeps every value type."""
-    holder = run_pb2.Run()
-    fill_user_config(holder.override_config, config)
-    return holder.SerializeToString()
-
-
-def decode_user_config(blob: bytes) -> UserConfig:
-    """The config ``encode_user_config`` stored."""
-    return user_config_from_proto(run_pb2.Run.FromString(blob).override_config)
-
-
-def run_status_from_row(row: sqlite3.Row) -> RunStatus:
-    """The status columns of a run row."""
-    return RunStatus(row["status"], row["sub_status"], row["details"])
-
-
-def run_from_row(row: sqlite3.Row) -> RunRecord:
-    """A run from a row of ``RUN_FIELDS``."""
-    return RunRecord(
-        run_id=from_db(row["run_id"]),
-        fab_id=row["fab_id"],
-        fab_version=row["fab_version"],
-        fab_hash=row["fab_hash"],
-        override_config=decode_user_config(row["override_config"]),
-        pending_at=row["pending_at"],
-        starting_at=row["starting_at"],
-        running_at=row["running_at"],
-        finished_at=row["finished_at"],
-        status=run_status_from_row(row),
-        federation_options=ConfigRecord.FromString(row["federation_options"]),
-    )
-
-
-def message_params(message: Message, message_id: str) -> tuple[Any, ...]:
-    """Column values (in ``MESSAGE_FIELDS`` order) for storing ``message`` as ``message_id``."""
-    meta = message.metadata
-    return (
-        message_id,
-        to_db(meta.run_id),
-        to_db(meta.src_node_id),
-        to_db(meta.dst_node_id),
-        meta.reply_to_message_id,
-        meta.group_id,
-        meta.message_type,
-        meta.created_at,
-        meta.ttl,
-        message.content.SerializeToString() if message.HasField("content") else None,
-        message.error.SerializeToString() if message.HasField("error") else None,
-    )
-
-
-def message_from_row(row: sqlite3.Row) -> Message:
-    """A message from a row of ``MESSAGE_FIELDS`` (or ``MESSAGE_METADATA_FIELDS``)."""
-    message = Message(
-        metadata=Metadata(
-            message_id=row["message_id"],
-            run_id=from_db(row["run_id"]),
-            src_node_id=from_db(row["src_node_id"]),
-            dst_node_id=from_db(row["dst_node_id"]),
-            reply_to_message_id=row["reply_to_message_id"],
-            group_id=row["group_id"],
-            message_type=row["message_type"],
-            created_at=row["created_at"],
-            ttl=row["ttl"],
-        )
-    )
-    if row["content"] is not None:
-        message.content.CopyFrom(RecordDict.FromString(row["content"]))
-    if row["error"] is not None:
-        message.error.CopyFrom(Error.FromString(row["error"]))
-    return message

@@ -10,7 +10,7 @@ import aiosqlite
 
 from superlink_async.state import rules
 from superlink_async.state.base import RunNotFoundError
-from superlink_async.state.sqlite.rows import to_db
+from superlink_async.state.columns import to_db
 
 T = TypeVar("T")
 

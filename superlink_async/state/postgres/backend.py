@@ -1,0 +1,747 @@
+"""The PostgreSQL backend: every ``LinkState`` method over a pool of asyncpg connections.
+
+Open it with ``await PostgresLinkState.open(url)``: the URL (and libpq's environment
+variables) as ``connect`` reads them, the schema created or migrated (``schema``).
+
+Several processes may share the database, so nothing is cached in memory: every read asks
+the database, and a write through one process is seen by the next read of any other.
+
+Transactions: a method that writes more than once, or reads before it writes, runs in one
+transaction (``READ COMMITTED``) and holds row locks for what it decided on: a run's status
+row (``FOR UPDATE``) for its transition, the instructions a ServerApp takes (``FOR UPDATE``),
+the destination nodes of stored instructions (``FOR KEY SHARE``, so they are not deleted
+under them). The rest are one statement each, atomic by themselves: the node pull is one
+``UPDATE ... RETURNING`` over rows picked ``FOR UPDATE SKIP LOCKED``, so two pulls, from any
+processes, never hand out one instruction twice, and a run claim the same. Races that a
+constraint settles (a key taken, a reply stored, by another process meanwhile) are told as
+the rule's own refusal.
+
+An operation PostgreSQL rolls back to break a deadlock runs again (``_ATTEMPTS``).
+
+Cancellation: each operation runs in a task of its own that the caller's cancellation does
+not reach (``asyncio.shield``): once started it commits or rolls back whole, as on SQLite;
+``aclose`` waits for those still running.
+
+Failures that mean the database cannot serve right now (``connect.translated``: the server
+down, restarting, unreachable) become ``StateUnavailableError``, which clients are told as
+UNAVAILABLE and may retry.
+
+The pool (``DEFAULT_POOL_SIZE``, ``--database-pool-size``): at most 10 connections, opened as
+calls need them and closed after 5 minutes unused (``IDLE_CONNECTION_LIFETIME``); the
+connect and statement timeouts are ``connect``'s (10 s to connect, 60 s a statement). A
+call waits for a free connection while all are busy; each operation holds one for its
+statements only, never across an await of its caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+
+import asyncpg
+
+from superlink_async.logs import logger
+from superlink_async.state import rules
+from superlink_async.state.base import (
+    FAILED,
+    FINISHED,
+    PENDING,
+    RUNNING,
+    STARTING,
+    MessageRejectedError,
+    NodeNotFoundError,
+    PublicKeyInUseError,
+    RunNotFoundError,
+    RunRecord,
+    RunStatus,
+    StateError,
+    StateStats,
+)
+from superlink_async.state.columns import (
+    MESSAGE_FIELDS,
+    RUN_FIELDS,
+    from_db,
+    instructions_of_run,
+    joined_log,
+    key_holder_from_row,
+    message_from_row,
+    message_params,
+    new_run_params,
+    run_from_row,
+    run_status_from_row,
+    take_results,
+    to_db,
+    transition_error_from_row,
+    transition_params,
+)
+from superlink_async.state.common import BackendBase, NewRun
+from superlink_async.state.postgres.connect import (
+    PostgresTarget,
+    create_pool,
+    translated,
+    unavailable,
+)
+from superlink_async.state.postgres.rows import (
+    MESSAGE_METADATA_FIELDS,
+    MESSAGE_PLACEHOLDERS,
+    is_online,
+    row_count,
+    ttl_lapsed,
+)
+from superlink_async.state.postgres.schema import prepare_schema
+from superlink_async.wire.message_pb2 import Context, Message
+from superlink_async.wire.recorddict_pb2 import ConfigRecord
+
+T = TypeVar("T")
+
+#: Connections one process keeps open at most: enough for the event loop's concurrent
+#: operations to overlap their round trips, few enough for many processes on one server
+#: (PostgreSQL's default ``max_connections`` is 100).
+DEFAULT_POOL_SIZE = 10
+#: Seconds an unused connection stays open.
+IDLE_CONNECTION_LIFETIME = 300.0
+#: Times an operation runs at most when PostgreSQL rolls it back to break a deadlock
+#: between processes (e.g. a purge and a ServerApp taking the same expired exchanges, which
+#: lock replies and instructions in opposite orders): rolled back whole, it is safe to rerun.
+_ATTEMPTS = 3
+_RETRIED = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+
+if TYPE_CHECKING:
+    from superlink_async.state.postgres.schema import Connection
+
+    Work: TypeAlias = Callable[[Connection], Awaitable[T]]
+
+_INSERT_NODE = (
+    "INSERT INTO node (node_id, online_until, ping_interval, public_key) "
+    "VALUES ($1, $2, $3, $4) ON CONFLICT (node_id) DO NOTHING RETURNING node_id"
+)
+_INSERT_RUN = (
+    "INSERT INTO run (run_id, fab_id, fab_version, fab_hash, override_config, "
+    "federation_options, pending_at, starting_at, running_at, finished_at, status, sub_status, "
+    "details) VALUES ($1, $2, $3, $4, $5, $6, $7, '', '', '', $8, '', '') "
+    "ON CONFLICT (run_id) DO NOTHING RETURNING run_id"
+)
+
+
+async def _insert_with_fresh_id(
+    db: Connection, sql: str, new_id: Callable[[], int], *params: Any
+) -> int:
+    """Insert under a random id (``$1``), drawing again on the rare collision.
+
+    ``sql`` must end in ``ON CONFLICT (id) DO NOTHING RETURNING id``.
+    """
+    while True:
+        candidate = new_id()
+        if await db.fetchval(sql, to_db(candidate), *params) is not None:
+            return candidate
+
+
+async def _run_exists(db: Connection, run_id: int) -> bool:
+    return bool(
+        await db.fetchval("SELECT EXISTS (SELECT 1 FROM run WHERE run_id = $1)", to_db(run_id))
+    )
+
+
+class PostgresLinkState(BackendBase):
+    """``LinkState`` on PostgreSQL; create it with ``await PostgresLinkState.open(url)``."""
+
+    def __init__(self, pool: asyncpg.Pool, clock: Callable[[], float], where: str) -> None:
+        super().__init__(clock)
+        self._pool = pool
+        #: The database as messages name it (``connect.PostgresTarget.describe``).
+        self._where = where
+        self._running: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        clock: Callable[[], float] = time.time,
+        *,
+        pool_size: int = DEFAULT_POOL_SIZE,
+    ) -> PostgresLinkState:
+        """Connect to ``url`` and create or migrate the schema; the entry point of the backend.
+
+        ``url`` is ``postgresql://`` or ``postgres://`` as libpq reads it (libpq's
+        environment variables fill in what it leaves out). ``StateError`` (one line naming
+        host, port and database, never the password) if it cannot connect or the database
+        is not ours; ``SchemaVersionError`` for a schema written by a newer superlink-async.
+        """
+        where = PostgresTarget.parse(url).describe()
+        pool = await create_pool(
+            url, max_size=pool_size, max_inactive_connection_lifetime=IDLE_CONNECTION_LIFETIME
+        )
+        try:
+            async with pool.acquire() as connection:
+                await prepare_schema(connection, where)
+        except StateError:
+            await pool.close()
+            raise
+        except BaseException as exc:
+            pool.terminate()
+            if isinstance(exc, Exception) and (
+                unavailable(exc) or isinstance(exc, asyncpg.PostgresError)
+            ):
+                raise StateError(f"Cannot prepare the schema of the {where}: {exc}") from exc
+            raise
+        return cls(pool, clock, where)
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The connections this state uses, for stores beside it in the same database."""
+        return self._pool
+
+    async def aclose(self) -> None:
+        """Wait for the operations still running, then close the pool's connections.
+
+        Later calls raise ``RuntimeError``; closing again does nothing.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.gather(*self._running, return_exceptions=True)
+        await self._pool.close()
+
+    # --- Plumbing -------------------------------------------------------------------------
+    async def _call(self, work: Work[T]) -> T:
+        """``work`` on one connection of the pool, shielded from the caller's cancellation."""
+        return await self._shielded(work, transaction=False)
+
+    async def _transaction(self, work: Work[T]) -> T:
+        """``work`` in one transaction: all of it commits, or none (also if the caller leaves)."""
+        return await self._shielded(work, transaction=True)
+
+    async def _shielded(self, work: Work[T], *, transaction: bool) -> T:
+        if self._closed:
+            raise RuntimeError("The PostgreSQL LinkState is closed")
+        task = asyncio.ensure_future(self._on_connection(work, transaction=transaction))
+        self._running.add(task)
+        task.add_done_callback(self._finished)
+        return await asyncio.shield(task)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._running.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a caller cancelled meanwhile never will
+
+    async def _on_connection(self, work: Work[T], *, transaction: bool) -> T:
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                return await self._attempt(work, transaction=transaction)
+            except _RETRIED as exc:
+                if attempt == _ATTEMPTS:
+                    raise
+                logger.debug("Retrying an operation PostgreSQL rolled back: %s", exc)
+            except StateError:
+                raise
+            except Exception as exc:
+                failure = translated(exc)
+                if failure is exc:
+                    raise
+                raise failure from exc
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _attempt(self, work: Work[T], *, transaction: bool) -> T:
+        async with self._pool.acquire() as db:
+            if not transaction:
+                return await work(db)
+            async with db.transaction():
+                return await work(db)
+
+    async def probe(self) -> None:
+        """A read of one row: raises ``StateUnavailableError`` while the database cannot serve."""
+        await self._call(lambda db: db.fetchval("SELECT 1 FROM run LIMIT 1"))
+
+    # --- Nodes ----------------------------------------------------------------------------
+    async def create_node(self, ping_interval: float) -> int:
+        """Register a node, online for ``ping_interval`` seconds; return its id (not 0 or 1)."""
+        online_until = rules.online_until_on_creation(self._clock(), ping_interval)
+        return await self._call(
+            lambda db: _insert_with_fresh_id(
+                db, _INSERT_NODE, rules.new_node_id, online_until, ping_interval, None
+            )
+        )
+
+    async def delete_node(self, node_id: int) -> None:
+        """Forget a node and its key binding; its messages stay. ``NodeNotFoundError``."""
+        status = await self._call(
+            lambda db: db.execute("DELETE FROM node WHERE node_id = $1", to_db(node_id))
+        )
+        if not row_count(status):
+            raise NodeNotFoundError(node_id)
+
+    async def acknowledge_ping(self, node_id: int, ping_interval: float) -> bool:
+        """Keep a node online for ``2 * ping_interval`` more seconds; False if it is unknown."""
+        online_until = rules.online_until_after_ping(self._clock(), ping_interval)
+        status = await self._call(
+            lambda db: db.execute(
+                "UPDATE node SET online_until = $1, ping_interval = $2 WHERE node_id = $3",
+                online_until,
+                ping_interval,
+                to_db(node_id),
+            )
+        )
+        return row_count(status) > 0
+
+    async def get_online_nodes(self) -> list[int]:
+        """Ids of the nodes whose liveness has not lapsed, in ascending (unsigned) order."""
+        now = self._clock()
+        rows = await self._call(
+            lambda db: db.fetch(
+                f"SELECT node_id FROM node WHERE {is_online('online_until', '$1')}", now
+            )
+        )
+        return sorted(from_db(row["node_id"]) for row in rows)
+
+    async def node_exists(self, node_id: int) -> bool:
+        """Whether the node id is registered (online or not)."""
+        return bool(
+            await self._call(
+                lambda db: db.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM node WHERE node_id = $1)", to_db(node_id)
+                )
+            )
+        )
+
+    # --- Node authentication --------------------------------------------------------------
+    async def create_keyed_node(
+        self, ping_interval: float, public_key: bytes
+    ) -> tuple[int, int | None]:
+        """Register a node bound to ``public_key`` in one transaction; an offline holder goes.
+
+        A node bound to the key by another process meanwhile (the key's unique constraint)
+        is an online holder: ``PublicKeyInUseError``.
+        """
+        now = self._clock()
+
+        async def create(db: Connection) -> tuple[int, int | None]:
+            owner = await db.fetchrow(
+                "SELECT node_id, online_until FROM node WHERE public_key = $1 FOR UPDATE",
+                public_key,
+            )
+            displaced = rules.displaced_key_holder(key_holder_from_row(owner), now)
+            if displaced is not None:
+                await db.execute("DELETE FROM node WHERE node_id = $1", to_db(displaced))
+            online_until = rules.online_until_on_creation(now, ping_interval)
+            node_id = await _insert_with_fresh_id(
+                db, _INSERT_NODE, rules.new_node_id, online_until, ping_interval, public_key
+            )
+            return node_id, displaced
+
+        try:
+            return await self._transaction(create)
+        except asyncpg.UniqueViolationError as exc:
+            raise PublicKeyInUseError from exc
+
+    async def get_node_id(self, public_key: bytes) -> int | None:
+        """The node a key is bound to, if any."""
+        node_id = await self._call(
+            lambda db: db.fetchval("SELECT node_id FROM node WHERE public_key = $1", public_key)
+        )
+        return None if node_id is None else from_db(node_id)
+
+    async def replace_known_public_keys(self, public_keys: Sequence[bytes]) -> None:
+        """Make ``public_keys`` the complete list of keys allowed to authenticate."""
+
+        async def replace(db: Connection) -> None:
+            await db.execute("DELETE FROM known_public_key")
+            await db.execute(
+                "INSERT INTO known_public_key (public_key) SELECT unnest($1::bytea[]) "
+                "ON CONFLICT DO NOTHING",
+                list(public_keys),
+            )
+
+        await self._transaction(replace)
+
+    async def get_known_public_keys(self) -> set[bytes]:
+        """The keys allowed to authenticate."""
+        rows = await self._call(lambda db: db.fetch("SELECT public_key FROM known_public_key"))
+        return {bytes(row["public_key"]) for row in rows}
+
+    # --- Runs -----------------------------------------------------------------------------
+    async def _store_new_run(self, run: NewRun) -> int:
+        """Store a pending run and its initial ServerApp context in one transaction."""
+        columns = new_run_params(run)
+
+        async def create(db: Connection) -> int:
+            run_id = await _insert_with_fresh_id(db, _INSERT_RUN, rules.new_run_id, *columns)
+            await db.execute(
+                "INSERT INTO context (run_id, context) VALUES ($1, $2)",
+                to_db(run_id),
+                rules.context_at_creation(run_id).SerializeToString(),
+            )
+            return run_id
+
+        return await self._transaction(create)
+
+    async def get_run(self, run_id: int) -> RunRecord | None:
+        """One run, or None."""
+        row = await self._call(
+            lambda db: db.fetchrow(f"SELECT {RUN_FIELDS} FROM run WHERE run_id = $1", to_db(run_id))
+        )
+        return None if row is None else run_from_row(row)
+
+    async def get_runs(self) -> list[RunRecord]:
+        """Every run, oldest first (by ``pending_at``, then creation order)."""
+        rows = await self._call(
+            lambda db: db.fetch(f"SELECT {RUN_FIELDS} FROM run ORDER BY pending_at, seq")
+        )
+        return [run_from_row(row) for row in rows]
+
+    async def get_run_statuses(self, run_ids: Sequence[int]) -> dict[int, RunStatus]:
+        """Statuses of the known runs among ``run_ids``; unknown ids are left out."""
+        ids = [to_db(run_id) for run_id in run_ids]
+        rows = await self._call(
+            lambda db: db.fetch(
+                "SELECT run_id, status, sub_status, details FROM run "
+                "WHERE run_id = ANY($1::bigint[])",
+                ids,
+            )
+        )
+        return {from_db(row["run_id"]): run_status_from_row(row) for row in rows}
+
+    async def _transition_run(self, run_id: int, new_status: RunStatus) -> str | None:
+        """Apply a valid transition (``rules``), stamped; return why an invalid one is refused.
+
+        The run's row is locked from the check to the update, so transitions asked for by
+        two processes at once are judged one after the other.
+        """
+        stamp = rules.iso_timestamp(self._clock())
+
+        async def update(db: Connection) -> str | None:
+            row = await db.fetchrow(
+                "SELECT status, sub_status, details FROM run WHERE run_id = $1 FOR UPDATE",
+                to_db(run_id),
+            )
+            error = transition_error_from_row(row, run_id, new_status)
+            if error is not None:
+                return error
+            stamp_column, params = transition_params(run_id, new_status, stamp)
+            await db.execute(
+                f"UPDATE run SET status = $1, sub_status = $2, details = $3, {stamp_column} = $4 "
+                "WHERE run_id = $5",
+                *params,
+            )
+            return None
+
+        return await self._transaction(update)
+
+    async def get_pending_run_id(self) -> int | None:
+        """The oldest pending run, if any."""
+        run_id = await self._call(
+            lambda db: db.fetchval(
+                "SELECT run_id FROM run WHERE status = $1 ORDER BY pending_at, seq LIMIT 1",
+                PENDING,
+            )
+        )
+        return None if run_id is None else from_db(run_id)
+
+    async def claim_pending_run(self) -> RunRecord | None:
+        """Move the oldest pending run to ``starting`` and return it as it is now.
+
+        One statement picks (skipping a run another claim holds) and updates the run, so two
+        claims, from any processes, never get the same run.
+        """
+        stamp = rules.iso_timestamp(self._clock())
+        row = await self._call(
+            lambda db: db.fetchrow(
+                "UPDATE run SET status = $1, starting_at = $2 WHERE seq = "
+                "(SELECT seq FROM run WHERE status = $3 ORDER BY pending_at, seq LIMIT 1 "
+                f"FOR UPDATE SKIP LOCKED) AND status = $3 RETURNING {RUN_FIELDS}",
+                STARTING,
+                stamp,
+                PENDING,
+            )
+        )
+        return None if row is None else run_from_row(row)
+
+    async def fail_interrupted_runs(self, details: str) -> list[int]:
+        """Finish every ``starting``/``running`` run as ``failed`` with ``details``.
+
+        Returned oldest first.
+        """
+        stamp = rules.iso_timestamp(self._clock())
+        rows = await self._call(
+            lambda db: db.fetch(
+                "UPDATE run SET status = $1, sub_status = $2, details = $3, finished_at = $4 "
+                "WHERE status IN ($5, $6) RETURNING run_id, pending_at, seq",
+                FINISHED,
+                FAILED,
+                details,
+                stamp,
+                STARTING,
+                RUNNING,
+            )
+        )
+        ordered = sorted(rows, key=lambda row: (row["pending_at"], row["seq"]))
+        return [from_db(row["run_id"]) for row in ordered]
+
+    async def get_federation_options(self, run_id: int) -> ConfigRecord | None:
+        """The run's federation options, or None for an unknown run."""
+        blob = await self._call(
+            lambda db: db.fetchval(
+                "SELECT federation_options FROM run WHERE run_id = $1", to_db(run_id)
+            )
+        )
+        return None if blob is None else ConfigRecord.FromString(blob)
+
+    # --- ServerApp context and logs -------------------------------------------------------
+    async def set_serverapp_context(self, run_id: int, context: Context) -> None:
+        """Replace the run's ServerApp context, in one statement. ``RunNotFoundError``."""
+        serialized = context.SerializeToString()
+        stored = await self._call(
+            lambda db: db.fetchval(
+                "INSERT INTO context (run_id, context) SELECT run_id, $2 FROM run "
+                "WHERE run_id = $1 ON CONFLICT (run_id) DO UPDATE SET context = excluded.context "
+                "RETURNING run_id",
+                to_db(run_id),
+                serialized,
+            )
+        )
+        if stored is None:
+            raise RunNotFoundError(run_id)
+
+    async def get_serverapp_context(self, run_id: int) -> Context | None:
+        """The run's ServerApp context, or None."""
+        blob = await self._call(
+            lambda db: db.fetchval("SELECT context FROM context WHERE run_id = $1", to_db(run_id))
+        )
+        return None if blob is None else Context.FromString(blob)
+
+    async def add_serverapp_log(self, run_id: int, log_output: str) -> None:
+        """Append a chunk of ServerApp output, stamped with the clock. ``RunNotFoundError``."""
+        now = self._clock()
+        status = await self._call(
+            lambda db: db.execute(
+                "INSERT INTO log (run_id, timestamp, text) SELECT run_id, $2, $3 FROM run "
+                "WHERE run_id = $1",
+                to_db(run_id),
+                now,
+                log_output,
+            )
+        )
+        if not row_count(status):
+            raise RunNotFoundError(run_id)
+
+    async def get_serverapp_log(self, run_id: int, after_timestamp: float) -> tuple[str, float]:
+        """Chunks stamped after ``after_timestamp``, joined, and the latest stamp (0.0 if none).
+
+        ``RunNotFoundError``.
+        """
+
+        async def read(db: Connection) -> list[asyncpg.Record]:
+            rows = await db.fetch(
+                "SELECT text, timestamp FROM log WHERE run_id = $1 AND timestamp > $2 "
+                "ORDER BY timestamp, id",
+                to_db(run_id),
+                after_timestamp,
+            )
+            if not rows and not await _run_exists(db, run_id):
+                raise RunNotFoundError(run_id)
+            return rows
+
+        return joined_log(await self._call(read))
+
+    # --- Messages -------------------------------------------------------------------------
+    async def store_messages_ins(
+        self, messages: Sequence[Message]
+    ) -> list[str | MessageRejectedError]:
+        """Store each instruction, in one transaction: each id, or why it was refused.
+
+        The destination nodes are locked (``FOR KEY SHARE``) until the commit, so none is
+        deleted between its check and its instruction's storing.
+        """
+        rows = [message_params(message, rules.new_message_id()) for message in messages]
+        run_ids = list({to_db(message.metadata.run_id) for message in messages})
+        node_ids = list({to_db(message.metadata.dst_node_id) for message in messages})
+
+        async def store(db: Connection) -> list[str | MessageRejectedError]:
+            runs = await db.fetch(
+                "SELECT run_id FROM run WHERE run_id = ANY($1::bigint[])", run_ids
+            )
+            nodes = await db.fetch(
+                "SELECT node_id FROM node WHERE node_id = ANY($1::bigint[]) FOR KEY SHARE",
+                node_ids,
+            )
+            known_runs = {from_db(row["run_id"]) for row in runs}
+            known_nodes = {from_db(row["node_id"]) for row in nodes}
+            results: list[str | MessageRejectedError] = []
+            accepted = []
+            for message, params in zip(messages, rows, strict=True):
+                meta = message.metadata
+                rejection = rules.instruction_rejection(
+                    meta, meta.run_id in known_runs, meta.dst_node_id in known_nodes
+                )
+                if rejection is not None:
+                    results.append(rejection)
+                    continue
+                accepted.append(params)
+                results.append(params[0])
+            if accepted:
+                await db.executemany(
+                    f"INSERT INTO message_ins ({MESSAGE_FIELDS}) VALUES ({MESSAGE_PLACEHOLDERS})",
+                    accepted,
+                )
+            return results
+
+        return await self._transaction(store)
+
+    async def store_message_res(self, message: Message) -> str:
+        """Store a node's reply (already validated); assign and return its id.
+
+        ``MessageRejectedError`` if the instruction is unknown or expired, was sent to another
+        node or run, already has a reply, or the reply's TTL outlives the instruction's. A
+        reply stored, or the instruction taken, by another process meanwhile (the
+        constraints) is refused as the rule refuses it.
+        """
+        message_id = rules.new_message_id()
+        params = message_params(message, message_id)
+        now = self._clock()
+
+        async def store(db: Connection) -> None:
+            row = await db.fetchrow(
+                f"SELECT {MESSAGE_METADATA_FIELDS}, EXISTS (SELECT 1 FROM message_res "
+                "WHERE reply_to_message_id = ins.message_id) AS answered "
+                "FROM message_ins AS ins WHERE message_id = $1",
+                message.metadata.reply_to_message_id,
+            )
+            instruction = None if row is None else message_from_row(row).metadata
+            rejection = rules.reply_rejection(
+                instruction, row is not None and row["answered"], message.metadata, now
+            )
+            if rejection is not None:
+                raise rejection
+            try:
+                await db.execute(
+                    f"INSERT INTO message_res ({MESSAGE_FIELDS}) VALUES ({MESSAGE_PLACEHOLDERS})",
+                    *params,
+                )
+            except asyncpg.UniqueViolationError:  # another reply came first
+                rejection = rules.reply_rejection(instruction, True, message.metadata, now)
+            except asyncpg.ForeignKeyViolationError:  # the instruction was taken meanwhile
+                rejection = rules.reply_rejection(None, False, message.metadata, now)
+            if rejection is not None:
+                raise rejection
+
+        await self._transaction(store)
+        return message_id
+
+    async def has_instructions_waiting(self, node_id: int) -> bool:
+        """Whether an undelivered instruction (maybe expired) waits for the node: one read."""
+        return bool(
+            await self._call(
+                lambda db: db.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM message_ins WHERE dst_node_id = $1 "
+                    "AND delivered_at IS NULL)",
+                    to_db(node_id),
+                )
+            )
+        )
+
+    async def pull_message_ins(self, node_id: int, limit: int = 1) -> list[Message]:
+        """Hand out up to ``limit`` undelivered, unexpired instructions for a node, oldest first.
+
+        Choosing and marking happen in one statement; rows another pull holds are skipped,
+        so no instruction is handed out twice.
+        """
+        now = self._clock()
+        rows = await self._call(
+            lambda db: db.fetch(
+                # A materialised CTE picks once: a subquery under IN may be run again
+                # per row, and pick (and lock) more rows than the limit.
+                "WITH picked AS MATERIALIZED (SELECT seq FROM message_ins "
+                "WHERE dst_node_id = $2 AND delivered_at IS NULL "
+                f"AND NOT {ttl_lapsed('created_at', 'ttl', '$1')} ORDER BY seq LIMIT $3 "
+                "FOR UPDATE SKIP LOCKED) "
+                "UPDATE message_ins AS ins SET delivered_at = $1 FROM picked "
+                "WHERE ins.seq = picked.seq AND ins.delivered_at IS NULL "
+                f"RETURNING ins.seq, {MESSAGE_FIELDS}",
+                now,
+                to_db(node_id),
+                max(limit, 0),
+            )
+        )
+        return [message_from_row(row) for row in sorted(rows, key=lambda row: row["seq"])]
+
+    async def take_replies(self, run_id: int, message_ids: Sequence[str]) -> list[Message]:
+        """Replies for the given instruction ids of ``run_id``, then forget those exchanges.
+
+        Ids with no reply yet (and a live destination) are skipped. Missing or expired
+        instructions, offline or deleted destinations and expired replies produce synthetic
+        error replies (``rules.result_for``). Every instruction and reply returned is deleted.
+        Raises ``RunMismatchError`` (and changes nothing) if an id belongs to another run.
+        The instructions are locked until the commit, so two takes never both hand out one
+        reply.
+        """
+        wanted = list(dict.fromkeys(message_ids))
+        now = self._clock()
+
+        async def take(db: Connection) -> list[Message]:
+            ins_rows = await db.fetch(
+                f"SELECT {MESSAGE_METADATA_FIELDS}, node.online_until FROM message_ins "
+                "LEFT JOIN node ON node.node_id = message_ins.dst_node_id "
+                # In storage order: two takes of overlapping ids lock them in one order.
+                "WHERE message_id = ANY($1::text[]) ORDER BY message_ins.seq "
+                "FOR UPDATE OF message_ins",
+                wanted,
+            )
+            instructions, online_until = instructions_of_run(run_id, ins_rows)
+            res_rows = await db.fetch(
+                f"SELECT {MESSAGE_FIELDS} FROM message_res "
+                "WHERE reply_to_message_id = ANY($1::text[])",
+                list(instructions),
+            )
+            results = take_results(wanted, instructions, online_until, res_rows, now)
+            await db.execute(
+                "DELETE FROM message_ins WHERE message_id = ANY($1::text[])",
+                [reply.metadata.reply_to_message_id for reply in results],
+            )
+            return results
+
+        return await self._transaction(take)
+
+    async def delete_run_messages(self, run_id: int) -> int:
+        """Delete all instructions of a run and their replies; return how many instructions."""
+        # The replies go with their instructions (ON DELETE CASCADE).
+        status = await self._call(
+            lambda db: db.execute("DELETE FROM message_ins WHERE run_id = $1", to_db(run_id))
+        )
+        return row_count(status)
+
+    async def get_stats(self) -> StateStats:
+        """Node and message counts, for metrics, read in one statement (one snapshot)."""
+        now = self._clock()
+        row = await self._call(
+            lambda db: db.fetchrow(
+                "SELECT (SELECT count(*) FROM node),"
+                f" (SELECT count(*) FROM node WHERE {is_online('online_until', '$1')}),"
+                " (SELECT count(*) FROM message_ins WHERE delivered_at IS NULL),"
+                " (SELECT count(*) FROM message_ins WHERE delivered_at IS NOT NULL),"
+                " (SELECT count(*) FROM message_res),"
+                " (SELECT count(*) FROM message_ins WHERE "
+                f"{ttl_lapsed('created_at', 'ttl', '$1')})",
+                now,
+            )
+        )
+        assert row is not None
+        return StateStats(*(int(value) for value in row.values()))
+
+    async def purge_expired_messages(self) -> int:
+        """Delete instructions and replies whose TTL has lapsed; return how many rows went."""
+        now = self._clock()
+        lapsed = ttl_lapsed("created_at", "ttl", "$1")
+
+        async def purge(db: Connection) -> int:
+            # Replies are counted explicitly: rows removed by a cascade are not reported.
+            replies = await db.execute(
+                f"DELETE FROM message_res WHERE {lapsed} OR reply_to_message_id IN "
+                f"(SELECT message_id FROM message_ins WHERE {lapsed})",
+                now,
+            )
+            instructions = await db.execute(f"DELETE FROM message_ins WHERE {lapsed}", now)
+            return row_count(replies) + row_count(instructions)
+
+        return await self._transaction(purge)

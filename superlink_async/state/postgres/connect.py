@@ -1,0 +1,195 @@
+"""Reaching PostgreSQL: where a URL points, the pool's defaults, what a failure is told as.
+
+asyncpg reads the URL and libpq's environment variables itself (``PGHOST``, ``PGPORT``,
+``PGUSER``, ``PGPASSWORD``, ``PGPASSFILE``, ``PGDATABASE``, ``PGSSLMODE``, ``PGSSLROOTCERT``,
+``PGSSLCERT``, ``PGSSLKEY``, ``PGSERVICE``, ...). The one gap filled here is libpq's connect
+timeout (``connect_timeout`` in the URL, ``PGCONNECT_TIMEOUT``): asyncpg would send the
+parameter to the server as a setting, which refuses it.
+
+Every failure to connect becomes one ``StateError`` line naming the host, port and database
+(never the password); ``unavailable`` tells the failures that mean "the database cannot be
+reached right now" from the others, so callers can be answered UNAVAILABLE and retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from superlink_async.state.base import StateError, StateUnavailableError
+
+#: Seconds to establish one connection (libpq's ``connect_timeout`` overrides it).
+DEFAULT_CONNECT_TIMEOUT = 10.0
+#: Seconds one statement may take before the call fails (asyncpg's ``command_timeout``).
+DEFAULT_COMMAND_TIMEOUT = 60.0
+#: libpq's defaults for what the URL and the environment leave out.
+DEFAULT_HOST = "localhost"
+DEFAULT_PORT = 5432
+
+
+@dataclass(frozen=True)
+class PostgresTarget:
+    """The server and database a URL names, as libpq would pick them; no password."""
+
+    host: str
+    port: int
+    database: str
+    user: str
+
+    @classmethod
+    def parse(cls, url: str, environ: Mapping[str, str] = os.environ) -> PostgresTarget:
+        """The URL's values, else ``PGHOST``/``PGPORT``/``PGUSER``/``PGDATABASE``, else libpq's.
+
+        With several hosts (``h1,h2``) the first is named.
+        """
+        parts = urllib.parse.urlsplit(url)
+        query = dict(urllib.parse.parse_qsl(parts.query))
+        auth, _, hosts = parts.netloc.rpartition("@")
+        first = hosts.split(",")[0]
+        url_host, port_text = _host_and_port(first)
+        host = urllib.parse.unquote(url_host) or query.get("host") or environ.get("PGHOST")
+        port_text = port_text or query.get("port") or environ.get("PGPORT", "")
+        user = (
+            urllib.parse.unquote(auth.partition(":")[0])
+            or query.get("user")
+            or environ.get("PGUSER")
+            or _login_name()
+        )
+        database = (
+            urllib.parse.unquote(parts.path.lstrip("/"))
+            or query.get("dbname")
+            or query.get("database")
+            or environ.get("PGDATABASE")
+            or user
+        )
+        port = int(port_text.split(",")[0]) if port_text.split(",")[0].isdigit() else DEFAULT_PORT
+        return cls(host or DEFAULT_HOST, port, database, user)
+
+    def describe(self) -> str:
+        """``database 'flwr' on db.example:5432``: what every message about it names."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"database {self.database!r} on {host}:{self.port}"
+
+
+def _host_and_port(spec: str) -> tuple[str, str]:
+    """``host[:port]`` or ``[v6]:port`` split in two; either may be empty."""
+    if spec.startswith("["):
+        host, _, rest = spec[1:].partition("]")
+        return host, rest.removeprefix(":")
+    host, _, port = spec.partition(":")
+    return host, port
+
+
+def _login_name() -> str:
+    """The default user, as libpq's: the operating system's name for whoever runs us."""
+    try:
+        import getpass  # noqa: PLC0415 (only needed when nothing names a user)
+
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "postgres"
+
+
+def connect_timeout(url: str, environ: Mapping[str, str] = os.environ) -> float:
+    """Seconds to connect: libpq's ``connect_timeout`` (URL, ``PGCONNECT_TIMEOUT``), else ours.
+
+    libpq treats 0 (or no value) as "wait forever" and values below 2 as 2; so do we, except
+    that "forever" is our default instead, so a start-up never hangs.
+    """
+    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+    text = query.get("connect_timeout") or environ.get("PGCONNECT_TIMEOUT") or ""
+    try:
+        seconds = int(text)
+    except ValueError:
+        return DEFAULT_CONNECT_TIMEOUT
+    return DEFAULT_CONNECT_TIMEOUT if seconds <= 0 else float(max(seconds, 2))
+
+
+def without_connect_timeout(url: str) -> str:
+    """The URL without libpq's ``connect_timeout``, which asyncpg would pass to the server."""
+    parts = urllib.parse.urlsplit(url)
+    if "connect_timeout" not in parts.query:
+        return url
+    kept = [pair for pair in parts.query.split("&") if pair.partition("=")[0] != "connect_timeout"]
+    return urllib.parse.urlunsplit(parts._replace(query="&".join(kept)))
+
+
+async def create_pool(url: str, *, max_size: int, **options: Any) -> asyncpg.Pool:
+    """A pool on ``url`` with our defaults, one connection made and kept (so the URL works).
+
+    ``StateError`` (one line: the target and why) if it cannot connect; ``options`` go to
+    ``asyncpg.create_pool`` as they are. The pool keeps no floor of connections
+    (``min_size=0``): asyncpg would otherwise try to restore it in the background while the
+    database is down, logging a traceback each time; calls open what they need.
+    """
+    target = PostgresTarget.parse(url)
+    pool = asyncpg.create_pool(
+        without_connect_timeout(url),
+        min_size=0,
+        max_size=max_size,
+        timeout=connect_timeout(url),
+        command_timeout=DEFAULT_COMMAND_TIMEOUT,
+        **options,
+    )
+    try:
+        await pool
+        async with pool.acquire():
+            pass
+    except Exception as exc:
+        pool.terminate()
+        raise connection_error(target, exc) from exc
+    return pool
+
+
+def connection_error(target: PostgresTarget, exc: BaseException) -> StateError:
+    """One line for a failed connection: the target, the user where it matters, and why."""
+    return StateError(f"Cannot connect to PostgreSQL {target.describe()}: {_reason(target, exc)}")
+
+
+def _reason(target: PostgresTarget, exc: BaseException) -> str:
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return f"the database {target.database!r} does not exist (create it, or fix the URL)"
+    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
+        return f"authentication refused for user {target.user!r}: {_text(exc)}"
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return "no answer within the connect timeout (is the host reachable?)"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is PostgreSQL running and listening there?)"
+    if isinstance(exc, OSError):
+        return exc.strerror or _text(exc)
+    return _text(exc)
+
+
+def _text(exc: BaseException) -> str:
+    """The exception's own words on one line (asyncpg's never hold the password)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database cannot serve right now, so a retry may succeed.
+
+    The connection refused, lost or timed out; the server shutting down, starting up or out
+    of resources (SQLSTATE classes 08, 57 and 53).
+    """
+    return isinstance(
+        exc,
+        OSError
+        | asyncio.TimeoutError
+        | TimeoutError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.exceptions.OperatorInterventionError
+        | asyncpg.exceptions.InsufficientResourcesError,
+    )
+
+
+def translated(exc: Exception) -> Exception:
+    """``StateUnavailableError`` (clients retry) if ``exc`` is ``unavailable``; else ``exc``."""
+    if unavailable(exc):
+        return StateUnavailableError(f"The PostgreSQL database cannot be reached now: {_text(exc)}")
+    return exc

@@ -1,0 +1,408 @@
+"""Behaviour only the PostgreSQL backend has: several processes on one database, its schema.
+
+Two backend objects on one database, each with its own pool, stand for two SuperLink
+processes. The behaviour shared with the other backends is pinned by ``test_linkstate.py``
+and what a reopen keeps by ``test_reopen.py``; both run here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import pytest
+
+from superlink_async.state import rules
+from superlink_async.state.base import (
+    RUNNING,
+    STARTING,
+    MessageRejectedError,
+    PublicKeyInUseError,
+    RunStatus,
+    SchemaVersionError,
+    StateError,
+)
+from superlink_async.state.postgres import SCHEMA_VERSION, PostgresLinkState
+from superlink_async.state.postgres.rows import is_online, ttl_lapsed
+from superlink_async.state.postgres.schema import SCHEMA_LOCK_KEY, prepare_schema
+from superlink_async.testing.clock import FakeClock
+from superlink_async.wire.message_pb2 import Context
+from superlink_async.wire.recorddict_pb2 import ConfigRecord, RecordDict
+from tests.postgres_server import PASSWORD
+from tests.state.test_sqlite import instruction, reply
+
+pytestmark = pytest.mark.anyio
+
+PING = 30.0
+
+
+@asynccontextmanager
+async def opened(url: str, clock: FakeClock) -> AsyncIterator[PostgresLinkState]:
+    state = await PostgresLinkState.open(url, clock=clock)
+    try:
+        yield state
+    finally:
+        await state.aclose()
+
+
+@pytest.fixture
+async def first(postgres_url: str, clock: FakeClock) -> AsyncIterator[PostgresLinkState]:
+    async with opened(postgres_url, clock) as state:
+        yield state
+
+
+@pytest.fixture
+async def second(
+    postgres_url: str, clock: FakeClock, first: PostgresLinkState
+) -> AsyncIterator[PostgresLinkState]:
+    """Another process on the database ``first`` created."""
+    async with opened(postgres_url, clock) as state:
+        yield state
+
+
+@pytest.fixture
+async def db(postgres_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection to the test database, beside any backend."""
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def new_run(state: PostgresLinkState) -> int:
+    return await state.create_run("a", "1", "", {}, ConfigRecord())
+
+
+# --- Two processes, one database -----------------------------------------------------------
+async def test_a_write_through_one_process_is_read_at_once_through_the_other(
+    first: PostgresLinkState, second: PostgresLinkState, clock: FakeClock
+) -> None:
+    """Nothing is cached: each kind of data SQLite keeps in memory is read fresh each time.
+
+    (SQLite caches the nodes with instructions waiting, run rows and key bindings.) Each
+    value is read through ``first`` before ``second`` changes it, so a cache would be warm.
+    """
+    node_id = await first.create_node(PING)
+    assert await second.get_online_nodes() == [node_id]
+    run_id = await new_run(first)
+
+    # Instructions waiting.
+    assert not await second.has_instructions_waiting(node_id)
+    assert await second.pull_message_ins(node_id) == []
+    sent = instruction(run_id, node_id, clock)
+    sent.metadata.message_id = await first.store_message_ins(sent)
+    assert await second.has_instructions_waiting(node_id)
+    assert await second.pull_message_ins(node_id) == [sent]
+    assert not await first.has_instructions_waiting(node_id)
+    assert await first.pull_message_ins(node_id) == []
+
+    # Run rows.
+    assert (run := await first.get_run(run_id)) is not None
+    assert run.status == RunStatus("pending")
+    claimed = await second.claim_pending_run()
+    assert claimed is not None
+    assert claimed.run_id == run_id
+    assert (run := await first.get_run(run_id)) is not None
+    assert run.status == RunStatus(STARTING)
+    assert await second.update_run_status(run_id, RunStatus(RUNNING))
+    assert (await first.get_run_statuses([run_id]))[run_id] == RunStatus(RUNNING)
+    assert await first.claim_pending_run() is None
+
+    # Key bindings.
+    keyed, _ = await first.create_keyed_node(PING, b"key")
+    assert await first.get_node_id(b"key") == keyed
+    await second.delete_node(keyed)
+    assert await first.get_node_id(b"key") is None
+    rejoined, displaced = await second.create_keyed_node(PING, b"key")
+    assert displaced is None
+    assert await first.get_node_id(b"key") == rejoined
+    await second.replace_known_public_keys([b"k1", b"k2"])
+    assert await first.get_known_public_keys() == {b"k1", b"k2"}
+
+    # Liveness, contexts, logs, replies.
+    clock.advance(PING / 2)
+    assert await second.acknowledge_ping(node_id, PING)
+    clock.advance(PING)
+    assert node_id in await first.get_online_nodes()
+    context = Context(run_id=run_id, node_id=0, state=RecordDict())
+    context.run_config["lr"].double = 0.1
+    await second.set_serverapp_context(run_id, context)
+    assert await first.get_serverapp_context(run_id) == context
+    await second.add_serverapp_log(run_id, "line")
+    assert (await first.get_serverapp_log(run_id, 0.0))[0] == "line"
+    answer = reply(sent, clock)
+    answer.metadata.message_id = await second.store_message_res(answer)
+    assert await first.take_replies(run_id, [sent.metadata.message_id]) == [answer]
+    assert (await second.get_stats()).replies_stored == 0
+
+
+async def test_pulls_racing_on_two_pools_never_deliver_one_instruction_twice(
+    first: PostgresLinkState, second: PostgresLinkState, clock: FakeClock
+) -> None:
+    node_id = await first.create_node(PING)
+    run_id = await new_run(first)
+    stored = await first.store_messages_ins([instruction(run_id, node_id, clock)] * 60)
+    pulled: list[str] = []
+
+    async def drain(state: PostgresLinkState) -> None:
+        while batch := await state.pull_message_ins(node_id, limit=2):
+            pulled.extend(message.metadata.message_id for message in batch)
+
+    await asyncio.gather(*(drain(state) for state in [first, second] * 4))
+    assert sorted(pulled) == sorted(str(message_id) for message_id in stored)
+
+
+async def test_claims_racing_on_two_pools_start_each_run_once(
+    first: PostgresLinkState, second: PostgresLinkState
+) -> None:
+    runs = {await new_run(first) for _ in range(6)}
+    claims = await asyncio.gather(*(state.claim_pending_run() for state in [first, second] * 5))
+    claimed = [run.run_id for run in claims if run is not None]
+    assert sorted(claimed) == sorted(runs)
+
+
+async def test_replies_racing_on_two_pools_store_one_and_refuse_the_other(
+    first: PostgresLinkState, second: PostgresLinkState, clock: FakeClock
+) -> None:
+    """The constraint that settles the race is told as the rule's refusal, not a crash."""
+    node_id = await first.create_node(PING)
+    run_id = await new_run(first)
+    sent = instruction(run_id, node_id, clock)
+    sent.metadata.message_id = await first.store_message_ins(sent)
+    await first.pull_message_ins(node_id)
+    outcomes = await asyncio.gather(
+        *(state.store_message_res(reply(sent, clock)) for state in [first, second] * 3),
+        return_exceptions=True,
+    )
+    refusals = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+    assert len(refusals) == 5
+    assert all(isinstance(refusal, MessageRejectedError) for refusal in refusals)
+    assert all("already has a reply" in str(refusal) for refusal in refusals)
+
+
+async def test_keyed_nodes_racing_on_two_pools_bind_the_key_once(
+    first: PostgresLinkState, second: PostgresLinkState
+) -> None:
+    outcomes = await asyncio.gather(
+        *(state.create_keyed_node(PING, b"same-key") for state in [first, second] * 3),
+        return_exceptions=True,
+    )
+    created = [outcome for outcome in outcomes if isinstance(outcome, tuple)]
+    assert len(created) == 1
+    assert all(
+        isinstance(outcome, PublicKeyInUseError) for outcome in outcomes if outcome not in created
+    )
+    assert await second.get_node_id(b"same-key") == created[0][0]
+    assert len(await first.get_online_nodes()) == 1
+
+
+# --- Ids, cancellation, transactions -------------------------------------------------------
+async def test_uint64_ids_above_2_63_round_trip_and_sort_unsigned(
+    first: PostgresLinkState,
+    db: asyncpg.Connection,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    node_ids = iter([2**64 - 2, 2**63, 5])
+    monkeypatch.setattr(rules, "new_node_id", lambda: next(node_ids))
+    monkeypatch.setattr(rules, "new_run_id", lambda: 2**64 - 1)
+    nodes = [await first.create_node(PING) for _ in range(3)]
+    run_id = await new_run(first)
+    assert nodes == [2**64 - 2, 2**63, 5]
+    assert run_id == 2**64 - 1
+    assert await db.fetchval("SELECT run_id FROM run") == -1  # bigint holds the same bits
+    assert await first.get_online_nodes() == [5, 2**63, 2**64 - 2]
+    sent = instruction(run_id, nodes[0], clock)
+    sent.metadata.message_id = await first.store_message_ins(sent)
+    [pulled] = await first.pull_message_ins(nodes[0])
+    assert (pulled.metadata.run_id, pulled.metadata.dst_node_id) == (run_id, nodes[0])
+    answer = reply(pulled, clock)
+    answer.metadata.message_id = await first.store_message_res(answer)
+    assert await first.take_replies(run_id, [sent.metadata.message_id]) == [answer]
+    assert list(await first.get_run_statuses([run_id])) == [run_id]
+
+
+async def test_a_caller_cancelled_mid_operation_leaves_it_whole_or_absent(
+    first: PostgresLinkState, db: asyncpg.Connection, clock: FakeClock
+) -> None:
+    """Each batch of instructions is stored entirely or not at all; each run has its context.
+
+    Callers are cancelled after different delays, most while their transactions are in
+    flight; afterwards the backend still serves.
+    """
+    node_id = await first.create_node(PING)
+    run_id = await new_run(first)
+    cancelled_in_flight = 0
+    for number, delay in enumerate([0.0, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032]):
+        heavy = instruction(run_id, node_id, clock, group=f"batch-{number}")
+        heavy.content.configs["blob"].data["x"].bytes = random.randbytes(20_000)
+        for operation in (
+            first.store_messages_ins([heavy] * 40),
+            first.create_run("a", "1", "", {}, ConfigRecord()),
+        ):
+            task: asyncio.Task[Any] = asyncio.ensure_future(operation)
+            await asyncio.sleep(delay)
+            if not task.done():
+                cancelled_in_flight += 1
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert cancelled_in_flight >= 4
+    await first.aclose()  # waits for the operations still running
+
+    counts = await db.fetch("SELECT group_id, count(*) AS n FROM message_ins GROUP BY group_id")
+    assert {row["n"] for row in counts} <= {40}
+    orphans = await db.fetchval(
+        "SELECT count(*) FROM run WHERE run_id NOT IN (SELECT run_id FROM context)"
+    )
+    assert orphans == 0
+
+
+async def test_an_operation_rolled_back_to_break_a_deadlock_runs_again(
+    first: PostgresLinkState,
+    db: asyncpg.Connection,
+    clock: FakeClock,
+    log_records: list[logging.LogRecord],
+) -> None:
+    """Another process locking in the opposite order makes PostgreSQL abort the purge
+    (the first to wait); the purge runs again and does its whole work."""
+    node_id = await first.create_node(PING)
+    run_id = await new_run(first)
+    exchanges = []
+    for _ in range(2):
+        sent = instruction(run_id, node_id, clock)
+        sent.metadata.ttl = 10.0
+        sent.metadata.message_id = await first.store_message_ins(sent)
+        exchanges.append(sent.metadata.message_id)
+    for sent in await first.pull_message_ins(node_id, limit=2):
+        answer = reply(sent, clock)
+        answer.metadata.ttl = 5.0
+        await first.store_message_res(answer)
+    clock.advance(60.0)
+    lock_reply = "SELECT 1 FROM message_res WHERE reply_to_message_id = $1 FOR UPDATE"
+    async with db.transaction():
+        await db.execute(lock_reply, exchanges[1])
+        purge = asyncio.ensure_future(first.purge_expired_messages())
+        await asyncio.sleep(0.3)  # the purge deleted the first reply and waits for the second
+        await db.execute(lock_reply, exchanges[0])  # waits for the purge: a deadlock
+    assert await asyncio.wait_for(purge, 30) == 4
+    assert any("Retrying" in record.getMessage() for record in log_records)
+    assert (await first.get_stats()).replies_stored == 0
+
+
+async def test_a_failing_transaction_leaves_nothing_behind_and_the_pool_serves_on(
+    first: PostgresLinkState,
+) -> None:
+    async def write_then_fail(db: Any) -> None:
+        await db.execute("INSERT INTO known_public_key (public_key) VALUES ($1)", b"key")
+        raise ValueError("second step failed")
+
+    with pytest.raises(ValueError, match="second step"):
+        await first._transaction(write_then_fail)
+    assert await first.get_known_public_keys() == set()
+    await first.replace_known_public_keys([b"key"])
+    assert await first.get_known_public_keys() == {b"key"}
+
+
+async def test_closed_state_refuses_calls_and_closes_once(first: PostgresLinkState) -> None:
+    await first.aclose()
+    await first.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await first.get_runs()
+
+
+async def test_the_rules_written_in_sql_agree_with_rules_on_every_boundary(
+    db: asyncpg.Connection,
+) -> None:
+    """``rows.is_online`` and ``rows.ttl_lapsed`` decide as ``rules`` does, to the last bit."""
+    generator = random.Random(14)
+    cases: list[tuple[float, float, float]] = []
+    for _ in range(400):
+        created_at = generator.choice([0.0, 0.1, 1.7e9 + generator.random(), generator.random()])
+        ttl = generator.choice([0.0, 0.2, 0.5, 3600.0, generator.uniform(0, 1e4)])
+        end = created_at + ttl
+        now = generator.choice([end, math.nextafter(end, math.inf), math.nextafter(end, -math.inf)])
+        cases.append((created_at, ttl, now))
+    rows = await db.fetch(
+        f"SELECT {ttl_lapsed('c', 't', 'n')} AS lapsed, {is_online('c', 'n')} AS online "
+        "FROM unnest($1::float8[], $2::float8[], $3::float8[]) "
+        "WITH ORDINALITY AS cases (c, t, n, i) ORDER BY i",
+        *(list(column) for column in zip(*cases, strict=True)),
+    )
+    assert [row["lapsed"] for row in rows] == [rules.ttl_lapsed(*case) for case in cases]
+    assert [row["online"] for row in rows] == [rules.is_online(c, n) for c, _, n in cases]
+
+
+# --- Schema ---------------------------------------------------------------------------------
+async def test_processes_starting_at_once_on_an_empty_database_create_one_schema(
+    postgres_url: str, db: asyncpg.Connection, clock: FakeClock
+) -> None:
+    states = await asyncio.gather(
+        *(PostgresLinkState.open(postgres_url, clock=clock) for _ in range(4))
+    )
+    for state in states:
+        await state.aclose()
+    assert await db.fetchval("SELECT array_agg(version) FROM superlink_schema") == [SCHEMA_VERSION]
+
+
+async def test_opening_waits_for_a_schema_change_in_progress(
+    postgres_url: str, db: asyncpg.Connection, clock: FakeClock
+) -> None:
+    """The advisory lock serialises schema work: an open waits while another holds it."""
+    async with db.transaction():
+        await db.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK_KEY)
+        opening = asyncio.ensure_future(PostgresLinkState.open(postgres_url, clock=clock))
+        await asyncio.sleep(0.5)
+        assert not opening.done()
+    state = await asyncio.wait_for(opening, 10)
+    await state.aclose()
+
+
+async def test_a_schema_written_by_a_newer_version_is_refused_naming_the_database(
+    first: PostgresLinkState, postgres_url: str, db: asyncpg.Connection, clock: FakeClock
+) -> None:
+    await db.execute("UPDATE superlink_schema SET version = $1", SCHEMA_VERSION + 1)
+    with pytest.raises(SchemaVersionError) as refused:
+        await PostgresLinkState.open(postgres_url, clock=clock)
+    message = str(refused.value)
+    database = postgres_url.rsplit("/", 1)[1]
+    assert database in message
+    assert "127.0.0.1" in message
+    assert f"version {SCHEMA_VERSION + 1}" in message
+    assert "newer superlink-async" in message
+    assert PASSWORD not in message
+    assert await db.fetchval("SELECT version FROM superlink_schema") == SCHEMA_VERSION + 1
+
+
+async def test_a_database_with_our_table_names_but_no_version_is_refused(
+    postgres_url: str, db: asyncpg.Connection, clock: FakeClock
+) -> None:
+    await db.execute("CREATE TABLE run (anything integer)")
+    with pytest.raises(StateError, match="not created by superlink-async"):
+        await PostgresLinkState.open(postgres_url, clock=clock)
+    assert await db.fetchval("SELECT to_regclass('superlink_schema')") is None
+
+
+async def test_a_migration_runs_whole_in_one_transaction_or_not_at_all(
+    first: PostgresLinkState, db: asyncpg.Connection
+) -> None:
+    """A failing step leaves the previous version in place; a working one moves it on."""
+    failing = {SCHEMA_VERSION: ("ALTER TABLE node ADD COLUMN extra integer", "SELECT 1 / 0")}
+    with pytest.raises(asyncpg.DivisionByZeroError):
+        await prepare_schema(db, "test", version=SCHEMA_VERSION + 1, migrations=failing)
+    assert await db.fetchval("SELECT version FROM superlink_schema") == SCHEMA_VERSION
+    columns = "SELECT count(*) FROM information_schema.columns WHERE column_name = 'extra'"
+    assert await db.fetchval(columns) == 0
+
+    working = {SCHEMA_VERSION: ("ALTER TABLE node ADD COLUMN extra integer",)}
+    await prepare_schema(db, "test", version=SCHEMA_VERSION + 1, migrations=working)
+    assert await db.fetchval("SELECT version FROM superlink_schema") == SCHEMA_VERSION + 1
+    assert await db.fetchval(columns) == 1
