@@ -28,26 +28,33 @@ pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
 #: Fleet sizes tried in turn until the server is saturated; the push goes out at 1.5 times
 #: that size (at most the largest), past what the loop serves.
-SIZES = (500, 1000, 1500, 2000, 2500, 3000, 4000)
+SIZES = (500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000)
 PAST_SATURATION = 1.5
 #: Saturated, in a window after the fleet settled: the server busy on one CPU, or one poll
 #: in a hundred refused (shed), or the median poll queued this long (an unsaturated loop
-#: answers in milliseconds; on a machine whose other CPU is busy too, the server may be
-#: saturated below one full CPU).
+#: answers in milliseconds), or the server's CPU no higher (by ``PLATEAU``) than at the
+#: smaller fleet before: on two CPUs shared with the load generator the server levels off
+#: below one full CPU (0.83-0.88 here), and early answers keep its polls quick there.
 BUSY = 0.9
 SHED_SHARE = 0.01
 QUEUED_P50 = 0.5
+PLATEAU = 0.02
 SETTLE = 2.0
 WINDOW = 3.0
 #: One PushMessages of 100 KB to each of this many nodes (50 MB) must arrive within the
-#: bound (1-4 s measured on this machine class; before, 100 MB had not arrived in 120 s).
+#: bound: 1-4 s measured on a quiet machine of this class; a full `make test` on a busier
+#: moment once took over 20 s. Before bulk connections and early answers, 100 MB had not
+#: arrived in 120 s.
 PUSHED_NODES = 500
 PAYLOAD = 100_000
-PUSH_BOUND = 20.0
+PUSH_BOUND = 45.0
 
 
-def saturation(window: Window, cpu_share: float) -> str | None:
-    """Why the server counts as saturated in ``window``, or None."""
+def saturation(window: Window, cpu_share: float, before: float | None) -> str | None:
+    """Why the server counts as saturated in ``window``, or None.
+
+    ``before``: the server's CPU share at the previous, smaller fleet.
+    """
     polls = sorted(window.latencies.get("PullMessages", []))
     p50 = polls[len(polls) // 2] if polls else 0.0
     shed = window.errors.get("PullMessages UNAVAILABLE", 0)
@@ -57,6 +64,8 @@ def saturation(window: Window, cpu_share: float) -> str | None:
         return f"{shed} of {shed + len(polls)} polls shed"
     if p50 >= QUEUED_P50:
         return f"poll p50 {p50:.2f} s"
+    if before is not None and cpu_share < before + PLATEAU:
+        return f"server CPU {cpu_share:.0%}, no more than the smaller fleet's {before:.0%}"
     return None
 
 
@@ -71,6 +80,7 @@ async def test_a_large_serverappio_push_arrives_while_polling_saturates_the_flee
             async with ServerAppDriver(
                 server.exec_address, server.serverappio_address, pull_period=0.25
             ) as driver:
+                before: float | None = None
                 for size in SIZES:
                     await fleet.grow(size, spread=max(1.0, (size - fleet.size) / 500), timeout=30)
                     await anyio.sleep(SETTLE)
@@ -78,9 +88,10 @@ async def test_a_large_serverappio_push_arrives_while_polling_saturates_the_flee
                     await anyio.sleep(WINDOW)
                     share = (server.cpu_seconds() - cpu) / (time.monotonic() - start)
                     window = await fleet.collect(start, time.monotonic(), grace=5.0)
-                    if reason := saturation(window, share):
+                    if reason := saturation(window, share, before):
                         print(f"saturated at {size} nodes: {reason}")
                         break
+                    before = share
                 else:
                     pytest.fail(f"{max(SIZES)} polling nodes did not saturate the server")
                 assert window.lost_nodes == 0, window.errors
