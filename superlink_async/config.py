@@ -343,9 +343,15 @@ class Config:
 
         ``ConfigError`` for the first failure; ``warn`` receives the reference's warnings
         as they come (the CLI logs them; an embedder may leave them out). The TLS files and
-        the key list are read here, once, and kept (``tls``, ``known_public_keys``).
+        the key list are read here, once, and kept (``tls``, ``known_public_keys``). A
+        ``Config`` that passed is not checked again: the CLI checks it, then the SuperLink.
         """
-        say = warn or _ignore
+        if self.__dict__.get("_passed_check"):
+            return
+        self._check(warn or _ignore)
+        self.__dict__["_passed_check"] = True  # frozen: as cached_property writes its values
+
+    def _check(self, say: Callable[[str], None]) -> None:
         for address in (
             self.serverappio_api_address,
             self.exec_api_address,

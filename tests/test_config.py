@@ -292,3 +292,15 @@ def test_a_missing_key_list_is_the_reference_error(tmp_path: Path) -> None:
 def test_a_key_list_that_cannot_be_read_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(KeyListError, match="Unable to read the known public keys CSV file"):
         load_known_public_keys(tmp_path)
+
+
+def test_a_config_that_passed_is_not_checked_again(tmp_path: Path) -> None:
+    """The CLI checks a Config, then the SuperLink does: its files are read once, not twice."""
+    certificates = tmp_path / "ca.pem"
+    certificates.write_text("not read twice")
+    config = Config(insecure=True, executor_config=f'root-certificates="{certificates}"')
+    config.check()
+    certificates.unlink()
+    config.check()  # passes: the file is not read again
+    with pytest.raises(ConfigError, match="cannot read root-certificates"):
+        replace(config).check()  # a new Config is checked afresh

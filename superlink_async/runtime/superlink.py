@@ -128,7 +128,7 @@ class SuperLink:
     async def __aenter__(self) -> SuperLink:
         check_all()  # the libraries' internals we reach into, before anything binds
         addresses = _parse_addresses(self.config)
-        self.config.check()  # the CLI's check; the files it read are not read again
+        self.config.check()  # the CLI's check: a Config that passed it is not checked again
         await self._stack.__aenter__()
         try:
             await self._start(*addresses)
