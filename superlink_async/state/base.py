@@ -7,7 +7,7 @@ only cost time. Runs get a small record of their own because their status machin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -55,6 +55,19 @@ class RunRecord:
     finished_at: str = ""
     status: RunStatus = RunStatus(PENDING)
     federation_options: ConfigRecord = field(default_factory=ConfigRecord)
+    #: The replica that claimed the run (``claim_pending_run``); ``""`` while pending.
+    owner: str = ""
+
+
+@dataclass(frozen=True)
+class LostReplica:
+    """What reaping one replica whose lease lapsed did to the runs it held."""
+
+    replica_id: str
+    #: Its ``starting``/``running`` runs, now ``finished:failed``, oldest first.
+    failed_runs: list[int]
+    #: Pending runs it had reserved for a child, back in the queue, oldest first.
+    released_runs: list[int]
 
 
 @dataclass(frozen=True)
@@ -214,13 +227,56 @@ class LinkState(Protocol):
     async def get_pending_run_id(self) -> int | None:
         """The oldest pending run, if any."""
 
-    async def claim_pending_run(self) -> RunRecord | None:
-        """Move the oldest pending run to ``starting`` and return it as it is now."""
+    async def reserve_pending_run(self, replica_id: str) -> int | None:
+        """Reserve the oldest pending run nobody has reserved, for ``replica_id``'s next child.
 
-    async def fail_interrupted_runs(self, details: str) -> list[int]:
-        """Finish every ``starting``/``running`` run as ``failed`` with ``details``.
+        The run stays ``pending`` (what the CLI shows does not change); only a claim through
+        the same replica can take it. Two replicas racing never reserve the same run.
+        """
 
-        Called at startup: a run whose ServerApp lived in a previous process cannot go on.
+    async def claim_pending_run(self, replica_id: str) -> RunRecord | None:
+        """Move a pending run to ``starting``, owned by ``replica_id``, and return it as it is now.
+
+        The oldest run reserved by ``replica_id`` if there is one, else the oldest run nobody
+        reserved. Two claims racing (on any replicas) never take the same run.
+        """
+
+    # --- Replicas (processes sharing this state) ------------------------------------------
+    async def register_replica(
+        self, replica_id: str, lease_seconds: float, details: str
+    ) -> list[int]:
+        """Take (or take back) ``replica_id``'s lease until now + ``lease_seconds``, at startup.
+
+        Runs left ``starting``/``running`` by an earlier process with this id, or owned by no
+        leaseholder at all, cannot go on: they finish as ``failed`` with ``details`` and are
+        returned, oldest first; pending runs reserved by them go back to the queue. A backend
+        only one process can open (memory, SQLite) treats every other lease as stale.
+        """
+
+    async def renew_replica_lease(self, replica_id: str, lease_seconds: float) -> bool:
+        """Extend the lease to now + ``lease_seconds``; False if it was lost (reaped) meanwhile.
+
+        A lost lease is not renewed: the caller re-registers (its runs are finished already).
+        """
+
+    async def reap_lost_replicas(self, details: Callable[[str], str]) -> list[LostReplica]:
+        """Drop every lease that lapsed, finish its runs as ``failed`` and release its reservations.
+
+        ``details(replica_id)`` is the text the failed runs get. Each lapsed lease is reaped
+        by exactly one caller, however many replicas reap at once.
+        """
+
+    async def release_replica(self, replica_id: str, details: str) -> list[int]:
+        """Graceful hand-over at shutdown: like reaping ``replica_id`` now, without the wait."""
+
+    async def get_replica_leases(self) -> dict[str, float]:
+        """Every lease held: replica id to the Unix time it lapses."""
+
+    async def listen(self, on_change: Callable[[], None]) -> None:
+        """Until cancelled, call ``on_change`` whenever another process changes a run or a log.
+
+        A backend only one process can open has nothing to hear and just waits. Dropped
+        notifications are allowed (waiters poll too), a failing connection is retried.
         """
 
     async def get_federation_options(self, run_id: int) -> ConfigRecord | None:
