@@ -32,6 +32,7 @@ from superlink_async.config import (
     SIMULATION_EXECUTOR,
     Config,
     ConfigError,
+    default_replica_id,
     default_serverapp_command,
     default_simulation_command,
     default_storage_dir,
@@ -421,6 +422,26 @@ def superlink(
             "process keeps open; every process counts against the server's max_connections.",
         ),
     ] = _default("database_pool_size"),
+    replica_id: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ID",
+            show_default="<short hostname>-<8 hex chars>, new at every start",
+            help="(superlink-async only) This process's name among the SuperLink replicas "
+            "sharing one --database: its lease, the runs it claims, its log lines (JSON) and "
+            "metrics carry it. 1-64 letters, digits, '.', '_' or '-'.",
+        ),
+    ] = None,
+    replica_lease: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            help="(superlink-async only) How long this replica's lease in the database lasts; "
+            "it is renewed every quarter of it. When a replica stops renewing (it died), "
+            "another finishes its starting and running runs as failed within this time plus "
+            "a quarter of its own lease.",
+        ),
+    ] = _default("replica_lease"),
     event_loop: Annotated[
         str,
         typer.Option(
@@ -468,6 +489,8 @@ def superlink(
             max_fleet_in_flight=max_fleet_in_flight,
             check_database=not skip_database_check,
             database_pool_size=database_pool_size,
+            replica_id=default_replica_id() if replica_id is None else replica_id,
+            replica_lease=replica_lease,
         ),
         event_loop,
     )
@@ -485,7 +508,7 @@ def _start(config: Config, event_loop: str = "asyncio") -> None:
     failures) and the process ends with its status. Options that cannot be used end as
     their ``ConfigError`` says; a database that cannot be used is one ERROR line. Status 1.
     """
-    configure_logging(config.log_level, log_format=config.log_format)
+    configure_logging(config.log_level, log_format=config.log_format, replica=config.replica_id)
     logger.info("Starting Flower SuperLink")
     if config.flwr_dir is not None:
         logger.warning("The `--flwr-dir` option is currently not in use and will be ignored.")

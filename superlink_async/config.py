@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import csv
 import functools
+import math
 import os
 import re
+import secrets
 import shutil
+import socket
 import sys
 import urllib.parse
 from collections.abc import Callable
@@ -61,6 +64,12 @@ DEFAULT_DATABASE_POOL_SIZE = 10
 MASKED_PASSWORD = "***"
 #: ``--event-loop`` choices of the command line (see runtime/process.py).
 EVENT_LOOPS = ("asyncio", "uvloop")
+#: ``--replica-lease`` default: seconds a replica's lease lasts without renewal.
+DEFAULT_REPLICA_LEASE = 20.0
+#: What a ``--replica-id`` may be: it names the replica in log lines, metrics and run details.
+REPLICA_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: Hex characters a generated replica id ends with (``-`` and 4 random bytes).
+_REPLICA_SUFFIX_LENGTH = 9
 
 
 def is_postgres_url(database: str) -> bool:
@@ -202,6 +211,17 @@ def _flwr_program(name: str) -> tuple[str, ...]:
     return (name,)
 
 
+def default_replica_id() -> str:
+    """``<short hostname>-<8 hex chars>``: readable in logs, new at every start.
+
+    A restarted process thus never takes over a lease that another process may still hold.
+    Characters a ``--replica-id`` may not have become ``-``.
+    """
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname().partition(".")[0])
+    host = host[: 64 - _REPLICA_SUFFIX_LENGTH] or "superlink"
+    return f"{host}-{secrets.token_hex(4)}"
+
+
 def default_serverapp_command() -> tuple[str, ...]:
     """``flwr-serverapp``, the program launched per run by the deployment executor."""
     return _flwr_program("flwr-serverapp")
@@ -276,6 +296,10 @@ class Config:
     check_database: bool = True
     #: Most connections to a PostgreSQL ``--database`` this process keeps open.
     database_pool_size: int = DEFAULT_DATABASE_POOL_SIZE
+    #: This process's name among the replicas sharing a database (its lease, its runs).
+    replica_id: str = field(default_factory=default_replica_id)
+    #: Seconds the replica's lease lasts; renewed every quarter of it.
+    replica_lease: float = DEFAULT_REPLICA_LEASE
 
     def __repr__(self) -> str:
         """The usual dataclass text, with the ``--database`` password masked (it gets logged)."""
@@ -368,6 +392,7 @@ class Config:
         self.tls  # noqa: B018 (loading them is the check)
         _check_executor(self)
         _check_database(self)
+        _check_replica(self)
         if self.metrics_address:
             Address.parse(self.metrics_address)
         if self.simulation:
@@ -489,6 +514,18 @@ def _check_database(config: Config) -> None:
             raise ConfigError(
                 f"--database {shown}: sslmode {mode!r} is not one of {', '.join(SSL_MODES)}"
             )
+
+
+def _check_replica(config: Config) -> None:
+    """A ``--replica-id`` fit for log lines and run details, and a lease that can lapse."""
+    if not REPLICA_ID.fullmatch(config.replica_id):
+        raise ConfigError(
+            f"--replica-id {config.replica_id!r}: give 1-64 characters of letters, digits, "
+            "'.', '_' and '-'"
+        )
+    lease = config.replica_lease
+    if not (math.isfinite(lease) and lease > 0):
+        raise ConfigError(f"--replica-lease {lease}: give a finite number of seconds above 0")
 
 
 def _check_executor(config: Config) -> None:

@@ -51,7 +51,15 @@ LOG_FORMATS = ("default", "json")
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log collectors; run and node ids as their own fields."""
+    """One JSON object per line, for log collectors; run and node ids as their own fields.
+
+    With a ``replica`` id every line carries it, so the lines of several SuperLink replicas
+    can be collected into one place and still be told apart.
+    """
+
+    def __init__(self, replica: str | None = None) -> None:
+        super().__init__()
+        self._replica = replica
 
     def format(self, record: logging.LogRecord) -> str:
         """Render one record as a single line of JSON."""
@@ -61,6 +69,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self._replica is not None:
+            entry["replica"] = self._replica
         for name in CONTEXT_FIELDS:
             if (value := getattr(record, name, None)) is not None:
                 entry[name] = value
@@ -70,11 +80,15 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(
-    level: str | None = None, stream: TextIO | None = None, log_format: str = "default"
+    level: str | None = None,
+    stream: TextIO | None = None,
+    log_format: str = "default",
+    replica: str | None = None,
 ) -> None:
     """Send our logger's records to ``stream`` (stderr) at ``level`` or ``$FLWR_LOG_LEVEL``.
 
-    ``log_format`` is the reference's coloured console format ("default") or "json".
+    ``log_format`` is the reference's coloured console format ("default", which stays
+    byte for byte the reference's, so it gets no replica id) or "json" (with ``replica``).
     """
     name = (level or os.environ.get("FLWR_LOG_LEVEL") or "INFO").upper()
     numeric = logging.getLevelName(name)
@@ -82,7 +96,7 @@ def configure_logging(
         numeric = logging.INFO
     handler = logging.StreamHandler(stream or sys.stderr)
     formatter: logging.Formatter = (
-        JsonFormatter()
+        JsonFormatter(replica)
         if log_format == "json"
         else FlwrConsoleFormatter(with_time=numeric <= logging.DEBUG)
     )

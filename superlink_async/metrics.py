@@ -2,8 +2,8 @@
 
 Counters and histograms are updated as calls happen; values that live in the state store
 (nodes, runs, messages) or the scheduler are read once per scrape, asynchronously, and
-served from that snapshot, so a scrape costs two state reads (the counts and the runs)
-whatever the fleet size.
+served from that snapshot, so a scrape costs three state reads (the counts, the runs and the
+replica leases) whatever the fleet size.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class _Snapshot:
     serverapps_alive: int = 0
     launches: int = 0
     launch_failures: int = 0
+    replicas: int = 0
 
 
 class _SnapshotCollector(Collector):
@@ -107,13 +108,25 @@ class _SnapshotCollector(Collector):
             "Runs failed because flwr-serverapp could not start or died before claiming them.",
             value=snapshot.launch_failures,
         )
+        yield GaugeMetricFamily(
+            "superlink_replicas",
+            "Replica leases held in the shared state (replicas alive, and lost ones whose "
+            "lease lapsed but was not reaped yet).",
+            value=snapshot.replicas,
+        )
 
 
 class Metrics:
-    """Every series of one SuperLink."""
+    """Every series of one SuperLink; ``superlink_replica_info`` names its replica."""
 
-    def __init__(self) -> None:
+    def __init__(self, replica_id: str) -> None:
         self.registry = CollectorRegistry()
+        Gauge(
+            "superlink_replica_info",
+            "The replica id of this SuperLink process (always 1).",
+            ["replica"],
+            registry=self.registry,
+        ).labels(replica_id).set(1)
         self.calls = Counter(
             "superlink_rpc_requests",
             "Calls served, by API, method and outcome.",
@@ -203,6 +216,7 @@ class Metrics:
             serverapps_alive=scheduler.alive if scheduler else 0,
             launches=scheduler.launches if scheduler else 0,
             launch_failures=scheduler.launch_failures if scheduler else 0,
+            replicas=len(await state.get_replica_leases()),
         )
 
     def exposition(self) -> bytes:
@@ -210,8 +224,12 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+#: Methods forwarded untimed: ``listen`` runs until cancelled, it is no operation to time.
+_UNTIMED = frozenset({"listen"})
+
+
 class _TimedState:
-    """A LinkState proxy that times every coroutine method it forwards."""
+    """A LinkState proxy that times every coroutine method it forwards (but ``_UNTIMED``)."""
 
     def __init__(self, state: LinkState, histogram: Histogram) -> None:
         self._state = state
@@ -219,7 +237,7 @@ class _TimedState:
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._state, name)
-        if not callable(attribute) or name.startswith("_"):
+        if not callable(attribute) or name.startswith("_") or name in _UNTIMED:
             return attribute
         histogram = self._histogram.labels(name)
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -51,6 +52,8 @@ OUR_OPTIONS = {
     "--event-loop",
     "--skip-database-check",
     "--database-pool-size",
+    "--replica-id",
+    "--replica-lease",
 }
 OUR_FIELDS = {
     "serverapp_command",
@@ -66,6 +69,8 @@ OUR_FIELDS = {
     "max_fleet_in_flight",
     "check_database",
     "database_pool_size",
+    "replica_id",
+    "replica_lease",
 }
 SSL_FLAGS = ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile")
 ADDRESS_FLAGS = (
@@ -654,10 +659,54 @@ def test_a_key_list_with_rest_is_refused_in_one_error_line(
 
 
 def test_json_logs_are_one_object_per_line(served: list[Config]) -> None:
-    """--log-format json: every line parses as JSON with time, level, logger and message."""
-    result = invoke("--insecure", "--log-format", "json", "--log-level", "debug")
+    """--log-format json: every line parses as JSON with time, level, logger and message,
+    and names the replica (--replica-id)."""
+    result = invoke(
+        "--insecure", "--log-format", "json", "--log-level", "debug", "--replica-id", "link-a"
+    )
     assert result.exit_code == 0, result.output
     entries = [json.loads(line) for line in result.output.splitlines() if line.strip()]
     assert entries[0]["message"] == "Starting Flower SuperLink"
     assert {"time", "level", "logger", "message"} <= set(entries[0])
     assert entries[-1]["message"] == "SuperLink terminated gracefully."
+    assert {entry["replica"] for entry in entries} == {"link-a"}
+
+
+def test_replica_options_reach_the_config_and_an_id_is_made_up_otherwise(
+    served: list[Config],
+) -> None:
+    """--replica-id and --replica-lease land in the Config. Without an id, each start gets
+    a new one, ``<short hostname>-<8 hex chars>``; the lease defaults to 20 s."""
+    assert (
+        invoke("--insecure", "--replica-id", "link-a.1_B", "--replica-lease", "2.5").exit_code == 0
+    )
+    assert invoke("--insecure").exit_code == 0
+    assert invoke("--insecure").exit_code == 0
+    given, first, second = served
+    assert (given.replica_id, given.replica_lease) == ("link-a.1_B", 2.5)
+    host, _, suffix = first.replica_id.rpartition("-")
+    assert host == socket.gethostname().partition(".")[0] and re.fullmatch("[0-9a-f]{8}", suffix)
+    assert first.replica_id != second.replica_id
+    assert first.replica_lease == 20.0
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--replica-id", ""], "--replica-id '': give 1-64 characters"),
+        (["--replica-id", "link a"], "--replica-id 'link a': give 1-64 characters"),
+        (["--replica-id", "x" * 65], "give 1-64 characters of letters, digits, '.', '_' and '-'"),
+        (["--replica-lease", "0"], "--replica-lease 0.0: give a finite number of seconds above 0"),
+        (["--replica-lease", "-3"], "--replica-lease -3.0: give a finite number"),
+        (["--replica-lease", "inf"], "--replica-lease inf: give a finite number"),
+        (["--replica-lease", "nan"], "--replica-lease nan: give a finite number"),
+    ],
+)
+def test_an_unusable_replica_id_or_lease_is_one_error_line(
+    args: list[str], error: str, served: list[Config]
+) -> None:
+    """A replica id that would not fit log lines, metrics labels and run details, or a
+    lease that cannot lapse, is refused in one ERROR line, status 1, before serving."""
+    result = invoke("--insecure", *args)
+    assert error in last_error_line(result)
+    assert not served

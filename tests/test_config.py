@@ -166,6 +166,21 @@ def test_other_executors_and_fleet_mismatches_are_one_error_line() -> None:
     )
 
 
+def test_replica_ids_and_leases_are_checked_for_embedders_too() -> None:
+    """An embedder's Config gets the CLI's checks: the id is 1-64 of [A-Za-z0-9._-] (it
+    names the replica in log lines, metrics and run details), the lease a finite positive
+    number of seconds. Generated ids pass and differ per Config."""
+    for bad_id in ("", "a/b", "é", "x" * 65):
+        assert "--replica-id" in str(checked(replica_id=bad_id))
+    for bad_lease in (0.0, -1.0, float("inf"), float("nan")):
+        assert "--replica-lease" in str(checked(replica_lease=bad_lease))
+    Config(insecure=True, replica_id="A-z.0_9" + "x" * 57, replica_lease=0.1).check()
+    first, second = Config(insecure=True), Config(insecure=True)
+    first.check()
+    assert re.fullmatch(r"[A-Za-z0-9_-]{1,55}-[0-9a-f]{8}", first.replica_id)
+    assert first.replica_id != second.replica_id
+
+
 def test_a_key_list_with_rest_is_refused(tmp_path: Path) -> None:
     keys = tmp_path / "keys.csv"
     keys.write_text(NodeKey().ssh())

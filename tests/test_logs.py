@@ -53,3 +53,17 @@ def test_level_filters_and_flwr_log_level_is_the_default(
     logger.info("hidden")
     assert captured.getvalue() == ""
     assert logger.level == logging.WARNING
+
+
+def test_json_lines_carry_the_replica_id_and_console_lines_stay_the_references(
+    captured: io.StringIO,
+) -> None:
+    """Each JSON line names the replica that wrote it, so replicas' logs can be collected in
+    one place; the default console line is unchanged (the reference's, no replica id)."""
+    configure_logging("INFO", captured, log_format="json", replica="link-a")
+    logger.info("served")
+    assert json.loads(captured.getvalue())["replica"] == "link-a"
+    console = io.StringIO()
+    configure_logging("INFO", console, replica="link-a")
+    logger.info("served")
+    assert console.getvalue() == "\033[92mINFO \033[0m:      served\n"

@@ -79,3 +79,23 @@ async def test_series_exist_and_move_during_a_flow(tmp_path: Path) -> None:
         (("operation", "create_keyed_node"),),
     )
     assert after[state_ops] == 1
+
+
+async def test_the_replica_and_the_leases_held_are_series(tmp_path: Path) -> None:
+    """``superlink_replica_info`` names this process's replica id; ``superlink_replicas``
+    counts the leases held in the state (here only this one: the in-memory state is this
+    process's own). The replica's state calls are timed; ``listen``, which runs until
+    shutdown, is not."""
+    metrics_address = loopback()
+    config = loopback_config(tmp_path, metrics_address=metrics_address, replica_id="link-a")
+    async with SuperLink(config):
+        scraped = await scrape(metrics_address)
+    assert scraped[("superlink_replica_info", (("replica", "link-a"),))] == 1
+    assert scraped[("superlink_replicas", ())] == 1
+    operations = {
+        dict(labels)["operation"]
+        for name, labels in scraped
+        if name == "superlink_state_operation_duration_seconds_count"
+    }
+    assert {"register_replica", "get_replica_leases"} <= operations
+    assert "listen" not in operations

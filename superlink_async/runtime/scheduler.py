@@ -2,12 +2,15 @@
 
 The child is ``flwr-serverapp`` (deployment executor, dialling ServerAppIo) or
 ``flwr-simulation`` (simulation executor, dialling SimulationIo); both claim a pending run
-the same way, so one scheduler serves both. A child is launched when a run is pending and
-no child is already waiting for one; the run the child then claims is bound to it, so the
-scheduler can tell when a child dies without finishing its run (the run fails, with the
-reason) and which child to end when a run is stopped. A command that cannot be launched,
-or that keeps dying before it claims a run, fails the pending run instead of being
-relaunched forever.
+the same way, so one scheduler serves both. Before a child is launched, the oldest pending
+run nobody reserved is reserved for this replica in the state, so that of several replicas
+sharing one database exactly one launches a child for it; the child then claims it through
+this replica's API. The claimed run is bound to the child, so the scheduler can tell when a
+child dies without finishing its run (the run fails, with the reason) and which child to end
+when a run is stopped. Every tick (woken by run events, at least every ``POLL_SECONDS``) it
+reads the statuses of its children's runs: a run finished elsewhere (``flwr stop`` through
+another replica, a reaper) ends its child. A command that cannot be launched, or that keeps
+dying before it claims a run, fails the reserved run instead of being relaunched forever.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from superlink_async.services.runs import RunEvents
 from superlink_async.state.base import (
     FAILED,
     FINISHED,
+    PENDING,
+    STOPPED,
     LinkState,
     RunStatus,
     StateUnavailableError,
@@ -40,6 +45,9 @@ MAX_LAUNCH_FAILURES = 3
 #: Seconds a child of a stopped run gets to exit after SIGTERM before it is killed (at
 #: shutdown: the children stage's bound).
 TERMINATE_GRACE = 5.0
+#: Seconds a child whose run finished otherwise than stopped may take to exit by itself
+#: (a ServerApp reports its own end, then exits) before it gets SIGTERM.
+EXIT_GRACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -60,10 +68,12 @@ SIMULATION = ChildApp("flwr-simulation", "--simulationio-api-address", "Simulati
 class _Child:
     process: asyncio.subprocess.Process
     run_id: int | None = None
+    #: Whether it is being ended (its run was stopped or finished).
+    ending: bool = False
 
 
 class RunScheduler:
-    """Launches, binds and reaps the children of one kind (``app``).
+    """Launches, binds and reaps the children of one kind (``app``) for ``replica_id``.
 
     A child dials ``address`` rewritten for a local client: ``0.0.0.0`` becomes
     ``127.0.0.1`` for both kinds (the reference rewrites the ServerAppIo address only).
@@ -76,11 +86,13 @@ class RunScheduler:
         command: Sequence[str],
         address: Address,
         *,
+        replica_id: str,
         app: ChildApp = SERVERAPP,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._state = state
         self._events = events
+        self._replica_id = replica_id
         self._app = app
         self.argv = [
             *command,
@@ -94,6 +106,9 @@ class RunScheduler:
         self._children: list[_Child] = []
         self._failures = 0
         self._next_launch_at = 0.0
+        #: The run reserved for the next child, until a child claims a run (it survives
+        #: children dying before they claim: the next one is launched for the same run).
+        self._reserved: int | None = None
         #: Children started, and runs failed because their child never got going (metrics).
         self.launches = 0
         self.launch_failures = 0
@@ -115,6 +130,7 @@ class RunScheduler:
                 task_status.started()
                 while True:
                     try:
+                        await self._end_children_of_finished_runs(group)
                         await self._launch_if_needed(group)
                     except StateUnavailableError as exc:
                         # The database is back soon (or health says otherwise): look again.
@@ -130,12 +146,14 @@ class RunScheduler:
             if child.run_id is None:
                 child.run_id = run_id
                 self._failures = 0
+                self._reserved = None
                 return
 
     async def stop_run(self, run_id: int) -> None:
         """End the child serving ``run_id``, if there is one."""
         for child in list(self._children):
             if child.run_id == run_id:
+                child.ending = True
                 await terminate(child.process, TERMINATE_GRACE)
 
     async def shutdown(self) -> None:
@@ -144,12 +162,46 @@ class RunScheduler:
             for child in self._children:
                 group.start_soon(terminate, child.process, CHILDREN.bound)
 
+    async def _end_children_of_finished_runs(self, group: TaskGroup) -> None:
+        """End each child whose run finished, wherever it was finished.
+
+        A stopped run's child is ended at once, as ``stop_run`` does; one that finished
+        otherwise gets ``EXIT_GRACE`` to exit by itself first.
+        """
+        serving = {
+            child.run_id: child
+            for child in self._children
+            if child.run_id is not None and not child.ending
+        }
+        if not serving:
+            return
+        statuses = await self._state.get_run_statuses(list(serving))
+        for run_id, status in statuses.items():
+            if status.status != FINISHED:
+                continue
+            child = serving[run_id]
+            child.ending = True
+            grace = 0.0 if status.sub_status == STOPPED else EXIT_GRACE
+            group.start_soon(self._end_child, child, grace)
+
+    async def _end_child(self, child: _Child, grace: float) -> None:
+        with anyio.move_on_after(grace):
+            await child.process.wait()
+        if child.process.returncode is None:
+            logger.info(
+                "Run %s is finished; ending its %s process",
+                child.run_id,
+                self._app.name,
+                extra={"run_id": child.run_id},
+            )
+        await terminate(child.process, TERMINATE_GRACE)
+
     async def _launch_if_needed(self, group: TaskGroup) -> None:
         if any(child.run_id is None for child in self._children):
             return  # One child is already waiting to claim the next run.
         if self._clock() < self._next_launch_at:
             return
-        run_id = await self._state.get_pending_run_id()
+        run_id = await self._reservation()
         if run_id is None:
             return
         logger.info(
@@ -161,12 +213,23 @@ class RunScheduler:
             process = await spawn(self.argv)
         except OSError as exc:
             self.launch_failures += 1
+            self._reserved = None
             await self._fail_run(run_id, f"Could not launch `{self.argv[0]}`: {exc}")
             return
         self.launches += 1
         child = _Child(process)
         self._children.append(child)
         group.start_soon(self._reap, child)
+
+    async def _reservation(self) -> int | None:
+        """The run the next child is for: the one still held if it is pending, else a new one."""
+        held = self._reserved
+        if held is not None:
+            status = (await self._state.get_run_statuses([held])).get(held)
+            if status is not None and status.status == PENDING:
+                return held
+        self._reserved = await self._state.reserve_pending_run(self._replica_id)
+        return self._reserved
 
     async def _reap(self, child: _Child) -> None:
         code = await child.process.wait()
@@ -208,7 +271,7 @@ class RunScheduler:
             return
         self._failures = 0
         self._next_launch_at = 0.0
-        run_id = await self._state.get_pending_run_id()
+        run_id, self._reserved = self._reserved, None
         if run_id is not None:
             self.launch_failures += 1
             await self._fail_run(

@@ -5,7 +5,7 @@ this order, each stage's tasks take their bound from here, and docs/operations.m
 same table (tests/runtime/test_shutdown.py holds the two together). A stage is polite for
 its bound, then forceful (SIGKILL, a cancelled call), and the forceful step takes
 milliseconds; so with the defaults a stop is over within the grace plus
-``BOUND_AFTER_DRAIN`` (2 s), well inside the 10 s Docker waits before its SIGKILL.
+``BOUND_AFTER_DRAIN`` (3 s), well inside the 10 s Docker waits before its SIGKILL.
 """
 
 from __future__ import annotations
@@ -43,6 +43,14 @@ CHILDREN = Stage(
     "Every `flwr-serverapp` / `flwr-simulation` child and what it started (its process "
     "group) gets SIGTERM, then SIGKILL.",
 )
+HANDOVER = Stage(
+    "handover",
+    1.0,
+    "The replica's lease task stops; its runs still starting or running are finished as "
+    "`failed` and the pending runs it had reserved go back to the queue, in one state call, "
+    "so another replica takes over at once. If the state cannot do it within the bound, "
+    "another replica does it once the lease has lapsed.",
+)
 LISTENERS = Stage(
     "listeners",
     0.5,
@@ -53,8 +61,9 @@ LISTENERS = Stage(
 WORKERS = Stage(
     "workers",
     0.5,
-    "The signature workers get EOF, then SIGKILL; the message purger, the loop-lag meter "
-    "and the tasks a host started with `start_soon` are cancelled.",
+    "The signature workers get EOF, then SIGKILL; the message purger, the loop-lag meter, "
+    "the state's change listener and the tasks a host started with `start_soon` are "
+    "cancelled.",
 )
 STATE = Stage(
     "state",
@@ -64,13 +73,13 @@ STATE = Stage(
 )
 
 #: The stages in the order they run.
-STAGES = (DRAIN, CHILDREN, LISTENERS, WORKERS, STATE)
+STAGES = (DRAIN, CHILDREN, HANDOVER, LISTENERS, WORKERS, STATE)
 
 #: What aiohttp's ``AppRunner`` gets as ``shutdown_timeout`` (see ``LISTENERS``).
 REST_SHUTDOWN_TIMEOUT = LISTENERS.bound / 2
 
 #: Longest the stages after the drain take together (the state's close takes milliseconds).
-BOUND_AFTER_DRAIN = CHILDREN.bound + LISTENERS.bound + WORKERS.bound
+BOUND_AFTER_DRAIN = CHILDREN.bound + HANDOVER.bound + LISTENERS.bound + WORKERS.bound
 
 
 @contextmanager

@@ -9,9 +9,13 @@ With the deployment executor (the default) it serves the Exec, ServerAppIo and F
 launches ``flwr-serverapp`` per run; with the simulation executor it serves the Exec and
 SimulationIo APIs only and launches ``flwr-simulation`` per run.
 
+The SuperLink is one replica among those sharing its ``--database`` (``runtime.replica``):
+it holds a lease there, renewed in the background, and reaps the replicas that lost theirs.
+
 Leaving the block shuts down in the stages of ``runtime.shutdown``, each bounded there:
 refuse new calls and drain those in flight (for ``config.shutdown_grace``), end the per-run
-children, close the listeners, stop the workers and background tasks, then close the state.
+children, hand this replica's runs over, close the listeners, stop the workers and
+background tasks, then close the state.
 If a component crashes (or returns), the block is cancelled and ``SuperLinkExit`` with code
 100 (naming the task and the cause) is raised from it.
 """
@@ -43,10 +47,12 @@ from superlink_async.exit_codes import ExitCode, SuperLinkExit
 from superlink_async.logs import logger
 from superlink_async.loop_lag import LoopLag
 from superlink_async.metrics import Metrics, metrics_app
+from superlink_async.runtime.replica import ReplicaLease
 from superlink_async.runtime.scheduler import SERVERAPP, SIMULATION, RunScheduler
 from superlink_async.runtime.shutdown import (
     CHILDREN,
     DRAIN,
+    HANDOVER,
     LISTENERS,
     REST_SHUTDOWN_TIMEOUT,
     STATE,
@@ -83,9 +89,6 @@ _serve_http = partial(serve_http, shutdown_timeout=REST_SHUTDOWN_TIMEOUT)
 #: How often expired messages are swept from the state (the reference never does).
 PURGE_INTERVAL = 60.0
 
-#: What a run still starting or running at startup is finished with.
-INTERRUPTED_RUN_DETAILS = "The SuperLink restarted while this run was in progress"
-
 
 class SuperLink:
     """One SuperLink in this event loop; see the module docstring."""
@@ -94,7 +97,7 @@ class SuperLink:
         self.config = config
         self._clock = clock
         self._stack = AsyncExitStack()
-        self._metrics = Metrics() if config.metrics_address else None
+        self._metrics = Metrics(config.replica_id) if config.metrics_address else None
         self._lag = LoopLag()
         self._gate = CallGate(
             config.max_message_bytes,
@@ -107,6 +110,7 @@ class SuperLink:
             self._metrics.watch_load(lambda: gate.lag.level, lambda: gate.fleet_in_flight)
         self._supervisor: Supervisor | None = None
         self._state: LinkState | None = None
+        self._lease: ReplicaLease | None = None
 
     @property
     def state(self) -> LinkState:
@@ -161,9 +165,11 @@ class SuperLink:
                     grace,
                 )
         supervisor = self._require_supervisor()
-        for each in (CHILDREN, LISTENERS, WORKERS):
+        for each in (CHILDREN, HANDOVER, LISTENERS, WORKERS):
             with stage(each):
                 await supervisor.stop(each.name)
+                if each is HANDOVER and self._lease is not None:
+                    await self._lease.hand_over()  # its renewals stopped with the stage's tasks
 
     async def _start(self, exec_address: Address, appio_address: Address) -> None:
         parts = await self._open_parts(appio_address)
@@ -198,9 +204,11 @@ class SuperLink:
         if self._metrics is not None:
             state = self._metrics.timed_state(state)
         self._state = state
-        if interrupted := await state.fail_interrupted_runs(INTERRUPTED_RUN_DETAILS):
-            logger.warning("Marked interrupted run(s) as failed: %s", interrupted)
         events = RunEvents()
+        lease = ReplicaLease(state, events, config.replica_id, config.replica_lease)
+        await lease.register()
+        self._lease = lease
+        logger.info("SuperLink replica %s (lease %g s)", config.replica_id, config.replica_lease)
         signature_workers = _signature_workers(config, self._lag)
         node_auth = await _node_authenticator(config, state, self._clock, signature_workers)
         scheduler = _scheduler(config, state, events, appio_address)
@@ -209,6 +217,8 @@ class SuperLink:
         return _Parts(
             tls=tls,
             state=state,
+            events=events,
+            lease=lease,
             scheduler=scheduler,
             exec=ExecService(
                 state,
@@ -218,7 +228,14 @@ class SuperLink:
                 clock=self._clock,
                 simulation=config.simulation,
             ),
-            appio=appio_type(state, fabs, events, on_claim=on_claim, clock=self._clock),
+            appio=appio_type(
+                state,
+                fabs,
+                events,
+                replica_id=config.replica_id,
+                on_claim=on_claim,
+                clock=self._clock,
+            ),
             fleet=FleetService(state, fabs, clock=self._clock),
             node_auth=node_auth,
             signature_workers=signature_workers,
@@ -299,8 +316,13 @@ class SuperLink:
             )
 
     async def _start_background(self, parts: _Parts) -> None:
-        """Tasks that serve no port: the run scheduler and the message purger."""
+        """Tasks that serve no port: lease, change listener, scheduler, message purger."""
         supervisor = self._require_supervisor()
+        await supervisor.start("replica-lease", parts.lease.run, stage=HANDOVER.name)
+        # Other replicas' writes wake this one's waiters (log streams, the scheduler).
+        supervisor.start_soon(
+            "state-listener", parts.state.listen, parts.events.notify, stage=WORKERS.name
+        )
         if parts.scheduler is not None:
             await supervisor.start("scheduler", parts.scheduler.run, stage=CHILDREN.name)
         supervisor.start_soon(
@@ -335,6 +357,9 @@ class _Parts:
 
     tls: ListenerTls
     state: LinkState
+    #: Wakes waiters on run changes: this process's, and other replicas' (``listen``).
+    events: RunEvents
+    lease: ReplicaLease
     scheduler: RunScheduler | None
     exec: ExecService
     #: The API the per-run processes dial: ServerAppIo, or SimulationIo for simulations.
@@ -356,9 +381,14 @@ def _scheduler(
     """``--isolation subprocess``: a scheduler launching the executor's program per run."""
     if config.isolation != ISOLATION_SUBPROCESS:
         return None
-    if config.simulation:
-        return RunScheduler(state, events, config.simulation_command, appio_address, app=SIMULATION)
-    return RunScheduler(state, events, config.serverapp_command, appio_address, app=SERVERAPP)
+    app, command = (
+        (SIMULATION, config.simulation_command)
+        if config.simulation
+        else (SERVERAPP, config.serverapp_command)
+    )
+    return RunScheduler(
+        state, events, command, appio_address, replica_id=config.replica_id, app=app
+    )
 
 
 async def _nothing_to_stop(run_id: int) -> None:

@@ -44,29 +44,37 @@ InputsResponseT = TypeVar("InputsResponseT", bound=InputsResponse)
 
 
 class AppIoService:
-    """Run lifecycle calls of an app process; ``on_claim`` tells the scheduler which run it took."""
+    """Run lifecycle calls of an app process; ``on_claim`` tells the scheduler which run it took.
+
+    Runs are claimed for ``replica_id``, the SuperLink replica serving this API: the one
+    its scheduler reserved for the child first, else the oldest nobody reserved.
+    """
 
     def __init__(
         self,
         state: LinkState,
         fabs: FabStore,
         events: RunEvents,
+        *,
+        replica_id: str,
         on_claim: Callable[[int], None] = lambda run_id: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._state = state
         self._fabs = fabs
         self._events = events
+        self._replica_id = replica_id
         self._on_claim = on_claim
         self._clock = clock
 
     async def claim_run_inputs(self) -> RunInputs | None:
-        """Start the oldest pending run and return what its app needs; None if none is pending.
+        """Start a pending run (``LinkState.claim_pending_run``) and return what its app needs.
 
-        A run that cannot start (its FAB is gone) is finished as failed with the reason,
-        and the next pending run is tried: one broken run never blocks the queue.
+        None if there is none to claim. A run that cannot start (its FAB is gone) is
+        finished as failed with the reason, and the next pending run is tried: one broken
+        run never blocks the queue.
         """
-        while (run := await self._state.claim_pending_run()) is not None:
+        while (run := await self._state.claim_pending_run(self._replica_id)) is not None:
             self._on_claim(run.run_id)
             context = await self._state.get_serverapp_context(run.run_id)
             try:

@@ -20,6 +20,7 @@ from tests.polling import eventually
 pytestmark = pytest.mark.anyio
 
 ADDRESS = Address("0.0.0.0", 9091)
+REPLICA = "replica-under-test"
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ async def wait_until_finished(state: LinkState, run_id: int, seconds: float) -> 
 
 
 async def run_scheduler(state: LinkState, command: tuple[str, ...], run_id: int) -> RunRecord:
-    scheduler = RunScheduler(state, RunEvents(), command, ADDRESS)
+    scheduler = RunScheduler(state, RunEvents(), command, ADDRESS, replica_id=REPLICA)
     async with anyio.create_task_group() as group:
         await group.start(scheduler.run)
         run = await wait_until_finished(state, run_id, seconds=20)
@@ -54,7 +55,7 @@ async def run_scheduler(state: LinkState, command: tuple[str, ...], run_id: int)
 async def test_children_dial_loopback_when_the_server_binds_all_interfaces(
     state: LinkState,
 ) -> None:
-    scheduler = RunScheduler(state, RunEvents(), ("flwr-serverapp",), ADDRESS)
+    scheduler = RunScheduler(state, RunEvents(), ("flwr-serverapp",), ADDRESS, replica_id=REPLICA)
     assert scheduler.argv == [
         "flwr-serverapp",
         "--run-once",
@@ -68,7 +69,12 @@ async def test_simulation_children_dial_simulationio_on_loopback(state: LinkStat
     """flwr-simulation gets the reference's flags; unlike the reference, 0.0.0.0 is rewritten
     to 127.0.0.1 for it too, as for flwr-serverapp."""
     scheduler = RunScheduler(
-        state, RunEvents(), ("flwr-simulation",), Address("0.0.0.0", 9096), app=SIMULATION
+        state,
+        RunEvents(),
+        ("flwr-simulation",),
+        Address("0.0.0.0", 9096),
+        replica_id=REPLICA,
+        app=SIMULATION,
     )
     assert scheduler.argv == [
         "flwr-simulation",
@@ -97,12 +103,16 @@ async def test_a_child_that_keeps_dying_before_claiming_fails_the_run(state: Lin
 async def test_a_child_dying_mid_run_fails_that_run(state: LinkState) -> None:
     run_id = await pending_run(state)
     scheduler = RunScheduler(
-        state, RunEvents(), (sys.executable, "-c", "import time; time.sleep(1)"), ADDRESS
+        state,
+        RunEvents(),
+        (sys.executable, "-c", "import time; time.sleep(1)"),
+        ADDRESS,
+        replica_id=REPLICA,
     )
     async with anyio.create_task_group() as group:
         await group.start(scheduler.run)
         await eventually(lambda: scheduler.alive > 0, seconds=10)
-        claimed = await state.claim_pending_run()
+        claimed = await state.claim_pending_run(REPLICA)
         assert claimed is not None
         scheduler.run_claimed(run_id)
         run = await wait_until_finished(state, run_id, seconds=10)
@@ -114,7 +124,11 @@ async def test_a_child_dying_mid_run_fails_that_run(state: LinkState) -> None:
 async def test_stopping_a_run_ends_its_child(state: LinkState) -> None:
     run_id = await pending_run(state)
     scheduler = RunScheduler(
-        state, RunEvents(), (sys.executable, "-c", "import time; time.sleep(60)"), ADDRESS
+        state,
+        RunEvents(),
+        (sys.executable, "-c", "import time; time.sleep(60)"),
+        ADDRESS,
+        replica_id=REPLICA,
     )
     async with anyio.create_task_group() as group:
         await group.start(scheduler.run)
@@ -129,7 +143,11 @@ async def test_stopping_a_run_ends_its_child(state: LinkState) -> None:
 async def test_cancelling_the_scheduler_ends_every_child(state: LinkState) -> None:
     await pending_run(state)
     scheduler = RunScheduler(
-        state, RunEvents(), (sys.executable, "-c", "import time; time.sleep(60)"), ADDRESS
+        state,
+        RunEvents(),
+        (sys.executable, "-c", "import time; time.sleep(60)"),
+        ADDRESS,
+        replica_id=REPLICA,
     )
     with anyio.fail_after(15):
         async with anyio.create_task_group() as group:
@@ -162,7 +180,7 @@ async def test_stopping_a_run_ends_what_its_child_started(state: LinkState, tmp_
         f"open({str(pid_file)!r}, 'w').write(str(child.pid)); time.sleep(60)"
     )
     scheduler = RunScheduler(
-        state, RunEvents(), (sys.executable, "-c", starts_a_grandchild), ADDRESS
+        state, RunEvents(), (sys.executable, "-c", starts_a_grandchild), ADDRESS, replica_id=REPLICA
     )
     async with anyio.create_task_group() as group:
         await group.start(scheduler.run)

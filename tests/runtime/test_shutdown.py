@@ -180,12 +180,13 @@ async def test_the_stages_run_in_the_tables_order(
     started = [
         match.group(1)
         for record in log_records
-        if (match := re.fullmatch(r"Shutdown stage \d/5 '(\w+)' .*", record.getMessage()))
+        if (match := re.fullmatch(r"Shutdown stage \d/6 '(\w+)' .*", record.getMessage()))
     ]
     assert started == [stage.name for stage in STAGES]
     assert [stage.name for stage in STAGES] == [
         "drain",
         "children",
+        "handover",
         "listeners",
         "workers",
         "state",

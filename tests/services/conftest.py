@@ -39,6 +39,9 @@ from superlink_async.wire.message_pb2 import Message, Metadata
 from superlink_async.wire.recorddict_pb2 import RecordDict
 from tests.fabs import make_fab
 
+#: The replica id the ServerAppIo service claims runs for.
+REPLICA = "replica-under-test"
+
 
 @dataclass
 class Link:
@@ -119,7 +122,14 @@ async def open_link(database: str, tmp_path: Path) -> AsyncIterator[Link]:
         servicers: list[IServable] = [
             FleetServicer(FleetService(state, fabs, clock=clock), gate),
             ServerAppIoServicer(
-                ServerAppIoService(state, fabs, events, on_claim=claimed.append, clock=clock),
+                ServerAppIoService(
+                    state,
+                    fabs,
+                    events,
+                    replica_id=REPLICA,
+                    on_claim=claimed.append,
+                    clock=clock,
+                ),
                 gate,
             ),
             ExecServicer(ExecService(state, fabs, events, on_stop=on_stop, clock=clock), gate),

@@ -31,6 +31,7 @@ from superlink_async.wire.message_pb2 import Context
 from superlink_async.wire.recorddict_pb2 import ConfigRecord, ConfigRecordValue
 from superlink_async.wire.transport_pb2 import Scalar
 from tests.fabs import make_fab
+from tests.services.conftest import REPLICA
 
 pytestmark = pytest.mark.anyio
 
@@ -87,7 +88,10 @@ async def link(database: str, tmp_path: Path) -> AsyncIterator[SimulationLink]:
         servicers: list[IServable] = [
             ExecServicer(ExecService(state, fabs, events, simulation=True), gate),
             SimulationIoServicer(
-                SimulationIoService(state, fabs, events, on_claim=claimed.append), gate
+                SimulationIoService(
+                    state, fabs, events, replica_id=REPLICA, on_claim=claimed.append
+                ),
+                gate,
             ),
         ]
         async with ChannelFor(servicers) as channel:

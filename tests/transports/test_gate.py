@@ -43,7 +43,7 @@ def late_gate(
     lag = LoopLag()
     lag.level = level
     admission = Admission(max_lag, max_fleet_in_flight)
-    return CallGate(lag=lag, admission=admission, metrics=Metrics())
+    return CallGate(lag=lag, admission=admission, metrics=Metrics("gate-test"))
 
 
 async def enter(gate: CallGate, api: str, method: str) -> None:
