@@ -102,7 +102,7 @@ async def test_a_child_dying_mid_run_fails_that_run(state: LinkState) -> None:
     async with anyio.create_task_group() as group:
         await group.start(scheduler.run)
         await eventually(lambda: scheduler.alive > 0, seconds=10)
-        claimed = await state.claim_pending_run()
+        claimed = await state.claim_pending_run("replica")
         assert claimed is not None
         scheduler.run_claimed(run_id)
         run = await wait_until_finished(state, run_id, seconds=10)
