@@ -231,7 +231,9 @@ class LinkState(Protocol):
         """Reserve the oldest pending run nobody has reserved, for ``replica_id``'s next child.
 
         The run stays ``pending`` (what the CLI shows does not change); only a claim through
-        the same replica can take it. Two replicas racing never reserve the same run.
+        the same replica can take it. Two replicas racing never reserve the same run. A
+        reservation ends when the run leaves ``pending`` (claimed, or stopped) and when its
+        replica registers again, is reaped or is released (the run goes back to the queue).
         """
 
     async def claim_pending_run(self, replica_id: str) -> RunRecord | None:
@@ -250,7 +252,8 @@ class LinkState(Protocol):
         Runs left ``starting``/``running`` by an earlier process with this id, or owned by no
         leaseholder at all, cannot go on: they finish as ``failed`` with ``details`` and are
         returned, oldest first; pending runs reserved by them go back to the queue. A backend
-        only one process can open (memory, SQLite) treats every other lease as stale.
+        only one process can open (memory, SQLite) treats every other lease as stale. Leases
+        run on the backend's clock: replicas on several machines need synchronised clocks.
         """
 
     async def renew_replica_lease(self, replica_id: str, lease_seconds: float) -> bool:
@@ -263,11 +266,18 @@ class LinkState(Protocol):
         """Drop every lease that lapsed, finish its runs as ``failed`` and release its reservations.
 
         ``details(replica_id)`` is the text the failed runs get. Each lapsed lease is reaped
-        by exactly one caller, however many replicas reap at once.
+        by exactly one caller, however many replicas reap at once. Runs and reservations of
+        replicas holding no lease (one whose claim raced its own reaping) go the same way,
+        under their holder's name. One entry per replica, by replica id; a lapsed replica
+        that held nothing has empty lists.
         """
 
     async def release_replica(self, replica_id: str, details: str) -> list[int]:
-        """Graceful hand-over at shutdown: like reaping ``replica_id`` now, without the wait."""
+        """Graceful hand-over at shutdown: like reaping ``replica_id`` now, without the wait.
+
+        Drops its lease (if held), finishes its ``starting``/``running`` runs as ``failed``
+        with ``details`` and returns them oldest first; its reservations go back to the queue.
+        """
 
     async def get_replica_leases(self) -> dict[str, float]:
         """Every lease held: replica id to the Unix time it lapses."""

@@ -11,6 +11,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import anyio
+
 from superlink_async.logs import logger
 from superlink_async.state import rules
 from superlink_async.state.base import MessageRejectedError, RunStatus, UserConfig
@@ -69,6 +71,10 @@ class BackendBase(ABC):
             logger.error("%s", error)
             return False
         return True
+
+    async def listen(self, on_change: Callable[[], None]) -> None:
+        """Wait until cancelled: a store only this process opens has no other writer to hear."""
+        await anyio.sleep_forever()
 
     @abstractmethod
     async def _transition_run(self, run_id: int, new_status: RunStatus) -> str | None:

@@ -19,11 +19,9 @@ from google.protobuf.message import Message as ProtoMessage
 
 from superlink_async.state import rules
 from superlink_async.state.base import (
-    FAILED,
-    FINISHED,
     PENDING,
-    RUNNING,
     STARTING,
+    LostReplica,
     MessageRejectedError,
     NodeNotFoundError,
     RunNotFoundError,
@@ -72,6 +70,10 @@ class _Tables:
     # Per node, the ids of its undelivered instructions in storage order (a dict as an
     # ordered set), so a pull costs what the node has waiting, not what everyone has.
     waiting: dict[int, dict[str, None]] = field(default_factory=dict)
+    #: Pending runs reserved for a replica's next child: run id -> replica id.
+    reserved: dict[int, str] = field(default_factory=dict)
+    #: Replica leases: replica id -> when the lease lapses.
+    leases: dict[str, float] = field(default_factory=dict)
 
     def forget(self, message_id: str) -> None:
         """Drop an exchange and its place in the waiting index."""
@@ -215,19 +217,68 @@ class InMemoryLinkState(BackendBase):
         record = self._oldest_pending()
         return None if record is None else record.run_id
 
-    async def claim_pending_run(self) -> RunRecord | None:
-        """Move the oldest pending run to starting, in the same step as finding it."""
-        record = self._oldest_pending()
-        return None if record is None else _export_run(self._advance(record, RunStatus(STARTING)))
+    async def reserve_pending_run(self, replica_id: str) -> int | None:
+        """Reserve the oldest unreserved pending run for ``replica_id``."""
+        reserved = self._tables.reserved
+        record = next((record for record in self._pending() if record.run_id not in reserved), None)
+        if record is None:
+            return None
+        reserved[record.run_id] = replica_id
+        return record.run_id
 
-    async def fail_interrupted_runs(self, details: str) -> list[int]:
-        """Finish starting/running runs as failed; return their ids."""
-        interrupted = [
-            record for record in self._ordered_runs() if record.status.status in (STARTING, RUNNING)
+    async def claim_pending_run(self, replica_id: str) -> RunRecord | None:
+        """Start the run ``rules.claim_rank`` puts first, owned by ``replica_id``."""
+        reserved = self._tables.reserved
+        ranked = [
+            (rank, position, record)
+            for position, record in enumerate(self._pending())
+            if (rank := rules.claim_rank(reserved.get(record.run_id, ""), replica_id)) is not None
         ]
-        for record in interrupted:
-            self._advance(record, RunStatus(FINISHED, FAILED, details))
-        return [record.run_id for record in interrupted]
+        if not ranked:
+            return None
+        _, _, record = min(ranked, key=lambda entry: entry[:2])
+        owned = dataclasses.replace(record, owner=replica_id)
+        return _export_run(self._advance(owned, RunStatus(STARTING)))
+
+    # --- Replicas -------------------------------------------------------------------------
+    async def register_replica(
+        self, replica_id: str, lease_seconds: float, details: str
+    ) -> list[int]:
+        """Take the lease; one process owns memory, so every other lease is stale and goes."""
+        leases = self._tables.leases
+        leases.clear()
+        failed, _ = self._drop_orphans(lambda _: details)
+        leases[replica_id] = rules.lease_until(self._clock(), lease_seconds)
+        return rules.oldest_first(failed)
+
+    async def renew_replica_lease(self, replica_id: str, lease_seconds: float) -> bool:
+        """Extend a lease still held."""
+        leases = self._tables.leases
+        if replica_id not in leases:
+            return False
+        leases[replica_id] = rules.lease_until(self._clock(), lease_seconds)
+        return True
+
+    async def reap_lost_replicas(self, details: Callable[[str], str]) -> list[LostReplica]:
+        """Drop the lapsed leases, then what no lease holds any more."""
+        leases = self._tables.leases
+        now = self._clock()
+        dropped = [
+            replica_id for replica_id, until in leases.items() if rules.lease_lapsed(until, now)
+        ]
+        for replica_id in dropped:
+            del leases[replica_id]
+        return rules.lost_replicas(dropped, *self._drop_orphans(details))
+
+    async def release_replica(self, replica_id: str, details: str) -> list[int]:
+        """Drop the lease, fail the replica's runs and release its reservations at once."""
+        self._tables.leases.pop(replica_id, None)
+        failed, _ = self._drop_orphans(lambda _: details, only=replica_id)
+        return rules.oldest_first(failed)
+
+    async def get_replica_leases(self) -> dict[str, float]:
+        """A copy of the leases."""
+        return dict(self._tables.leases)
 
     async def get_federation_options(self, run_id: int) -> ConfigRecord | None:
         """A copy of the run's federation options."""
@@ -416,19 +467,52 @@ class InMemoryLinkState(BackendBase):
         # ISO strings of one offset sort chronologically; the stable sort keeps creation order.
         return sorted(self._tables.runs.values(), key=lambda record: record.pending_at)
 
+    def _pending(self) -> list[RunRecord]:
+        """Pending runs, oldest first."""
+        return [record for record in self._ordered_runs() if record.status.status == PENDING]
+
     def _oldest_pending(self) -> RunRecord | None:
-        return next(
-            (record for record in self._ordered_runs() if record.status.status == PENDING), None
-        )
+        return next(iter(self._pending()), None)
 
     def _advance(self, record: RunRecord, status: RunStatus) -> RunRecord:
-        """Store ``record`` in ``status``, stamping the time the status was entered."""
+        """Store ``record`` in ``status``, stamping the time the status was entered.
+
+        A run leaving ``pending`` leaves its reservation behind: only pending runs have one.
+        """
         stamp: dict[str, Any] = {
             rules.timestamp_field_for(status.status): rules.iso_timestamp(self._clock())
         }
         updated = dataclasses.replace(record, status=status, **stamp)
         self._tables.runs[record.run_id] = updated
+        self._tables.reserved.pop(record.run_id, None)
         return updated
+
+    def _drop_orphans(
+        self, details: Callable[[str], str], only: str | None = None
+    ) -> tuple[list[rules.HeldRun], list[rules.HeldRun]]:
+        """Fail the held runs and release the reservations of replicas holding no lease.
+
+        With ``only``, just those of that replica. Returns (failed, released).
+        """
+        tables = self._tables
+
+        def orphaned(holder: str) -> bool:
+            return holder == only if only is not None else holder not in tables.leases
+
+        failed: list[rules.HeldRun] = []
+        released: list[rules.HeldRun] = []
+        for position, record in enumerate(self._ordered_runs()):
+            order = (record.pending_at, position)
+            holder = tables.reserved.get(record.run_id)
+            if holder is not None and orphaned(holder):
+                del tables.reserved[record.run_id]
+                released.append(rules.HeldRun(record.run_id, holder, order))
+            if record.status.status in rules.HELD_STATUSES and orphaned(record.owner):
+                failed.append(rules.HeldRun(record.run_id, record.owner, order))
+        texts = rules.details_by_holder(failed, details)
+        for run in failed:
+            self._advance(tables.runs[run.run_id], rules.lost_run_status(texts[run.run_id]))
+        return failed, released
 
     def _result_for(self, message_id: str, now: float) -> Message | None:
         """The reply or synthetic error ``take_replies`` owes for one id; None while waiting."""

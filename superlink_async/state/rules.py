@@ -1,7 +1,8 @@
 """The state rules every backend applies, as pure functions over plain values.
 
 Ids, timestamps, node liveness, the key hand-over, which instructions and replies are stored,
-run transitions, TTLs and the synthetic replies a ServerApp pull hands out. A backend reads
+run transitions, TTLs, the synthetic replies a ServerApp pull hands out, and replica leases
+(which runs a lost replica takes with it). A backend reads
 what a rule needs from its storage, asks the rule, and stores the outcome: the rules hold no
 state and touch no storage, so a new backend adds queries, not rules, and the backends cannot
 drift apart. The SQLite backend also calls some of them from inside its SQL statements.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -24,6 +25,7 @@ from superlink_async.state.base import (
     STARTING,
     STOPPED,
     SUPERLINK_NODE_ID,
+    LostReplica,
     MessageRejectedError,
     PublicKeyInUseError,
     RunMismatchError,
@@ -220,6 +222,86 @@ def transition_error(current: RunStatus, new: RunStatus) -> str | None:
 def timestamp_field_for(status: str) -> str:
     """The run field stamped when a run enters ``status``."""
     return {STARTING: "starting_at", RUNNING: "running_at", FINISHED: "finished_at"}[status]
+
+
+# --- Replicas ------------------------------------------------------------------------------
+#: Statuses of a run whose ServerApp lives with the replica that claimed it (its owner): the
+#: run cannot go on once that replica is gone.
+HELD_STATUSES = (STARTING, RUNNING)
+
+
+def lease_until(now: float, lease_seconds: float) -> float:
+    """When a lease taken or renewed at ``now`` for ``lease_seconds`` lapses."""
+    return now + lease_seconds
+
+
+def lease_lapsed(until: float, now: float) -> bool:
+    """Whether a lease lasting until ``until`` has lapsed at ``now``: from that instant on.
+
+    The lease's clock is the backend's, as node liveness: replicas on several machines must
+    keep their clocks synchronised, and any skew adds to the time a lost replica goes unseen.
+    """
+    return until <= now
+
+
+def claim_rank(reserved_by: str, replica_id: str) -> int | None:
+    """Where a pending run reserved by ``reserved_by`` ("" if nobody) stands in a claim.
+
+    0: reserved by the claiming replica, taken first; 1: reserved by nobody; None: reserved
+    by another replica, never taken. Within a rank, the oldest run goes first.
+    """
+    if reserved_by == replica_id:
+        return 0
+    return 1 if not reserved_by else None
+
+
+def lost_run_status(details: str) -> RunStatus:
+    """What a run becomes when the replica holding it is gone."""
+    return RunStatus(FINISHED, FAILED, details)
+
+
+@dataclass(frozen=True)
+class HeldRun:
+    """A run a replica held (its owner, or the replica that reserved it while pending).
+
+    ``order`` sorts runs oldest first: ``pending_at``, then creation order.
+    """
+
+    run_id: int
+    holder: str
+    order: tuple[str, int]
+
+
+def oldest_first(runs: Iterable[HeldRun]) -> list[int]:
+    """The runs' ids, oldest first."""
+    return [run.run_id for run in sorted(runs, key=lambda run: run.order)]
+
+
+def details_by_holder(runs: Iterable[HeldRun], details: Callable[[str], str]) -> dict[int, str]:
+    """Each run's ``details`` text, asked once per holder (the replica it names)."""
+    texts: dict[str, str] = {}
+    return {run.run_id: texts.setdefault(run.holder, details(run.holder)) for run in runs}
+
+
+def lost_replicas(
+    dropped: Iterable[str], failed: Iterable[HeldRun], released: Iterable[HeldRun]
+) -> list[LostReplica]:
+    """What reaping did, one entry per replica, by replica id.
+
+    ``dropped`` are the leases removed; ``failed`` the held runs finished as failed and
+    ``released`` the reservations given back, of those replicas or of others without a
+    lease (an owner reaped while its claim was in flight; runs claimed by no replica).
+    """
+    failed, released = list(failed), list(released)
+    replicas = sorted({*dropped, *(run.holder for run in failed + released)})
+    return [
+        LostReplica(
+            replica_id,
+            oldest_first(run for run in failed if run.holder == replica_id),
+            oldest_first(run for run in released if run.holder == replica_id),
+        )
+        for replica_id in replicas
+    ]
 
 
 def ttl_lapsed(created_at: float, ttl: float, now: float) -> bool:

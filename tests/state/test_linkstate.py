@@ -39,6 +39,8 @@ pytestmark = pytest.mark.anyio
 
 PING = 30.0
 TTL = 60.0
+#: The replica the tests claim runs for.
+REPLICA = "replica-a"
 
 
 # --- Builders ------------------------------------------------------------------------------
@@ -416,7 +418,7 @@ async def test_run_stopped_while_pending_is_no_longer_pending(
     waiting = await new_run(state)
     assert await state.update_run_status(stopped, RunStatus(FINISHED, STOPPED))
     assert await state.get_pending_run_id() == waiting
-    claimed = await state.claim_pending_run()
+    claimed = await state.claim_pending_run(REPLICA)
     assert claimed is not None
     assert claimed.run_id == waiting
 
@@ -427,45 +429,21 @@ async def test_claim_moves_the_oldest_pending_run_to_starting_and_returns_it(
     first = await new_run(state)
     second = await new_run(state)
     clock.advance(2.0)
-    claimed = await state.claim_pending_run()
+    claimed = await state.claim_pending_run(REPLICA)
     assert claimed is not None
     assert (claimed.run_id, claimed.status) == (first, RunStatus(STARTING))
     assert claimed.starting_at == rules.iso_timestamp(clock.now)
     assert await state.get_run(first) == claimed
-    again = await state.claim_pending_run()
+    again = await state.claim_pending_run(REPLICA)
     assert again is not None
     assert again.run_id == second
-    assert await state.claim_pending_run() is None
-
-
-async def test_interrupted_runs_are_failed_with_details_and_others_left_alone(
-    state: LinkState, clock: FakeClock
-) -> None:
-    pending, starting, running, done = [await new_run(state) for _ in range(4)]
-    await state.update_run_status(starting, RunStatus(STARTING))
-    for status in (RunStatus(STARTING), RunStatus(RUNNING)):
-        await state.update_run_status(running, status)
-    await state.update_run_status(done, RunStatus(FINISHED, STOPPED))
-    clock.advance(3.0)
-    failed = await state.fail_interrupted_runs("SuperLink restarted")
-    assert sorted(failed) == sorted([starting, running])
-    statuses = await state.get_run_statuses([pending, starting, running, done])
-    assert statuses == {
-        pending: RunStatus(PENDING),
-        starting: RunStatus(FINISHED, FAILED, "SuperLink restarted"),
-        running: RunStatus(FINISHED, FAILED, "SuperLink restarted"),
-        done: RunStatus(FINISHED, STOPPED),
-    }
-    run = await state.get_run(running)
-    assert run is not None
-    assert run.finished_at == rules.iso_timestamp(clock.now)
-    assert await state.fail_interrupted_runs("again") == []
+    assert await state.claim_pending_run(REPLICA) is None
 
 
 async def test_a_run_read_before_each_change_reads_changed_after_it(
     state: LinkState, clock: FakeClock
 ) -> None:
-    """Claim, status update and restart failure all show in the next read (no stale copy)."""
+    """Claim, status update and a restart's failure show in the next read (no stale copy)."""
 
     async def status(run_id: int) -> RunStatus:
         run = await state.get_run(run_id)
@@ -474,11 +452,11 @@ async def test_a_run_read_before_each_change_reads_changed_after_it(
 
     run_id = await new_run(state)
     assert await status(run_id) == RunStatus(PENDING)
-    await state.claim_pending_run()
+    await state.claim_pending_run(REPLICA)
     assert await status(run_id) == RunStatus(STARTING)
     await state.update_run_status(run_id, RunStatus(RUNNING))
     assert await status(run_id) == RunStatus(RUNNING)
-    await state.fail_interrupted_runs("SuperLink restarted")
+    await state.register_replica(REPLICA, 10.0, "SuperLink restarted")
     assert await status(run_id) == RunStatus(FINISHED, FAILED, "SuperLink restarted")
 
 

@@ -107,14 +107,14 @@ async def test_a_write_through_one_process_is_read_at_once_through_the_other(
     # Run rows.
     assert (run := await first.get_run(run_id)) is not None
     assert run.status == RunStatus("pending")
-    claimed = await second.claim_pending_run()
+    claimed = await second.claim_pending_run("second")
     assert claimed is not None
     assert claimed.run_id == run_id
     assert (run := await first.get_run(run_id)) is not None
     assert run.status == RunStatus(STARTING)
     assert await second.update_run_status(run_id, RunStatus(RUNNING))
     assert (await first.get_run_statuses([run_id]))[run_id] == RunStatus(RUNNING)
-    assert await first.claim_pending_run() is None
+    assert await first.claim_pending_run("first") is None
 
     # Key bindings.
     keyed, _ = await first.create_keyed_node(PING, b"key")
@@ -164,7 +164,9 @@ async def test_claims_racing_on_two_pools_start_each_run_once(
     first: PostgresLinkState, second: PostgresLinkState
 ) -> None:
     runs = {await new_run(first) for _ in range(6)}
-    claims = await asyncio.gather(*(state.claim_pending_run() for state in [first, second] * 5))
+    claims = await asyncio.gather(
+        *(state.claim_pending_run("replica") for state in [first, second] * 5)
+    )
     claimed = [run.run_id for run in claims if run is not None]
     assert sorted(claimed) == sorted(runs)
 

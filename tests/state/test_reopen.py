@@ -18,6 +18,7 @@ from superlink_async.wire.message_pb2 import Context
 from superlink_async.wire.recorddict_pb2 import ConfigRecord, ConfigRecordValue
 from superlink_async.wire.transport_pb2 import Scalar
 from tests.state.conftest import Reopen
+from tests.state.test_linkstate import REPLICA
 from tests.state.test_sqlite import instruction, reply
 
 pytestmark = pytest.mark.anyio
@@ -39,7 +40,7 @@ async def test_reopened_database_keeps_runs_nodes_keys_messages_contexts_and_log
         run_id = await state.create_run("flwr/app", "1.0.0", "abc123", override, options)
         stopped_id = await state.create_run("flwr/app", "1.0.0", "abc123", {}, ConfigRecord())
         assert await state.update_run_status(stopped_id, RunStatus(FINISHED, STOPPED))
-        claimed = await state.claim_pending_run()
+        claimed = await state.claim_pending_run(REPLICA)
         assert claimed is not None
         assert claimed.run_id == run_id
         context.run_id = run_id
@@ -93,7 +94,7 @@ async def test_reopened_database_keeps_the_pending_queue_and_stopped_runs_out_of
             stopped: RunStatus(FINISHED, STOPPED),
             pending: RunStatus(PENDING),
         }
-        claimed = await state.claim_pending_run()
+        claimed = await state.claim_pending_run(REPLICA)
         assert claimed is not None
         assert claimed.run_id == pending
         assert claimed.status == RunStatus(STARTING)

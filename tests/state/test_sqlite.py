@@ -32,6 +32,7 @@ from superlink_async.wire.message_pb2 import Context, Message, Metadata
 from superlink_async.wire.recorddict_pb2 import ConfigRecord, ConfigRecordValue, RecordDict
 from superlink_async.wire.transport_pb2 import Scalar
 from tests.state.conftest import corrupt_a_page
+from tests.state.test_linkstate import REPLICA
 
 pytestmark = pytest.mark.anyio
 
@@ -91,7 +92,7 @@ async def test_memory_database_is_one_connection_shared_by_every_call(clock: Fak
     async with opened(":memory:", clock) as state:
         run_id = await state.create_run("a", "1", "", {}, ConfigRecord())
         node_id = await state.create_node(ping_interval=30.0)
-        claimed = await state.claim_pending_run()
+        claimed = await state.claim_pending_run(REPLICA)
         assert claimed is not None
         assert claimed.run_id == run_id
         assert await state.update_run_status(run_id, RunStatus(RUNNING))
