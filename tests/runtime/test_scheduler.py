@@ -11,9 +11,16 @@ import anyio
 import pytest
 
 from superlink_async.config import Address
-from superlink_async.runtime.scheduler import MAX_LAUNCH_FAILURES, SIMULATION, RunScheduler
+from superlink_async.runtime.scheduler import (
+    EXIT_GRACE,
+    MAX_LAUNCH_FAILURES,
+    POLL_SECONDS,
+    SIMULATION,
+    RunScheduler,
+)
 from superlink_async.services.runs import RunEvents
 from superlink_async.state import LinkState, RunRecord, open_state
+from superlink_async.state.base import RunStatus
 from superlink_async.wire.recorddict_pb2 import ConfigRecord
 from tests.polling import eventually
 
@@ -85,11 +92,71 @@ async def test_simulation_children_dial_simulationio_on_loopback(state: LinkStat
     ]
 
 
-async def test_a_missing_command_fails_the_run_with_the_reason(state: LinkState) -> None:
-    run_id = await pending_run(state)
-    run = await run_scheduler(state, ("/nonexistent/flwr-serverapp",), run_id)
+async def test_a_missing_command_fails_the_run_reserved_for_it_with_the_reason(
+    state: LinkState,
+) -> None:
+    """The run that fails is the one this replica reserved: an older one, reserved by
+    another replica sharing the state, stays pending for that replica's child."""
+    theirs = await pending_run(state)
+    assert await state.reserve_pending_run("other-replica") == theirs
+    ours = await pending_run(state)
+    run = await run_scheduler(state, ("/nonexistent/flwr-serverapp",), ours)
     assert run.status.sub_status == "failed"
     assert "Could not launch `/nonexistent/flwr-serverapp`" in run.status.details
+    other = await state.get_run(theirs)
+    assert other is not None and other.status.status == "pending"
+
+
+async def test_the_run_is_reserved_for_this_replica_before_its_child_is_launched(
+    state: LinkState,
+) -> None:
+    """While the child starts, another replica cannot claim the oldest run: its claim gets
+    the next one; a claim through this replica (the child's) gets the reserved run."""
+    oldest = await pending_run(state)
+    newer = await pending_run(state)
+    scheduler = RunScheduler(
+        state,
+        RunEvents(),
+        (sys.executable, "-c", "import time; time.sleep(60)"),
+        ADDRESS,
+        replica_id=REPLICA,
+    )
+    async with anyio.create_task_group() as group:
+        await group.start(scheduler.run)
+        await eventually(lambda: scheduler.alive > 0, seconds=10)
+        elsewhere = await state.claim_pending_run("other-replica")
+        assert elsewhere is not None and elsewhere.run_id == newer
+        ours = await state.claim_pending_run(REPLICA)
+        assert ours is not None and (ours.run_id, ours.owner) == (oldest, REPLICA)
+        group.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("sub_status", ["stopped", "failed"])
+async def test_a_run_finished_elsewhere_ends_its_child(state: LinkState, sub_status: str) -> None:
+    """A run of this replica's child finished by someone else (``flwr stop`` through
+    another replica, a reaper) ends the child, though nobody told this scheduler: it reads
+    its children's run statuses at every tick (at least every POLL_SECONDS). A stopped
+    run's child is ended at once, another gets EXIT_GRACE to exit by itself first."""
+    run_id = await pending_run(state)
+    scheduler = RunScheduler(
+        state,
+        RunEvents(),
+        (sys.executable, "-c", "import time; time.sleep(60)"),
+        ADDRESS,
+        replica_id=REPLICA,
+    )
+    async with anyio.create_task_group() as group:
+        await group.start(scheduler.run)
+        await eventually(lambda: scheduler.alive > 0, seconds=10)
+        claimed = await state.claim_pending_run(REPLICA)
+        assert claimed is not None
+        scheduler.run_claimed(run_id)
+        await state.update_run_status(run_id, RunStatus("finished", sub_status, "elsewhere"))
+        grace = 0.0 if sub_status == "stopped" else EXIT_GRACE
+        await eventually(lambda: scheduler.alive == 0, seconds=POLL_SECONDS + grace + 3)
+        group.cancel_scope.cancel()
+    run = await state.get_run(run_id)
+    assert run is not None and run.status.details == "elsewhere"
 
 
 async def test_a_child_that_keeps_dying_before_claiming_fails_the_run(state: LinkState) -> None:
