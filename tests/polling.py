@@ -14,3 +14,12 @@ async def eventually(condition: Callable[[], bool], seconds: float, every: float
             if condition():
                 return
             await anyio.sleep(every)
+
+
+def process_gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie waiting for its reaper counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

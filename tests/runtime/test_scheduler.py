@@ -22,7 +22,7 @@ from superlink_async.services.runs import RunEvents
 from superlink_async.state import LinkState, RunRecord, open_state
 from superlink_async.state.base import RunStatus
 from superlink_async.wire.recorddict_pb2 import ConfigRecord
-from tests.polling import eventually
+from tests.polling import eventually, process_gone
 
 pytestmark = pytest.mark.anyio
 
@@ -227,15 +227,6 @@ async def test_cancelling_the_scheduler_ends_every_child(state: LinkState) -> No
             os.kill(pid, 0)
 
 
-def _gone(pid: int) -> bool:
-    """Whether ``pid`` has exited (a zombie waiting for its reaper counts as exited)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 async def test_stopping_a_run_ends_what_its_child_started(state: LinkState, tmp_path: Path) -> None:
     """A stopped run's child is ended with its whole process group, as flwr-simulation's Ray
     processes must be: here a grandchild that would otherwise sleep on."""
@@ -256,5 +247,5 @@ async def test_stopping_a_run_ends_what_its_child_started(state: LinkState, tmp_
         scheduler.run_claimed(run_id)
         with anyio.fail_after(10):
             await scheduler.stop_run(run_id)
-        await eventually(lambda: _gone(grandchild), seconds=5)
+        await eventually(lambda: process_gone(grandchild), seconds=5)
         group.cancel_scope.cancel()
