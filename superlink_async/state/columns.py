@@ -12,7 +12,7 @@ backends need alike around their different statements.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from superlink_async.state import rules
@@ -34,8 +34,10 @@ MESSAGE_FIELDS = f"{METADATA_FIELDS}, content, error"
 #: A run's columns, as ``run_from_row`` reads them.
 RUN_FIELDS = (
     "run_id, fab_id, fab_version, fab_hash, override_config, federation_options, pending_at, "
-    "starting_at, running_at, finished_at, status, sub_status, details"
+    "starting_at, running_at, finished_at, status, sub_status, details, owner"
 )
+#: A held run's columns (``held_run_from_row``), the holder's column named ``holder``.
+HELD_RUN_FIELDS = "run_id, pending_at, seq"
 
 _UINT64_SIGN_BIT = 1 << 63
 _UINT64_RANGE = 1 << 64
@@ -88,6 +90,7 @@ def run_from_row(row: Row) -> RunRecord:
         finished_at=row["finished_at"],
         status=run_status_from_row(row),
         federation_options=ConfigRecord.FromString(row["federation_options"]),
+        owner=row["owner"],
     )
 
 
@@ -168,6 +171,23 @@ def transition_params(
     stamp_column = rules.timestamp_field_for(new_status.status)
     params = (new_status.status, new_status.sub_status, new_status.details, stamp, to_db(run_id))
     return stamp_column, params
+
+
+def held_run_from_row(row: Row) -> rules.HeldRun:
+    """A run a replica held, from a row of ``HELD_RUN_FIELDS`` and ``holder``."""
+    return rules.HeldRun(from_db(row["run_id"]), row["holder"], (row["pending_at"], row["seq"]))
+
+
+def lost_run_params(
+    runs: Sequence[rules.HeldRun], details: Callable[[str], str], stamp: str
+) -> list[tuple[Any, ...]]:
+    """``status, sub_status, details, finished_at, run_id`` of each run a lost replica held."""
+    texts = rules.details_by_holder(runs, details)
+    params = []
+    for run in runs:
+        status = rules.lost_run_status(texts[run.run_id])
+        params.append((status.status, status.sub_status, status.details, stamp, to_db(run.run_id)))
+    return params
 
 
 def joined_log(rows: Sequence[Row]) -> tuple[str, float]:

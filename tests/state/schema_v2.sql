@@ -1,6 +1,7 @@
 -- Schema version 2 as files written by superlink-async hold it (sqlite_master, one
 -- statement a line, comments dropped and white space folded). A file on disk keeps this
--- shape until a migration changes it: tests/state/test_sqlite.py compares fresh files to it.
+-- shape until a migration changes it: tests/state/test_sqlite.py builds files of version 2
+-- from it and migrates them (schema_v3.sql is the current version).
 CREATE INDEX log_by_run ON log (run_id, timestamp);
 CREATE INDEX message_ins_by_dst ON message_ins (dst_node_id, seq) WHERE delivered_at IS NULL;
 CREATE INDEX message_ins_by_run ON message_ins (run_id);

@@ -118,3 +118,30 @@ async def test_reopened_database_keeps_replies_until_taken(
         assert await state.take_replies(run_id, [sent.metadata.message_id]) == [answer]
         [again] = await state.take_replies(run_id, [sent.metadata.message_id])
         assert again.error.code == rules.MESSAGE_UNAVAILABLE
+
+
+async def test_reopened_database_keeps_owners_reservations_and_leases(
+    reopen: Reopen, clock: FakeClock
+) -> None:
+    """A run's owner, a pending run's reservation and the leases are stored, not remembered."""
+    async with reopen() as state:
+        await state.register_replica(REPLICA, 10.0, "restarted")
+        lapses = clock.now + 10.0
+        owned = await state.create_run("a", "1", "", {}, ConfigRecord())
+        clock.advance(1.0)
+        reserved = await state.create_run("a", "1", "", {}, ConfigRecord())
+        claimed = await state.claim_pending_run(REPLICA)
+        assert claimed is not None
+        assert claimed.run_id == owned
+        assert await state.reserve_pending_run(REPLICA) == reserved
+        leases = await state.get_replica_leases()
+
+    async with reopen() as state:
+        run = await state.get_run(owned)
+        assert run is not None
+        assert (run.owner, run.status) == (REPLICA, RunStatus(STARTING))
+        assert await state.get_replica_leases() == leases == {REPLICA: lapses}
+        assert await state.claim_pending_run("another") is None
+        claimed = await state.claim_pending_run(REPLICA)
+        assert claimed is not None
+        assert claimed.run_id == reserved

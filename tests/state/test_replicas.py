@@ -274,3 +274,21 @@ async def test_releasing_hands_over_at_once_failing_runs_and_freeing_reservation
     assert claimed is not None
     assert claimed.run_id == reserved
     assert await state.release_replica("a", "again") == []
+
+
+async def test_a_run_read_before_a_reap_or_a_release_reads_failed_after_it(
+    state: LinkState, clock: FakeClock
+) -> None:
+    """Neither leaves a stale copy of the runs it finished (SQLite caches run rows)."""
+    await runs_created(state, clock, 2)
+    await state.register_replica("a", LEASE, "restarted")
+    reaped = await running(state, "a")
+    assert await status_of(state, reaped) == RunStatus(RUNNING)
+    clock.advance(LEASE)
+    await state.reap_lost_replicas(replica_gone)
+    assert await status_of(state, reaped) == lost("replica a lost")
+    await state.register_replica("b", LEASE, "restarted")
+    released = await running(state, "b")
+    assert await status_of(state, released) == RunStatus(RUNNING)
+    await state.release_replica("b", "replica b shut down")
+    assert await status_of(state, released) == lost("replica b shut down")

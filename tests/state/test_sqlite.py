@@ -117,10 +117,11 @@ async def test_fresh_file_gets_our_schema_version_and_wal(tmp_path: Path, clock:
 
 
 SCHEMA_V2 = Path(__file__).with_name("schema_v2.sql")
+SCHEMA_V3 = Path(__file__).with_name("schema_v3.sql")
 
 
 def schema_statements(path: Path) -> list[str]:
-    """A file's tables and indexes as ``schema_v2.sql`` writes them: comments out, space folded."""
+    """A file's tables and indexes as ``schema_v3.sql`` writes them: comments out, space folded."""
     with sqlite3.connect(path) as db:
         rows = db.execute(
             "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
@@ -135,27 +136,28 @@ def schema_statements(path: Path) -> list[str]:
     return statements
 
 
-def golden_statements() -> list[str]:
-    lines = SCHEMA_V2.read_text().splitlines()
+def golden_statements(golden: Path = SCHEMA_V3) -> list[str]:
+    lines = golden.read_text().splitlines()
     return [line for line in lines if line and not line.startswith("--")]
 
 
 async def test_a_fresh_file_has_the_tables_files_on_disk_already_have(
     tmp_path: Path, clock: FakeClock
 ) -> None:
-    """The schema of version 2 is the one deployed files hold; changing it needs version 3."""
-    assert SCHEMA_VERSION == 2
+    """The schema of version 3 is the one deployed files hold; changing it needs version 4."""
+    assert SCHEMA_VERSION == 3
     path = tmp_path / "state.db"
     async with opened(path, clock):
         pass
     assert schema_statements(path) == golden_statements()
 
 
-async def test_a_version_2_file_written_without_this_code_opens_and_reads(
+async def test_a_version_2_file_written_without_this_code_migrates_and_reads(
     tmp_path: Path, clock: FakeClock
 ) -> None:
-    """Rows laid out as files on disk have them (signed int64 ids, serialized protobufs) read
-    back as they were stored: the on-disk format is the file's, not this code's."""
+    """Rows laid out as version-2 files on disk have them (signed int64 ids, serialized
+    protobufs) read back as they were stored, after the file is migrated to version 3: its
+    runs have no owner, so one left running is failed when a replica registers."""
     path = tmp_path / "state.db"
     node_id, run_id = 2**64 - 5, 2**63 + 7  # stored as negative int64
     override = run_pb2.Run()
@@ -164,7 +166,9 @@ async def test_a_version_2_file_written_without_this_code_opens_and_reads(
     content = RecordDict(configs={"cfg": ConfigRecord(data={"x": ConfigRecordValue(bool=True)})})
     with sqlite3.connect(path) as db:
         db.execute("PRAGMA page_size = 16384")
-        tables_first = sorted(golden_statements(), key=lambda sql: "INDEX" in sql.split("(")[0])
+        tables_first = sorted(
+            golden_statements(SCHEMA_V2), key=lambda sql: "INDEX" in sql.split("(")[0]
+        )
         for statement in tables_first:
             db.execute(statement)
         db.execute(
@@ -173,6 +177,13 @@ async def test_a_version_2_file_written_without_this_code_opens_and_reads(
             "sub_status, details) VALUES (?, 'flwr/app', '1.0', 'abc', ?, ?, "
             "'2025-06-15T15:06:40+00:00', '', '', '', 'pending', '', '')",
             (run_id - 2**64, override.SerializeToString(), options.SerializeToString()),
+        )
+        db.execute(
+            "INSERT INTO run (run_id, fab_id, fab_version, fab_hash, override_config, "
+            "federation_options, pending_at, starting_at, running_at, finished_at, status, "
+            "sub_status, details) VALUES (77, 'flwr/app', '1.0', 'abc', ?, ?, "
+            "'2025-06-15T15:06:41+00:00', 'x', 'x', '', 'running', '', '')",
+            (override.SerializeToString(), options.SerializeToString()),
         )
         db.execute(
             "INSERT INTO context (run_id, context) VALUES (?, ?)",
@@ -213,6 +224,10 @@ async def test_a_version_2_file_written_without_this_code_opens_and_reads(
         assert pulled.metadata.message_id == "ins-1"
         assert (pulled.metadata.run_id, pulled.metadata.dst_node_id) == (run_id, node_id)
         assert pulled.content == content
+        assert [run.owner for run in await state.get_runs()] == ["", ""]
+        assert await state.register_replica(REPLICA, 10.0, "restarted") == [77]
+        assert await state.reserve_pending_run(REPLICA) == run_id
+    assert pragma(path, "user_version") == SCHEMA_VERSION
     assert schema_statements(path) == golden_statements()
 
 
@@ -238,8 +253,12 @@ async def test_newer_schema_version_is_refused_naming_file_and_versions(
 
 
 def downgrade_to_schema_1(path: Path) -> None:
-    """Give a file the shape schema version 1 had: instructions kept their payload inline."""
+    """Give a file the shape schema version 1 had: instructions kept their payload inline,
+    runs had no owner nor reservation, replicas no leases."""
     with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE run DROP COLUMN owner")
+        db.execute("ALTER TABLE run DROP COLUMN reserved_by")
+        db.execute("DROP TABLE replica")
         db.execute("ALTER TABLE message_ins ADD COLUMN content BLOB")
         db.execute("ALTER TABLE message_ins ADD COLUMN error BLOB")
         db.execute(

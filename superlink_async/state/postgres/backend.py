@@ -10,11 +10,21 @@ Transactions: a method that writes more than once, or reads before it writes, ru
 transaction (``READ COMMITTED``) and holds row locks for what it decided on: a run's status
 row (``FOR UPDATE``) for its transition, the instructions a ServerApp takes (``FOR UPDATE``),
 the destination nodes of stored instructions (``FOR KEY SHARE``, so they are not deleted
-under them). The rest are one statement each, atomic by themselves: the node pull is one
-``UPDATE ... RETURNING`` over rows picked ``FOR UPDATE SKIP LOCKED``, so two pulls, from any
-processes, never hand out one instruction twice, and a run claim the same. Races that a
-constraint settles (a key taken, a reply stored, by another process meanwhile) are told as
-the rule's own refusal.
+under them), the runs a lost replica held (``FOR UPDATE``, in creation order). The rest are
+one statement each, atomic by themselves: the node pull is one ``UPDATE ... RETURNING`` over
+rows picked ``FOR UPDATE SKIP LOCKED``, so two pulls, from any processes, never hand out one
+instruction twice, and a run reservation or claim the same. Races that a constraint settles
+(a key taken, a reply stored, by another process meanwhile) are told as the rule's own
+refusal.
+
+Replicas: each process's lease is a row of ``replica``, on this backend's clock (replicas on
+several machines need synchronised clocks; their skew adds to the time a lost replica goes
+unseen). Registering, reaping and releasing each drop leases and, in the same transaction,
+finish the runs and give back the reservations that no lease holds any more; a reaper skips
+(``SKIP LOCKED``) a lease another reaper is dropping, so each is reaped once.
+
+Change notices (``notices``): every transaction that changes a run or appends a log sends
+one, delivered at its commit; ``listen`` hears them on a connection of its own.
 
 An operation PostgreSQL rolls back to break a deadlock runs again (``_ATTEMPTS``).
 
@@ -45,11 +55,9 @@ import asyncpg
 from superlink_async.logs import logger
 from superlink_async.state import rules
 from superlink_async.state.base import (
-    FAILED,
-    FINISHED,
     PENDING,
-    RUNNING,
     STARTING,
+    LostReplica,
     MessageRejectedError,
     NodeNotFoundError,
     PublicKeyInUseError,
@@ -60,12 +68,15 @@ from superlink_async.state.base import (
     StateStats,
 )
 from superlink_async.state.columns import (
+    HELD_RUN_FIELDS,
     MESSAGE_FIELDS,
     RUN_FIELDS,
     from_db,
+    held_run_from_row,
     instructions_of_run,
     joined_log,
     key_holder_from_row,
+    lost_run_params,
     message_from_row,
     message_params,
     new_run_params,
@@ -83,10 +94,20 @@ from superlink_async.state.postgres.connect import (
     translated,
     unavailable,
 )
+from superlink_async.state.postgres.notices import (
+    CHANNEL,
+    LOG,
+    RUN,
+    RUNS,
+    listen_for_changes,
+    notify,
+)
 from superlink_async.state.postgres.rows import (
     MESSAGE_METADATA_FIELDS,
     MESSAGE_PLACEHOLDERS,
+    claim_rank,
     is_online,
+    lease_lapsed,
     row_count,
     ttl_lapsed,
 )
@@ -144,14 +165,64 @@ async def _run_exists(db: Connection, run_id: int) -> bool:
     )
 
 
+async def _drop_orphans(
+    db: Connection, details: Callable[[str], str], stamp: str, only: str | None = None
+) -> tuple[list[rules.HeldRun], list[rules.HeldRun]]:
+    """Fail the held runs and release the reservations of replicas holding no lease.
+
+    With ``only``, just those of that replica. Returns (failed, released). The rows are
+    locked in creation order before they change; one that changed meanwhile (another
+    reaper's, a claim's) is judged again as it is now.
+    """
+    if only is None:
+        orphaned = "NOT EXISTS (SELECT 1 FROM replica WHERE replica.replica_id = run.{})"
+    else:
+        orphaned = "run.{} = $2"
+    holder = () if only is None else (only,)
+    failed_rows = await db.fetch(
+        f"SELECT {HELD_RUN_FIELDS}, owner AS holder FROM run "
+        f"WHERE status = ANY($1::text[]) AND {orphaned.format('owner')} "
+        "ORDER BY seq FOR UPDATE OF run",
+        list(rules.HELD_STATUSES),
+        *holder,
+    )
+    failed = [held_run_from_row(row) for row in failed_rows]
+    if failed:
+        await db.executemany(
+            "UPDATE run SET status = $1, sub_status = $2, details = $3, finished_at = $4 "
+            "WHERE run_id = $5",
+            lost_run_params(failed, details, stamp),
+        )
+    released_rows = await db.fetch(
+        f"SELECT {HELD_RUN_FIELDS}, reserved_by AS holder FROM run "
+        f"WHERE status = $1 AND reserved_by <> '' AND {orphaned.format('reserved_by')} "
+        "ORDER BY seq FOR UPDATE OF run",
+        PENDING,
+        *holder,
+    )
+    released = [held_run_from_row(row) for row in released_rows]
+    if released:
+        await db.execute(
+            "UPDATE run SET reserved_by = '' WHERE run_id = ANY($1::bigint[])",
+            [to_db(run.run_id) for run in released],
+        )
+    if failed or released:
+        await notify(db, RUNS)
+    return failed, released
+
+
 class PostgresLinkState(BackendBase):
     """``LinkState`` on PostgreSQL; create it with ``await PostgresLinkState.open(url)``."""
 
-    def __init__(self, pool: asyncpg.Pool, clock: Callable[[], float], where: str) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, clock: Callable[[], float], where: str, url: str
+    ) -> None:
         super().__init__(clock)
         self._pool = pool
         #: The database as messages name it (``connect.PostgresTarget.describe``).
         self._where = where
+        #: Where ``listen`` opens its own connection.
+        self._url = url
         self._running: set[asyncio.Task[Any]] = set()
         self._closed = False
 
@@ -187,7 +258,7 @@ class PostgresLinkState(BackendBase):
             ):
                 raise StateError(f"Cannot prepare the schema of the {where}: {exc}") from exc
             raise
-        return cls(pool, clock, where)
+        return cls(pool, clock, where, url)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -373,6 +444,7 @@ class PostgresLinkState(BackendBase):
                 to_db(run_id),
                 rules.context_at_creation(run_id).SerializeToString(),
             )
+            await notify(db, RUN, to_db(run_id))
             return run_id
 
         return await self._transaction(create)
@@ -421,10 +493,12 @@ class PostgresLinkState(BackendBase):
                 return error
             stamp_column, params = transition_params(run_id, new_status, stamp)
             await db.execute(
-                f"UPDATE run SET status = $1, sub_status = $2, details = $3, {stamp_column} = $4 "
-                "WHERE run_id = $5",
+                # A run leaving pending leaves its reservation: only pending runs have one.
+                f"UPDATE run SET status = $1, sub_status = $2, details = $3, {stamp_column} = $4, "
+                "reserved_by = '' WHERE run_id = $5",
                 *params,
             )
+            await notify(db, RUN, to_db(run_id))
             return None
 
         return await self._transaction(update)
@@ -439,45 +513,138 @@ class PostgresLinkState(BackendBase):
         )
         return None if run_id is None else from_db(run_id)
 
-    async def claim_pending_run(self) -> RunRecord | None:
-        """Move the oldest pending run to ``starting`` and return it as it is now.
+    async def reserve_pending_run(self, replica_id: str) -> int | None:
+        """Reserve the oldest unreserved pending run for ``replica_id``, in one statement.
+
+        A run another reservation or claim holds is skipped, so two replicas never reserve
+        the same run.
+        """
+        run_id = await self._call(
+            lambda db: db.fetchval(
+                "WITH picked AS MATERIALIZED (SELECT seq FROM run "
+                "WHERE status = $2 AND reserved_by = '' ORDER BY pending_at, seq LIMIT 1 "
+                "FOR UPDATE SKIP LOCKED), "
+                "reserved AS (UPDATE run SET reserved_by = $1 FROM picked "
+                "WHERE run.seq = picked.seq AND run.status = $2 AND run.reserved_by = '' "
+                "RETURNING run.run_id) "
+                "SELECT run_id, pg_notify($3, $4 || ' ' || run_id) FROM reserved",
+                replica_id,
+                PENDING,
+                CHANNEL,
+                RUN,
+            )
+        )
+        return None if run_id is None else from_db(run_id)
+
+    async def claim_pending_run(self, replica_id: str) -> RunRecord | None:
+        """Start the run ``rules.claim_rank`` puts first, owned by ``replica_id``.
 
         One statement picks (skipping a run another claim holds) and updates the run, so two
         claims, from any processes, never get the same run.
         """
         stamp = rules.iso_timestamp(self._clock())
+        rank = claim_rank("reserved_by", "$4")
         row = await self._call(
             lambda db: db.fetchrow(
-                "UPDATE run SET status = $1, starting_at = $2 WHERE seq = "
-                "(SELECT seq FROM run WHERE status = $3 ORDER BY pending_at, seq LIMIT 1 "
-                f"FOR UPDATE SKIP LOCKED) AND status = $3 RETURNING {RUN_FIELDS}",
+                "WITH picked AS MATERIALIZED (SELECT seq FROM run "
+                f"WHERE status = $3 AND {rank} IS NOT NULL ORDER BY {rank}, pending_at, seq "
+                "LIMIT 1 FOR UPDATE SKIP LOCKED), "
+                "claimed AS (UPDATE run SET status = $1, starting_at = $2, owner = $4, "
+                "reserved_by = '' FROM picked WHERE run.seq = picked.seq AND run.status = $3 "
+                f"RETURNING {RUN_FIELDS}) "
+                f"SELECT {RUN_FIELDS}, pg_notify($5, $6 || ' ' || run_id) FROM claimed",
                 STARTING,
                 stamp,
                 PENDING,
+                replica_id,
+                CHANNEL,
+                RUN,
             )
         )
         return None if row is None else run_from_row(row)
 
-    async def fail_interrupted_runs(self, details: str) -> list[int]:
-        """Finish every ``starting``/``running`` run as ``failed`` with ``details``.
+    # --- Replicas -------------------------------------------------------------------------
+    async def register_replica(
+        self, replica_id: str, lease_seconds: float, details: str
+    ) -> list[int]:
+        """Take (or take back) the lease, in one transaction with failing what nobody holds.
 
-        Returned oldest first.
+        The lease is dropped first, so that what this id held before counts as held by no
+        replica. Other replicas' leases stay: they may be alive.
         """
-        stamp = rules.iso_timestamp(self._clock())
-        rows = await self._call(
-            lambda db: db.fetch(
-                "UPDATE run SET status = $1, sub_status = $2, details = $3, finished_at = $4 "
-                "WHERE status IN ($5, $6) RETURNING run_id, pending_at, seq",
-                FINISHED,
-                FAILED,
-                details,
-                stamp,
-                STARTING,
-                RUNNING,
+        now = self._clock()
+        stamp = rules.iso_timestamp(now)
+
+        async def register(db: Connection) -> list[rules.HeldRun]:
+            await db.execute("DELETE FROM replica WHERE replica_id = $1", replica_id)
+            failed, _ = await _drop_orphans(db, lambda _: details, stamp)
+            await db.execute(
+                "INSERT INTO replica (replica_id, lease_until, started_at) VALUES ($1, $2, $3) "
+                "ON CONFLICT (replica_id) DO UPDATE SET lease_until = excluded.lease_until, "
+                "started_at = excluded.started_at",
+                replica_id,
+                rules.lease_until(now, lease_seconds),
+                now,
+            )
+            return failed
+
+        return rules.oldest_first(await self._transaction(register))
+
+    async def renew_replica_lease(self, replica_id: str, lease_seconds: float) -> bool:
+        """Extend a lease still held, in one statement (a reaped one is gone: False)."""
+        until = rules.lease_until(self._clock(), lease_seconds)
+        status = await self._call(
+            lambda db: db.execute(
+                "UPDATE replica SET lease_until = $2 WHERE replica_id = $1", replica_id, until
             )
         )
-        ordered = sorted(rows, key=lambda row: (row["pending_at"], row["seq"]))
-        return [from_db(row["run_id"]) for row in ordered]
+        return row_count(status) > 0
+
+    async def reap_lost_replicas(self, details: Callable[[str], str]) -> list[LostReplica]:
+        """Drop the lapsed leases and what no lease holds any more, in one transaction.
+
+        A lease another reaper (or a renewal) holds is skipped, so each lapsed lease is
+        dropped, and its runs failed, by one reaper only; a run another reaper finished
+        meanwhile no longer matches.
+        """
+        now = self._clock()
+        stamp = rules.iso_timestamp(now)
+
+        async def reap(db: Connection) -> list[LostReplica]:
+            rows = await db.fetch(
+                "DELETE FROM replica WHERE replica_id IN (SELECT replica_id FROM replica "
+                f"WHERE {lease_lapsed('lease_until', '$1')} FOR UPDATE SKIP LOCKED) "
+                "RETURNING replica_id",
+                now,
+            )
+            orphans = await _drop_orphans(db, details, stamp)
+            return rules.lost_replicas((row["replica_id"] for row in rows), *orphans)
+
+        return await self._transaction(reap)
+
+    async def release_replica(self, replica_id: str, details: str) -> list[int]:
+        """Drop the lease and what it held, in one transaction."""
+        stamp = rules.iso_timestamp(self._clock())
+
+        async def release(db: Connection) -> list[rules.HeldRun]:
+            await db.execute("DELETE FROM replica WHERE replica_id = $1", replica_id)
+            failed, _ = await _drop_orphans(db, lambda _: details, stamp, only=replica_id)
+            return failed
+
+        return rules.oldest_first(await self._transaction(release))
+
+    async def get_replica_leases(self) -> dict[str, float]:
+        """Every lease held: replica id to the Unix time it lapses."""
+        rows = await self._call(lambda db: db.fetch("SELECT replica_id, lease_until FROM replica"))
+        return {row["replica_id"]: row["lease_until"] for row in rows}
+
+    async def listen(self, on_change: Callable[[], None]) -> None:
+        """Call ``on_change`` for every change notice (``notices``), on a connection of its own.
+
+        Notices of this process's own changes come too. ``on_change`` runs on the event
+        loop, called by asyncpg; it is also called once whenever listening (re)starts.
+        """
+        await listen_for_changes(self._url, self._where, on_change)
 
     async def get_federation_options(self, run_id: int) -> ConfigRecord | None:
         """The run's federation options, or None for an unknown run."""
@@ -514,16 +681,19 @@ class PostgresLinkState(BackendBase):
     async def add_serverapp_log(self, run_id: int, log_output: str) -> None:
         """Append a chunk of ServerApp output, stamped with the clock. ``RunNotFoundError``."""
         now = self._clock()
-        status = await self._call(
-            lambda db: db.execute(
-                "INSERT INTO log (run_id, timestamp, text) SELECT run_id, $2, $3 FROM run "
-                "WHERE run_id = $1",
+        added = await self._call(
+            lambda db: db.fetch(
+                "WITH added AS (INSERT INTO log (run_id, timestamp, text) "
+                "SELECT run_id, $2, $3 FROM run WHERE run_id = $1 RETURNING run_id) "
+                "SELECT pg_notify($4, $5 || ' ' || run_id) FROM added",
                 to_db(run_id),
                 now,
                 log_output,
+                CHANNEL,
+                LOG,
             )
         )
-        if not row_count(status):
+        if not added:
             raise RunNotFoundError(run_id)
 
     async def get_serverapp_log(self, run_id: int, after_timestamp: float) -> tuple[str, float]:

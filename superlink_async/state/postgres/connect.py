@@ -120,6 +120,15 @@ def without_connect_timeout(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(query="&".join(kept)))
 
 
+def connection_options(url: str) -> dict[str, Any]:
+    """What ``asyncpg.connect`` and ``asyncpg.create_pool`` take for ``url``: our defaults."""
+    return {
+        "dsn": without_connect_timeout(url),
+        "timeout": connect_timeout(url),
+        "command_timeout": DEFAULT_COMMAND_TIMEOUT,
+    }
+
+
 async def create_pool(url: str, *, max_size: int, **options: Any) -> asyncpg.Pool:
     """A pool on ``url`` with our defaults, one connection made and kept (so the URL works).
 
@@ -129,14 +138,7 @@ async def create_pool(url: str, *, max_size: int, **options: Any) -> asyncpg.Poo
     database is down, logging a traceback each time; calls open what they need.
     """
     target = PostgresTarget.parse(url)
-    pool = asyncpg.create_pool(
-        without_connect_timeout(url),
-        min_size=0,
-        max_size=max_size,
-        timeout=connect_timeout(url),
-        command_timeout=DEFAULT_COMMAND_TIMEOUT,
-        **options,
-    )
+    pool = asyncpg.create_pool(min_size=0, max_size=max_size, **connection_options(url), **options)
     try:
         await pool
         async with pool.acquire():
@@ -156,17 +158,17 @@ def _reason(target: PostgresTarget, exc: BaseException) -> str:
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
         return f"the database {target.database!r} does not exist (create it, or fix the URL)"
     if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
-        return f"authentication refused for user {target.user!r}: {_text(exc)}"
+        return f"authentication refused for user {target.user!r}: {error_text(exc)}"
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return "no answer within the connect timeout (is the host reachable?)"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused (is PostgreSQL running and listening there?)"
     if isinstance(exc, OSError):
-        return exc.strerror or _text(exc)
-    return _text(exc)
+        return exc.strerror or error_text(exc)
+    return error_text(exc)
 
 
-def _text(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
     """The exception's own words on one line (asyncpg's never hold the password)."""
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -191,5 +193,7 @@ def unavailable(exc: BaseException) -> bool:
 def translated(exc: Exception) -> Exception:
     """``StateUnavailableError`` (clients retry) if ``exc`` is ``unavailable``; else ``exc``."""
     if unavailable(exc):
-        return StateUnavailableError(f"The PostgreSQL database cannot be reached now: {_text(exc)}")
+        return StateUnavailableError(
+            f"The PostgreSQL database cannot be reached now: {error_text(exc)}"
+        )
     return exc

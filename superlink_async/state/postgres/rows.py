@@ -2,8 +2,8 @@
 
 The encoding of records in columns is shared with the SQLite backend (``state.columns``).
 SQLite statements call the rules themselves (Python functions registered on the
-connection); PostgreSQL cannot, so the two rules that filter rows are written here once as
-SQL over the same float8 values, and ``tests/state/test_postgres.py`` checks them against
+connection); PostgreSQL cannot, so the rules that filter or order rows are written here once
+as SQL over the same values, and ``tests/state/test_postgres.py`` checks them against
 ``rules`` on the server, boundaries included.
 """
 
@@ -25,6 +25,16 @@ def is_online(online_until: str, now: str) -> str:
 def ttl_lapsed(created_at: str, ttl: str, now: str) -> str:
     """``rules.ttl_lapsed`` as a SQL condition on three float8 expressions."""
     return f"({created_at} + {ttl} <= {now})"
+
+
+def lease_lapsed(until: str, now: str) -> str:
+    """``rules.lease_lapsed`` as a SQL condition on two float8 expressions."""
+    return f"({until} <= {now})"
+
+
+def claim_rank(reserved_by: str, replica_id: str) -> str:
+    """``rules.claim_rank`` as a SQL expression on two text expressions (NULL: not claimable)."""
+    return f"(CASE WHEN {reserved_by} = {replica_id} THEN 0 WHEN {reserved_by} = '' THEN 1 END)"
 
 
 def row_count(status: str) -> int:

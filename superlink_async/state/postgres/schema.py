@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 #: The schema this module writes. Bump it (and add the step from the previous version to
 #: ``MIGRATIONS``) whenever a table changes shape.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: The key of the advisory lock that serialises schema changes (any fixed bigint; this one
 #: spells "superlnk" in ASCII), so other applications on the database are unlikely to share it.
@@ -48,6 +48,7 @@ TABLES = (
     "message_ins",
     "message_res",
     "fab",
+    "replica",
 )
 
 _METADATA_COLUMNS = """
@@ -66,7 +67,9 @@ _PAYLOAD_COLUMNS = """
     error               bytea   -- serialized Error, NULL if the message carries content
 """
 
-SCHEMA: tuple[str, ...] = (
+#: The tables of version 1, the first: a new database is created at version 1 and migrated
+#: like any database of that version, so that new and migrated databases are alike.
+VERSION_1_SCHEMA: tuple[str, ...] = (
     "CREATE TABLE superlink_schema (version integer NOT NULL)",
     """
     CREATE TABLE run (
@@ -148,8 +151,29 @@ SCHEMA: tuple[str, ...] = (
     "ALTER TABLE fab ALTER COLUMN content SET STORAGE EXTERNAL",
 )
 
+#: Version 2: several replicas on one database. A claimed run's owner and a pending run's
+#: reservation (replica ids, '' for none), and each replica's lease, in the clock's Unix
+#: seconds as node liveness.
+_TO_VERSION_2 = (
+    "ALTER TABLE run ADD COLUMN owner text NOT NULL DEFAULT ''",
+    "ALTER TABLE run ADD COLUMN reserved_by text NOT NULL DEFAULT ''",
+    """
+    CREATE TABLE replica (
+        replica_id          text PRIMARY KEY,
+        lease_until         double precision NOT NULL,
+        started_at          double precision NOT NULL
+    )
+    """,
+)
+
 #: How each older schema version becomes the next one: statements run in the one transaction.
-MIGRATIONS: dict[int, tuple[str, ...]] = {}
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _TO_VERSION_2}
+
+#: A new database: version 1, then every migration in turn.
+SCHEMA: tuple[str, ...] = (
+    *VERSION_1_SCHEMA,
+    *(statement for step in sorted(MIGRATIONS) for statement in MIGRATIONS[step]),
+)
 
 
 async def prepare_schema(

@@ -35,12 +35,10 @@ from superlink_async._internals.aiosqlite import (
 from superlink_async.logs import logger
 from superlink_async.state import rules
 from superlink_async.state.base import (
-    FAILED,
-    FINISHED,
     PENDING,
-    RUNNING,
     STARTING,
     DatabaseCorruptError,
+    LostReplica,
     MessageRejectedError,
     NodeNotFoundError,
     RunRecord,
@@ -50,13 +48,16 @@ from superlink_async.state.base import (
     StorageFullError,
 )
 from superlink_async.state.columns import (
+    HELD_RUN_FIELDS,
     MESSAGE_FIELDS,
     METADATA_FIELDS,
     RUN_FIELDS,
     from_db,
+    held_run_from_row,
     instructions_of_run,
     joined_log,
     key_holder_from_row,
+    lost_run_params,
     message_from_row,
     message_params,
     new_run_params,
@@ -374,8 +375,9 @@ class SqliteLinkState(BackendBase):
             stamp_column, params = transition_params(run_id, new_status, stamp)
             self._caches.run_changed(run_id)
             db.change(
-                f"UPDATE run SET status = ?, sub_status = ?, details = ?, {stamp_column} = ? "
-                "WHERE run_id = ?",
+                # A run leaving pending leaves its reservation: only pending runs have one.
+                f"UPDATE run SET status = ?, sub_status = ?, details = ?, {stamp_column} = ?, "
+                "reserved_by = '' WHERE run_id = ?",
                 params,
             )
             return None
@@ -392,8 +394,23 @@ class SqliteLinkState(BackendBase):
         )
         return None if row is None else from_db(row["run_id"])
 
-    async def claim_pending_run(self) -> RunRecord | None:
-        """Move the oldest pending run to ``starting`` and return it as it is now.
+    async def reserve_pending_run(self, replica_id: str) -> int | None:
+        """Reserve the oldest unreserved pending run for ``replica_id``, in one statement.
+
+        No cache holds ``reserved_by``: nothing to invalidate.
+        """
+        row = await self._call(
+            lambda db: db.row(
+                "UPDATE run SET reserved_by = ? WHERE seq = (SELECT seq FROM run "
+                "WHERE status = ? AND reserved_by = '' ORDER BY pending_at, seq LIMIT 1) "
+                "RETURNING run_id",
+                (replica_id, PENDING),
+            )
+        )
+        return None if row is None else from_db(row["run_id"])
+
+    async def claim_pending_run(self, replica_id: str) -> RunRecord | None:
+        """Start the run ``rules.claim_rank`` puts first, owned by ``replica_id``.
 
         One statement picks and updates the run, so two claims can never get the same run.
         """
@@ -402,33 +419,116 @@ class SqliteLinkState(BackendBase):
         def claim(db: Session) -> sqlite3.Row | None:
             self._caches.runs_changed()
             return db.row(
-                "UPDATE run SET status = ?, starting_at = ? WHERE seq = "
-                "(SELECT seq FROM run WHERE status = ? ORDER BY pending_at, seq LIMIT 1) "
+                "UPDATE run SET status = ?, starting_at = ?, owner = ?, reserved_by = '' "
+                "WHERE seq = (SELECT seq FROM run WHERE status = ? "
+                "AND claim_rank(reserved_by, ?) IS NOT NULL "
+                "ORDER BY claim_rank(reserved_by, ?), pending_at, seq LIMIT 1) "
                 f"RETURNING {RUN_FIELDS}",
-                (STARTING, stamp, PENDING),
+                (STARTING, stamp, replica_id, PENDING, replica_id, replica_id),
             )
 
         row = await self._call(claim)
         return None if row is None else run_from_row(row)
 
-    async def fail_interrupted_runs(self, details: str) -> list[int]:
-        """Finish every ``starting``/``running`` run as ``failed`` with ``details``.
+    # --- Replicas -------------------------------------------------------------------------
+    async def register_replica(
+        self, replica_id: str, lease_seconds: float, details: str
+    ) -> list[int]:
+        """Take the lease in one transaction, after every other lease and what it held.
 
-        Returned oldest first.
+        One process owns the file, so every other lease is stale.
         """
+        now = self._clock()
+        stamp = rules.iso_timestamp(now)
+
+        def register(db: Session) -> list[rules.HeldRun]:
+            db.change("DELETE FROM replica")
+            failed, _ = self._drop_orphans(db, lambda _: details, stamp)
+            db.change(
+                "INSERT INTO replica (replica_id, lease_until, started_at) VALUES (?, ?, ?)",
+                (replica_id, rules.lease_until(now, lease_seconds), now),
+            )
+            return failed
+
+        return rules.oldest_first(await self._transaction(register))
+
+    async def renew_replica_lease(self, replica_id: str, lease_seconds: float) -> bool:
+        """Extend a lease still held, in one statement."""
+        until = rules.lease_until(self._clock(), lease_seconds)
+        changed = await self._call(
+            lambda db: db.change(
+                "UPDATE replica SET lease_until = ? WHERE replica_id = ?", (until, replica_id)
+            )
+        )
+        return changed > 0
+
+    async def reap_lost_replicas(self, details: Callable[[str], str]) -> list[LostReplica]:
+        """Drop the lapsed leases and what no lease holds any more, in one transaction."""
+        now = self._clock()
+        stamp = rules.iso_timestamp(now)
+
+        def reap(db: Session) -> list[LostReplica]:
+            rows = db.rows(
+                "DELETE FROM replica WHERE lease_lapsed(lease_until, ?) RETURNING replica_id",
+                (now,),
+            )
+            orphans = self._drop_orphans(db, details, stamp)
+            return rules.lost_replicas((row["replica_id"] for row in rows), *orphans)
+
+        return await self._transaction(reap)
+
+    async def release_replica(self, replica_id: str, details: str) -> list[int]:
+        """Drop the lease and what it held, in one transaction."""
         stamp = rules.iso_timestamp(self._clock())
 
-        def fail(db: Session) -> list[sqlite3.Row]:
-            self._caches.runs_changed()
-            return db.rows(
-                "UPDATE run SET status = ?, sub_status = ?, details = ?, finished_at = ? "
-                "WHERE status IN (?, ?) RETURNING run_id, pending_at, seq",
-                (FINISHED, FAILED, details, stamp, STARTING, RUNNING),
-            )
+        def release(db: Session) -> list[rules.HeldRun]:
+            db.change("DELETE FROM replica WHERE replica_id = ?", (replica_id,))
+            failed, _ = self._drop_orphans(db, lambda _: details, stamp, only=replica_id)
+            return failed
 
-        rows = await self._call(fail)
-        rows.sort(key=lambda row: (row["pending_at"], row["seq"]))
-        return [from_db(row["run_id"]) for row in rows]
+        return rules.oldest_first(await self._transaction(release))
+
+    async def get_replica_leases(self) -> dict[str, float]:
+        """Every lease held: replica id to the Unix time it lapses."""
+        rows = await self._call(lambda db: db.rows("SELECT replica_id, lease_until FROM replica"))
+        return {row["replica_id"]: row["lease_until"] for row in rows}
+
+    def _drop_orphans(
+        self, db: Session, details: Callable[[str], str], stamp: str, only: str | None = None
+    ) -> tuple[list[rules.HeldRun], list[rules.HeldRun]]:
+        """Fail the held runs and release the reservations of replicas holding no lease.
+
+        With ``only``, just those of that replica. Returns (failed, released).
+        """
+        self._caches.runs_changed()
+        orphaned = "{} NOT IN (SELECT replica_id FROM replica)" if only is None else "{} = ?"
+        holder = () if only is None else (only,)
+        failed = [
+            held_run_from_row(row)
+            for row in db.rows(
+                f"SELECT {HELD_RUN_FIELDS}, owner AS holder FROM run "
+                f"WHERE status IN (?, ?) AND {orphaned.format('owner')}",
+                (*rules.HELD_STATUSES, *holder),
+            )
+        ]
+        db.connection.executemany(
+            "UPDATE run SET status = ?, sub_status = ?, details = ?, finished_at = ? "
+            "WHERE run_id = ?",
+            lost_run_params(failed, details, stamp),
+        )
+        released = [
+            held_run_from_row(row)
+            for row in db.rows(
+                f"SELECT {HELD_RUN_FIELDS}, reserved_by AS holder FROM run "
+                f"WHERE status = ? AND reserved_by <> '' AND {orphaned.format('reserved_by')}",
+                (PENDING, *holder),
+            )
+        ]
+        db.connection.executemany(
+            "UPDATE run SET reserved_by = '' WHERE run_id = ?",
+            [(to_db(run.run_id),) for run in released],
+        )
+        return failed, released
 
     async def get_federation_options(self, run_id: int) -> ConfigRecord | None:
         """The run's federation options, or None for an unknown run."""

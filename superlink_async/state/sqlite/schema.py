@@ -1,9 +1,12 @@
 """The tables, their version, and how an older file of ours becomes the current version.
 
 The file carries our schema version in ``PRAGMA user_version``; a file of another version is
-refused with ``SchemaVersionError`` rather than guessed at. ``tests/state/schema_v2.sql``
+refused with ``SchemaVersionError`` rather than guessed at. ``tests/state/schema_v3.sql``
 holds the tables as files on disk have them: change them only together with a new version
-and its migration.
+and its migration (``schema_v2.sql``: files of the previous version, which must migrate).
+
+A new file is created at version 2 and migrated like any file of that version, so that new
+and migrated files are alike to the byte in ``sqlite_master``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from superlink_async.state.base import SchemaVersionError
 
 #: The schema this module writes. Bump it (and add the step from the previous version to
 #: ``_MIGRATIONS``) whenever a table changes shape.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Page size of new files. A message's payload lives in a chain of overflow pages, read and
 #: freed one page at a time; 16 KiB pages make a 100 KB payload 7 pages instead of 25.
@@ -49,7 +52,7 @@ _INSTRUCTION_PAYLOAD_TABLE = f"""
     )
 """
 
-_SCHEMA = (
+_VERSION_2_TABLES = (
     """
     CREATE TABLE run (
         seq                 INTEGER PRIMARY KEY,  -- creation order: FIFO tie-break
@@ -117,6 +120,22 @@ _SCHEMA = (
 )
 
 
+#: Version 3: a claimed run's owner and a pending run's reservation (replica ids, '' for
+#: none), and the replicas' leases.
+_TO_VERSION_3 = (
+    "ALTER TABLE run ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE run ADD COLUMN reserved_by TEXT NOT NULL DEFAULT ''",
+    """
+    CREATE TABLE replica (
+        replica_id          TEXT PRIMARY KEY,
+        lease_until         REAL NOT NULL,
+        started_at          REAL NOT NULL
+    )
+    """,
+)
+
+_SCHEMA = (*_VERSION_2_TABLES, *_TO_VERSION_3)
+
 #: How each older schema version becomes the next one: statements run in one transaction.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -126,6 +145,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE message_ins DROP COLUMN content",
         "ALTER TABLE message_ins DROP COLUMN error",
     ),
+    2: _TO_VERSION_3,
 }
 
 
