@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, closing
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -160,7 +160,8 @@ async def test_a_node_registered_through_one_replica_is_served_through_every_oth
 ) -> None:
     """The node registers through A and pulls through B the instruction a ServerApp pushed
     through C; its reply, pushed through B, is pulled through A. Neither is handed out twice,
-    whichever replica is asked again."""
+    whichever replica is asked again (the reply's id then gets the error reply a pulled
+    reply always gets)."""
     a, b, c = (replica(tmp_path, name, postgres_url) for name in ("link-a", "link-b", "link-c"))
     key = NodeKey()
     async with SuperLink(a), SuperLink(b), SuperLink(c):
@@ -227,7 +228,8 @@ async def test_a_node_registered_through_one_replica_is_served_through_every_oth
                 message_id
             ]
             for serverapp in (serverapp_a, serverapp_c):
-                assert list((await serverapp.PullMessages(request)).messages_list) == []
+                (gone,) = (await serverapp.PullMessages(request)).messages_list
+                assert gone.HasField("error")  # the reference's "not found" reply, not it again
 
 
 async def test_logs_pushed_through_one_replica_stream_through_another_until_the_run_ends(
@@ -324,7 +326,7 @@ async def test_replicas_started_together_claim_each_pending_run_exactly_once_in_
         children = stand_in_children()
         runs = {run_id: await database.get_run(run_id) for run_id in queued}
         all_claimed.set()
-    assert sorted(run_id for run_id, _, _ in noted) == queued
+    assert sorted(run_id for run_id, _, _ in noted) == sorted(queued)
     assert sorted(children) == sorted(pid for _, pid, _ in noted)  # no child left waiting
     replica_of = {config.serverappio_api_address: config.replica_id for config in configs}
     for run_id, _, address in noted:
@@ -332,7 +334,7 @@ async def test_replicas_started_together_claim_each_pending_run_exactly_once_in_
         assert run is not None
         assert (run.status.status, run.owner) == ("running", replica_of[address])
     for address in replica_of:
-        mine = [run_id for run_id, _, noted_by in noted if noted_by == address]
+        mine = [queued.index(run_id) for run_id, _, noted_by in noted if noted_by == address]
         assert mine == sorted(mine)
     started = sorted(queued, key=lambda run_id: starting_at(runs[run_id]))
     for position, run_id in enumerate(queued):
@@ -392,8 +394,17 @@ async def test_a_replica_shutting_down_hands_its_runs_over_at_once(
     note = tmp_path / "claims"
     a = replica(tmp_path, "link-a", postgres_url)
     b = launching(replica(tmp_path, "link-b", postgres_url), note)
-    async with AsyncExitStack() as a_running:
-        await a_running.enter_async_context(SuperLink(a))
+    a_serving, close_a, a_closed = anyio.Event(), anyio.Event(), anyio.Event()
+
+    async def serve_a() -> None:
+        async with SuperLink(a):
+            a_serving.set()
+            await close_a.wait()
+        a_closed.set()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(serve_a)
+        await a_serving.wait()
         running = await start_run(a)
         await claim_and_run(a, running)
         reserved = await start_run(a)
@@ -401,7 +412,8 @@ async def test_a_replica_shutting_down_hands_its_runs_over_at_once(
         async with SuperLink(b):
             await anyio.sleep(2 * LEASE)
             assert claims(note) == []  # B cannot take A's reserved run while A holds it
-            await a_running.aclose()
+            close_a.set()
+            await a_closed.wait()
             assert await status_of(database, running) == RunStatus(
                 "finished", "failed", shutdown_run_details("link-a")
             )
