@@ -360,8 +360,8 @@ async def test_a_dead_replicas_runs_fail_naming_it_once_its_lease_lapses(
     b = replica(tmp_path, "link-b", postgres_url)
     async with SuperLink(b):
         async with open_state(postgres_url) as dead:
+            last_renewal = time.monotonic()  # at most: the lease starts in the call
             await dead.register_replica("link-dead", LEASE, "unused")
-            last_renewal = time.monotonic()
             running = await dead.create_run("a/b", "1.0", "", {}, ConfigRecord())
             assert await dead.claim_pending_run("link-dead") is not None
             await dead.update_run_status(running, RunStatus("running"))
