@@ -60,6 +60,18 @@ async def running(state: LinkState, replica_id: str) -> int:
     return claimed.run_id
 
 
+async def holdings(state: LinkState, clock: FakeClock, replica_id: str) -> tuple[int, int, int]:
+    """A registered replica holding a running, a starting and a reserved run (by age)."""
+    await runs_created(state, clock, 3)
+    await state.register_replica(replica_id, LEASE, "restarted")
+    running_run = await running(state, replica_id)
+    starting = await state.claim_pending_run(replica_id)
+    reserved = await state.reserve_pending_run(replica_id)
+    assert starting is not None
+    assert reserved is not None
+    return running_run, starting.run_id, reserved
+
+
 # --- Reservations and claims -----------------------------------------------------------------
 async def test_reservations_take_the_pending_runs_oldest_first_each_once(
     state: LinkState, clock: FakeClock
@@ -209,21 +221,15 @@ async def test_reaping_a_lapsed_lease_fails_its_runs_and_frees_its_reservations(
     state: LinkState, clock: FakeClock
 ) -> None:
     """From the lease's last instant on, its runs fail naming it; its reservation is queued."""
-    await runs_created(state, clock, 4)
-    await state.register_replica("a", LEASE, "restarted")
-    lost_running = await running(state, "a")
-    lost_starting = await state.claim_pending_run("a")
-    assert lost_starting is not None
-    reserved = await state.reserve_pending_run("a")
-    assert reserved is not None
+    lost_running, lost_starting, reserved = await holdings(state, clock, "a")
     untouched = await new_run(state)
     clock.advance(LEASE - 0.5)
     assert await state.reap_lost_replicas(replica_gone) == []  # not lapsed yet
     clock.advance(0.5)
     reaped = await state.reap_lost_replicas(replica_gone)
-    assert reaped == [LostReplica("a", [lost_running, lost_starting.run_id], [reserved])]
+    assert reaped == [LostReplica("a", [lost_running, lost_starting], [reserved])]
     assert await status_of(state, lost_running) == lost("replica a lost")
-    assert await status_of(state, lost_starting.run_id) == lost("replica a lost")
+    assert await status_of(state, lost_starting) == lost("replica a lost")
     assert await status_of(state, reserved) == RunStatus(PENDING)
     await state.register_replica("b", LEASE, "restarted")
     claimed = await state.claim_pending_run("b")  # the reservation went back to the queue
@@ -259,16 +265,10 @@ async def test_reaping_also_fails_runs_claimed_by_a_replica_without_a_lease(
 async def test_releasing_hands_over_at_once_failing_runs_and_freeing_reservations(
     state: LinkState, clock: FakeClock
 ) -> None:
-    await runs_created(state, clock, 3)
-    await state.register_replica("a", LEASE, "restarted")
-    first = await running(state, "a")
-    second = await state.claim_pending_run("a")
-    assert second is not None
-    reserved = await state.reserve_pending_run("a")
-    assert reserved is not None
-    assert await state.release_replica("a", "replica a shut down") == [first, second.run_id]
+    first, second, reserved = await holdings(state, clock, "a")
+    assert await state.release_replica("a", "replica a shut down") == [first, second]
     assert await status_of(state, first) == lost("replica a shut down")
-    assert await status_of(state, second.run_id) == lost("replica a shut down")
+    assert await status_of(state, second) == lost("replica a shut down")
     assert await state.get_replica_leases() == {}
     claimed = await state.claim_pending_run("b")
     assert claimed is not None
