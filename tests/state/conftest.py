@@ -70,6 +70,15 @@ async def second(
         yield state
 
 
+@pytest.fixture(params=["memory", "sqlite-file", "sqlite-memory"])
+async def one_process_state(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[LinkState]:
+    """A backend only one process can open: every lease but the latest is stale."""
+    async with open_state(_database_of(request, tmp_path), clock=clock) as opened_state:
+        yield opened_state
+
+
 Reopen = Callable[[], AbstractAsyncContextManager[LinkState]]
 
 

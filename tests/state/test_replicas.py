@@ -7,6 +7,7 @@ database show (races, other live replicas, notifications) is in ``test_postgres_
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 from superlink_async.state import rules
@@ -292,3 +293,34 @@ async def test_a_run_read_before_a_reap_or_a_release_reads_failed_after_it(
     assert await status_of(state, released) == RunStatus(RUNNING)
     await state.release_replica("b", "replica b shut down")
     assert await status_of(state, released) == lost("replica b shut down")
+
+
+# --- Backends one process opens ------------------------------------------------------------
+async def test_on_a_backend_one_process_opens_registering_ends_every_other_lease(
+    one_process_state: LinkState, clock: FakeClock
+) -> None:
+    """No other process can hold a lease there: what an earlier one held cannot go on."""
+    state = one_process_state
+    await runs_created(state, clock, 2)
+    await state.register_replica("old", LEASE, "restarted")
+    held = await running(state, "old")
+    reserved = await state.reserve_pending_run("old")
+    assert await state.register_replica("new", LEASE, "SuperLink restarted") == [held]
+    assert await status_of(state, held) == lost("SuperLink restarted")
+    assert await state.get_replica_leases() == {"new": clock.now + LEASE}
+    claimed = await state.claim_pending_run("new")
+    assert claimed is not None
+    assert claimed.run_id == reserved
+
+
+async def test_on_a_backend_one_process_opens_listening_hears_nothing_until_cancelled(
+    one_process_state: LinkState, clock: FakeClock
+) -> None:
+    """Every change there is this process's own: nothing to hear, and no error either."""
+    calls: list[None] = []
+    async with anyio.create_task_group() as group:
+        group.start_soon(one_process_state.listen, lambda: calls.append(None))
+        await new_run(one_process_state)
+        await anyio.sleep(0.1)
+        group.cancel_scope.cancel()
+    assert calls == []
