@@ -109,7 +109,7 @@ def test_a_database_of_another_schema_version_is_refused(tmp_path: Path) -> None
     make_database(database)
     assert refusal(database) == (
         f"Database {str(database)!r} has schema version 7, but this superlink-async "
-        "expects version 2; refusing to open it"
+        "expects version 3; refusing to open it"
     )
 
 

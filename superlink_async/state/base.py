@@ -287,6 +287,9 @@ class LinkState(Protocol):
 
         A backend only one process can open has nothing to hear and just waits. Dropped
         notifications are allowed (waiters poll too), a failing connection is retried.
+        Extra calls are allowed too: for this process's own changes, and once each time
+        listening (re)starts, for what changed while nobody listened. ``on_change`` runs on
+        the event loop and must not block.
         """
 
     async def get_federation_options(self, run_id: int) -> ConfigRecord | None:

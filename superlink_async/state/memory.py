@@ -1,10 +1,10 @@
 """The in-memory backend: plain dicts owned by the event loop's thread.
 
-No method suspends: the only coroutines they await are this backend's own, which wait for
-nothing, so on one asyncio loop each runs start to finish before any other: each is atomic
-without the lock the reference's threads needed. The decisions are ``rules``'; this module
-only keeps the tables. Protobuf objects are copied on the way in and out so callers can never
-mutate what is stored.
+No method suspends (``listen`` only waits, touching nothing): the only coroutines they
+await are this backend's own, which wait for nothing, so on one asyncio loop each runs start
+to finish before any other: each is atomic without the lock the reference's threads needed.
+The decisions are ``rules``'; this module only keeps the tables. Protobuf objects are copied
+on the way in and out so callers can never mutate what is stored.
 """
 
 from __future__ import annotations

@@ -279,8 +279,9 @@ def oldest_first(runs: Iterable[HeldRun]) -> list[int]:
 
 def details_by_holder(runs: Iterable[HeldRun], details: Callable[[str], str]) -> dict[int, str]:
     """Each run's ``details`` text, asked once per holder (the replica it names)."""
-    texts: dict[str, str] = {}
-    return {run.run_id: texts.setdefault(run.holder, details(run.holder)) for run in runs}
+    runs = list(runs)
+    texts = {holder: details(holder) for holder in dict.fromkeys(run.holder for run in runs)}
+    return {run.run_id: texts[run.holder] for run in runs}
 
 
 def lost_replicas(

@@ -1,17 +1,19 @@
-"""One ``state`` fixture per backend, all driven by a clock the tests move by hand."""
+"""One ``state`` fixture per backend, all driven by a clock the tests move by hand; two
+PostgreSQL replicas (``first``, ``second``) on one database."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from superlink_async.state.base import LinkState
 from superlink_async.state.factory import open_state
+from superlink_async.state.postgres import PostgresLinkState
 from superlink_async.testing.clock import FakeClock
 
 
@@ -39,6 +41,42 @@ async def state(
 ) -> AsyncIterator[LinkState]:
     async with open_state(_database_of(request, tmp_path), clock=clock) as opened:
         yield opened
+
+
+# Two backend objects on one PostgreSQL database, each with its own pool, stand for two
+# SuperLink processes (replicas); they share the test's clock, as synchronised machines do.
+@asynccontextmanager
+async def opened(url: str, clock: FakeClock) -> AsyncIterator[PostgresLinkState]:
+    """A PostgreSQL backend on ``url``, closed afterwards."""
+    state = await PostgresLinkState.open(url, clock=clock)
+    try:
+        yield state
+    finally:
+        await state.aclose()
+
+
+@pytest.fixture
+async def first(postgres_url: str, clock: FakeClock) -> AsyncIterator[PostgresLinkState]:
+    async with opened(postgres_url, clock) as state:
+        yield state
+
+
+@pytest.fixture
+async def second(
+    postgres_url: str, clock: FakeClock, first: PostgresLinkState
+) -> AsyncIterator[PostgresLinkState]:
+    """Another process (a replica) on the database ``first`` created."""
+    async with opened(postgres_url, clock) as state:
+        yield state
+
+
+@pytest.fixture(params=["memory", "sqlite-file", "sqlite-memory"])
+async def one_process_state(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[LinkState]:
+    """A backend only one process can open: every lease but the latest is stale."""
+    async with open_state(_database_of(request, tmp_path), clock=clock) as opened_state:
+        yield opened_state
 
 
 Reopen = Callable[[], AbstractAsyncContextManager[LinkState]]

@@ -13,7 +13,6 @@ import logging
 import math
 import random
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -31,40 +30,17 @@ from superlink_async.state.base import (
 )
 from superlink_async.state.postgres import SCHEMA_VERSION, PostgresLinkState
 from superlink_async.state.postgres.rows import is_online, ttl_lapsed
-from superlink_async.state.postgres.schema import SCHEMA_LOCK_KEY, prepare_schema
+from superlink_async.state.postgres.schema import SCHEMA_LOCK_KEY, VERSION_1_SCHEMA, prepare_schema
 from superlink_async.testing.clock import FakeClock
 from superlink_async.wire.message_pb2 import Context
 from superlink_async.wire.recorddict_pb2 import ConfigRecord, RecordDict
 from tests.postgres_server import PASSWORD
+from tests.state.conftest import opened
 from tests.state.test_sqlite import instruction, reply
 
 pytestmark = pytest.mark.anyio
 
 PING = 30.0
-
-
-@asynccontextmanager
-async def opened(url: str, clock: FakeClock) -> AsyncIterator[PostgresLinkState]:
-    state = await PostgresLinkState.open(url, clock=clock)
-    try:
-        yield state
-    finally:
-        await state.aclose()
-
-
-@pytest.fixture
-async def first(postgres_url: str, clock: FakeClock) -> AsyncIterator[PostgresLinkState]:
-    async with opened(postgres_url, clock) as state:
-        yield state
-
-
-@pytest.fixture
-async def second(
-    postgres_url: str, clock: FakeClock, first: PostgresLinkState
-) -> AsyncIterator[PostgresLinkState]:
-    """Another process on the database ``first`` created."""
-    async with opened(postgres_url, clock) as state:
-        yield state
 
 
 @pytest.fixture
@@ -408,3 +384,35 @@ async def test_a_migration_runs_whole_in_one_transaction_or_not_at_all(
     await prepare_schema(db, "test", version=SCHEMA_VERSION + 1, migrations=working)
     assert await db.fetchval("SELECT version FROM superlink_schema") == SCHEMA_VERSION + 1
     assert await db.fetchval(columns) == 1
+
+
+async def test_a_version_1_database_is_migrated_keeping_its_runs(
+    postgres_url: str, db: asyncpg.Connection, clock: FakeClock
+) -> None:
+    """A database a version-1 superlink-async wrote opens migrated to the current version:
+    its runs read back with no owner, and one it left running fails at the first
+    registration (its ServerApp is gone)."""
+    async with db.transaction():
+        for statement in VERSION_1_SCHEMA:
+            await db.execute(statement)
+        await db.execute("INSERT INTO superlink_schema (version) VALUES (1)")
+    for run_id, status in ((11, "pending"), (12, "running")):
+        await db.execute(
+            "INSERT INTO run (run_id, fab_id, fab_version, fab_hash, override_config, "
+            "federation_options, pending_at, starting_at, running_at, finished_at, status, "
+            "sub_status, details) VALUES ($1, 'flwr/app', '1.0', 'abc', $2, $3, "
+            "'2025-06-15T15:06:40+00:00', '', '', '', $4, '', '')",
+            run_id,
+            b"",
+            b"",
+            status,
+        )
+    async with opened(postgres_url, clock) as state:
+        assert [(run.run_id, run.status.status, run.owner) for run in await state.get_runs()] == [
+            (11, "pending", ""),
+            (12, "running", ""),
+        ]
+        assert await state.register_replica("a", 10.0, "restarted") == [12]
+        assert await state.reserve_pending_run("a") == 11
+        assert await state.get_replica_leases() == {"a": clock.now + 10.0}
+    assert await db.fetchval("SELECT version FROM superlink_schema") == SCHEMA_VERSION == 2

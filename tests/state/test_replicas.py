@@ -7,6 +7,7 @@ database show (races, other live replicas, notifications) is in ``test_postgres_
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 from superlink_async.state import rules
@@ -58,6 +59,18 @@ async def running(state: LinkState, replica_id: str) -> int:
     assert claimed is not None
     assert await state.update_run_status(claimed.run_id, RunStatus(RUNNING))
     return claimed.run_id
+
+
+async def holdings(state: LinkState, clock: FakeClock, replica_id: str) -> tuple[int, int, int]:
+    """A registered replica holding a running, a starting and a reserved run (by age)."""
+    await runs_created(state, clock, 3)
+    await state.register_replica(replica_id, LEASE, "restarted")
+    running_run = await running(state, replica_id)
+    starting = await state.claim_pending_run(replica_id)
+    reserved = await state.reserve_pending_run(replica_id)
+    assert starting is not None
+    assert reserved is not None
+    return running_run, starting.run_id, reserved
 
 
 # --- Reservations and claims -----------------------------------------------------------------
@@ -209,21 +222,15 @@ async def test_reaping_a_lapsed_lease_fails_its_runs_and_frees_its_reservations(
     state: LinkState, clock: FakeClock
 ) -> None:
     """From the lease's last instant on, its runs fail naming it; its reservation is queued."""
-    await runs_created(state, clock, 4)
-    await state.register_replica("a", LEASE, "restarted")
-    lost_running = await running(state, "a")
-    lost_starting = await state.claim_pending_run("a")
-    assert lost_starting is not None
-    reserved = await state.reserve_pending_run("a")
-    assert reserved is not None
+    lost_running, lost_starting, reserved = await holdings(state, clock, "a")
     untouched = await new_run(state)
     clock.advance(LEASE - 0.5)
     assert await state.reap_lost_replicas(replica_gone) == []  # not lapsed yet
     clock.advance(0.5)
     reaped = await state.reap_lost_replicas(replica_gone)
-    assert reaped == [LostReplica("a", [lost_running, lost_starting.run_id], [reserved])]
+    assert reaped == [LostReplica("a", [lost_running, lost_starting], [reserved])]
     assert await status_of(state, lost_running) == lost("replica a lost")
-    assert await status_of(state, lost_starting.run_id) == lost("replica a lost")
+    assert await status_of(state, lost_starting) == lost("replica a lost")
     assert await status_of(state, reserved) == RunStatus(PENDING)
     await state.register_replica("b", LEASE, "restarted")
     claimed = await state.claim_pending_run("b")  # the reservation went back to the queue
@@ -259,16 +266,10 @@ async def test_reaping_also_fails_runs_claimed_by_a_replica_without_a_lease(
 async def test_releasing_hands_over_at_once_failing_runs_and_freeing_reservations(
     state: LinkState, clock: FakeClock
 ) -> None:
-    await runs_created(state, clock, 3)
-    await state.register_replica("a", LEASE, "restarted")
-    first = await running(state, "a")
-    second = await state.claim_pending_run("a")
-    assert second is not None
-    reserved = await state.reserve_pending_run("a")
-    assert reserved is not None
-    assert await state.release_replica("a", "replica a shut down") == [first, second.run_id]
+    first, second, reserved = await holdings(state, clock, "a")
+    assert await state.release_replica("a", "replica a shut down") == [first, second]
     assert await status_of(state, first) == lost("replica a shut down")
-    assert await status_of(state, second.run_id) == lost("replica a shut down")
+    assert await status_of(state, second) == lost("replica a shut down")
     assert await state.get_replica_leases() == {}
     claimed = await state.claim_pending_run("b")
     assert claimed is not None
@@ -292,3 +293,34 @@ async def test_a_run_read_before_a_reap_or_a_release_reads_failed_after_it(
     assert await status_of(state, released) == RunStatus(RUNNING)
     await state.release_replica("b", "replica b shut down")
     assert await status_of(state, released) == lost("replica b shut down")
+
+
+# --- Backends one process opens ------------------------------------------------------------
+async def test_on_a_backend_one_process_opens_registering_ends_every_other_lease(
+    one_process_state: LinkState, clock: FakeClock
+) -> None:
+    """No other process can hold a lease there: what an earlier one held cannot go on."""
+    state = one_process_state
+    await runs_created(state, clock, 2)
+    await state.register_replica("old", LEASE, "restarted")
+    held = await running(state, "old")
+    reserved = await state.reserve_pending_run("old")
+    assert await state.register_replica("new", LEASE, "SuperLink restarted") == [held]
+    assert await status_of(state, held) == lost("SuperLink restarted")
+    assert await state.get_replica_leases() == {"new": clock.now + LEASE}
+    claimed = await state.claim_pending_run("new")
+    assert claimed is not None
+    assert claimed.run_id == reserved
+
+
+async def test_on_a_backend_one_process_opens_listening_hears_nothing_until_cancelled(
+    one_process_state: LinkState, clock: FakeClock
+) -> None:
+    """Every change there is this process's own: nothing to hear, and no error either."""
+    calls: list[None] = []
+    async with anyio.create_task_group() as group:
+        group.start_soon(one_process_state.listen, lambda: calls.append(None))
+        await new_run(one_process_state)
+        await anyio.sleep(0.1)
+        group.cancel_scope.cancel()
+    assert calls == []

@@ -27,6 +27,7 @@ from superlink_async.state.base import (
     STARTING,
     STOPPED,
     SUPERLINK_NODE_ID,
+    LostReplica,
     MessageRejectedError,
     PublicKeyInUseError,
     RunStatus,
@@ -328,3 +329,51 @@ def test_a_run_is_stored_with_an_empty_context_of_its_own(run_id: int) -> None:
 def test_new_ids_avoid_the_values_the_wire_reserves() -> None:
     assert all(rules.new_node_id() not in (0, SUPERLINK_NODE_ID) for _ in range(1000))
     assert all(rules.new_run_id() != 0 for _ in range(1000))
+
+
+# --- Replicas ------------------------------------------------------------------------------
+@given(instants, durations)
+def test_a_lease_lapses_at_its_end_and_not_before(now: float, lease: float) -> None:
+    until = rules.lease_until(now, lease)
+    assert until == now + lease
+    assert rules.lease_lapsed(until, until)
+    assert not rules.lease_lapsed(until, until - max(lease, 1.0))
+
+
+def test_a_claim_ranks_its_own_reservation_first_then_unreserved_runs_never_others() -> None:
+    assert rules.claim_rank("a", "a") == 0
+    assert rules.claim_rank("", "a") == 1
+    assert rules.claim_rank("b", "a") is None
+
+
+def test_what_a_reap_did_is_grouped_by_replica_runs_oldest_first() -> None:
+    """Dropped leases that held nothing are listed too; orphans' holders get their own entry."""
+    failed = [
+        rules.HeldRun(3, "a", ("2025-01-01T00:00:02", 3)),
+        rules.HeldRun(1, "a", ("2025-01-01T00:00:01", 9)),
+        rules.HeldRun(7, "", ("2025-01-01T00:00:00", 1)),
+    ]
+    released = [rules.HeldRun(5, "a", ("2025-01-01T00:00:03", 5))]
+    assert rules.lost_replicas(["c", "a"], failed, released) == [
+        LostReplica("", [7], []),
+        LostReplica("a", [1, 3], [5]),
+        LostReplica("c", [], []),
+    ]
+    assert rules.oldest_first(failed) == [7, 1, 3]
+
+
+def test_a_lost_replicas_runs_fail_with_the_text_for_their_holder_asked_once() -> None:
+    asked: list[str] = []
+
+    def details(replica_id: str) -> str:
+        asked.append(replica_id)
+        return f"replica {replica_id} lost"
+
+    runs = [rules.HeldRun(n, holder, ("", n)) for n, holder in enumerate("aab")]
+    assert rules.details_by_holder(runs, details) == {
+        0: "replica a lost",
+        1: "replica a lost",
+        2: "replica b lost",
+    }
+    assert asked == ["a", "b"]
+    assert rules.lost_run_status("gone") == RunStatus(FINISHED, FAILED, "gone")

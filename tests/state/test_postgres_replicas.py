@@ -1,0 +1,329 @@
+"""Replicas on one PostgreSQL database: races between processes, live peers, change notices.
+
+``first`` and ``second`` (conftest) are two replicas on one database, sharing one fake clock
+as synchronised machines do. What every backend does alike is pinned by ``test_replicas``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+import time
+
+import anyio
+import asyncpg
+import pytest
+
+from superlink_async.state import rules
+from superlink_async.state.base import (
+    PENDING,
+    RUNNING,
+    LostReplica,
+    RunStatus,
+    StateUnavailableError,
+)
+from superlink_async.state.columns import to_db
+from superlink_async.state.postgres import PostgresLinkState
+from superlink_async.state.postgres.notices import CHANNEL
+from superlink_async.state.postgres.rows import claim_rank, lease_lapsed
+from superlink_async.testing.clock import FakeClock
+from tests.polling import eventually
+from tests.postgres_own import own_postgres_server
+from tests.postgres_server import PostgresServer
+from tests.state.conftest import opened
+from tests.state.test_postgres import new_run
+from tests.state.test_replicas import LEASE, replica_gone, running, status_of
+
+pytestmark = pytest.mark.anyio
+
+
+class Wakes:
+    """Counts ``on_change`` calls and lets a test wait for the next one."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.heard_at = 0.0
+        self._event = asyncio.Event()
+
+    def __call__(self) -> None:
+        self.count += 1
+        self.heard_at = time.perf_counter()
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    async def next(self, seconds: float = 10.0) -> None:
+        await asyncio.wait_for(self._event.wait(), seconds)
+
+
+# --- Races ---------------------------------------------------------------------------------
+async def test_reservations_and_claims_racing_on_two_pools_hand_each_run_out_once(
+    first: PostgresLinkState, second: PostgresLinkState
+) -> None:
+    """Ten reservations at once take ten different runs; ten claims at once start each run
+    once, each by the replica that reserved it."""
+    runs = [await new_run(first) for _ in range(10)]
+    replicas = [(first, "a"), (second, "b")] * 5
+    reserved = await asyncio.gather(*(state.reserve_pending_run(r) for state, r in replicas))
+    assert sorted(run_id for run_id in reserved if run_id is not None) == sorted(runs)
+    claims = await asyncio.gather(*(state.claim_pending_run(r) for state, r in replicas))
+    owners = {run.run_id: run.owner for run in claims if run is not None}
+    assert len([run for run in claims if run is not None]) == len(owners) == 10
+    assert owners == {run_id: r for run_id, (_, r) in zip(reserved, replicas, strict=True)}
+
+
+async def test_reservations_and_claims_mixed_at_once_never_share_a_run(
+    first: PostgresLinkState, second: PostgresLinkState
+) -> None:
+    runs = [await new_run(first) for _ in range(10)]
+    results = await asyncio.gather(
+        *(first.reserve_pending_run("a") for _ in range(5)),
+        *(second.claim_pending_run("b") for _ in range(5)),
+    )
+    reserved = [run_id for run_id in results[:5] if isinstance(run_id, int)]
+    claimed = [run.run_id for run in results[5:] if run is not None and not isinstance(run, int)]
+    assert len(reserved) == len(claimed) == 5
+    assert sorted(reserved + claimed) == sorted(runs)
+    for run_id in reserved:
+        assert await status_of(first, run_id) == RunStatus(PENDING)
+
+
+async def test_claims_keep_the_queue_order_across_replicas(
+    first: PostgresLinkState, second: PostgresLinkState, clock: FakeClock
+) -> None:
+    runs = []
+    for _ in range(4):
+        runs.append(await new_run(first))
+        clock.advance(1.0)
+    order = []
+    for state, replica in [(second, "b"), (first, "a")] * 2:
+        claimed = await state.claim_pending_run(replica)
+        assert claimed is not None
+        order.append(claimed.run_id)
+    assert order == runs
+
+
+async def test_two_reapers_racing_reap_each_lapsed_lease_once(
+    first: PostgresLinkState, second: PostgresLinkState, clock: FakeClock
+) -> None:
+    runs = [await new_run(first) for _ in range(3)]
+    for replica in ("a", "b", "c"):
+        await first.register_replica(replica, LEASE, "restarted")
+    held = {replica: await running(first, replica) for replica in ("a", "b", "c")}
+    assert sorted(held.values()) == sorted(runs)
+    clock.advance(LEASE / 2)
+    assert await second.renew_replica_lease("c", LEASE)
+    clock.advance(LEASE / 2)
+    reaps = await asyncio.gather(
+        *(state.reap_lost_replicas(replica_gone) for state in [first, second] * 3)
+    )
+    reaped = sorted((entry for reap in reaps for entry in reap), key=lambda e: e.replica_id)
+    assert reaped == [LostReplica("a", [held["a"]], []), LostReplica("b", [held["b"]], [])]
+    assert await status_of(second, held["a"]) == rules.lost_run_status("replica a lost")
+    assert await status_of(second, held["c"]) == RunStatus(RUNNING)
+    assert set(await first.get_replica_leases()) == {"c"}
+
+
+# --- Live peers ----------------------------------------------------------------------------
+async def two_replicas(
+    first: PostgresLinkState, second: PostgresLinkState, b_lease: float
+) -> tuple[int, int, int]:
+    """ "a" through ``first`` and "b" through ``second``, each running a run, "b" reserving a
+    third: (a's run, b's run, b's reservation)."""
+    for _ in range(3):
+        await new_run(first)
+    await first.register_replica("a", LEASE, "restarted")
+    await second.register_replica("b", b_lease, "restarted")
+    a_run = await running(first, "a")
+    b_run = await running(second, "b")
+    reserved = await second.reserve_pending_run("b")
+    assert reserved is not None
+    return a_run, b_run, reserved
+
+
+async def test_registering_leaves_the_runs_of_other_live_replicas_alone(
+    first: PostgresLinkState, second: PostgresLinkState, clock: FakeClock
+) -> None:
+    """Unlike memory and SQLite, another lease here may be another live process."""
+    own, other, _ = await two_replicas(first, second, LEASE)
+    assert await first.register_replica("a", LEASE, "a restarted") == [own]
+    assert await status_of(first, other) == RunStatus(RUNNING)
+    assert await first.claim_pending_run("a") is None  # "b"'s reservation holds
+    assert set(await first.get_replica_leases()) == {"a", "b"}
+
+
+async def test_reaping_fails_only_the_runs_of_the_lease_that_lapsed(
+    first: PostgresLinkState, second: PostgresLinkState, clock: FakeClock
+) -> None:
+    lapsed, alive, reserved = await two_replicas(first, second, 3 * LEASE)
+    clock.advance(LEASE)
+    assert await second.reap_lost_replicas(replica_gone) == [LostReplica("a", [lapsed], [])]
+    assert await status_of(first, alive) == RunStatus(RUNNING)
+    assert await first.claim_pending_run("a") is None
+    claimed = await second.claim_pending_run("b")
+    assert claimed is not None
+    assert claimed.run_id == reserved
+
+
+async def test_a_lease_renewed_by_its_replica_is_not_reaped(
+    first: PostgresLinkState, second: PostgresLinkState, clock: FakeClock
+) -> None:
+    await first.register_replica("a", LEASE, "restarted")
+    clock.advance(LEASE)
+    assert await first.renew_replica_lease("a", LEASE)  # lapsed, but nobody reaped it yet
+    assert await second.reap_lost_replicas(replica_gone) == []
+    assert await second.get_replica_leases() == {"a": clock.now + LEASE}
+
+
+async def test_the_sql_lease_and_claim_rules_give_the_rules_answers_on_the_server(
+    first: PostgresLinkState, postgres_url: str
+) -> None:
+    cases = [(100.0, 99.0), (100.0, 100.0), (100.0, 100.5)]
+    ranks = [("", "a"), ("a", "a"), ("b", "a"), ("", "")]
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        lapsed = await connection.fetch(
+            f"SELECT {lease_lapsed('u', 'n')} AS lapsed FROM unnest($1::float8[], "
+            "$2::float8[]) WITH ORDINALITY AS cases (u, n, i) ORDER BY i",
+            *(list(column) for column in zip(*cases, strict=True)),
+        )
+        ranked = await connection.fetch(
+            f"SELECT {claim_rank('r', 'x')} AS rank FROM unnest($1::text[], $2::text[]) "
+            "WITH ORDINALITY AS cases (r, x, i) ORDER BY i",
+            *(list(column) for column in zip(*ranks, strict=True)),
+        )
+    finally:
+        await connection.close()
+    assert [row["lapsed"] for row in lapsed] == [rules.lease_lapsed(*case) for case in cases]
+    assert [row["rank"] for row in ranked] == [rules.claim_rank(*case) for case in ranks]
+
+
+# --- Change notices ------------------------------------------------------------------------
+async def test_each_change_to_a_run_or_a_log_sends_a_notice_naming_it(
+    first: PostgresLinkState, postgres_url: str, clock: FakeClock
+) -> None:
+    """Creating, reserving, claiming, moving and appending a log each notify; so do the
+    register, reap and release that change runs."""
+    notices: asyncio.Queue[str] = asyncio.Queue()
+    connection = await asyncpg.connect(postgres_url)
+    await connection.add_listener(CHANNEL, lambda *notice: notices.put_nowait(notice[3]))
+
+    async def heard() -> str:
+        return await asyncio.wait_for(notices.get(), 10)
+
+    try:
+        run_id = await new_run(first)
+        stored = to_db(run_id)
+        assert await heard() == f"run {stored}"
+        await first.reserve_pending_run("a")
+        assert await heard() == f"run {stored}"
+        await first.claim_pending_run("a")
+        assert await heard() == f"run {stored}"
+        await first.update_run_status(run_id, RunStatus(RUNNING))
+        assert await heard() == f"run {stored}"
+        await first.add_serverapp_log(run_id, "line")
+        assert await heard() == f"log {stored}"
+        await first.register_replica("a", LEASE, "restarted")  # fails the run "a" held
+        assert await heard() == "runs"
+        other = to_db(await new_run(first))
+        await running(first, "a")  # a claim, then a status change
+        assert [await heard() for _ in range(3)] == [f"run {other}"] * 3
+        clock.advance(LEASE)
+        await first.reap_lost_replicas(replica_gone)
+        assert await heard() == "runs"
+        await first.release_replica("a", "gone")  # nothing left to change: no notice
+        await first.add_serverapp_log(run_id, "after")
+        assert await heard() == f"log {stored}"
+    finally:
+        await connection.close()
+
+
+async def test_listen_wakes_on_another_replicas_run_status_and_log_changes(
+    first: PostgresLinkState, second: PostgresLinkState
+) -> None:
+    """``second`` hears what ``first`` writes: a new run, a status change, a log line."""
+    wakes = Wakes()
+    async with anyio.create_task_group() as group:
+        group.start_soon(second.listen, wakes)
+        await wakes.next()  # listening (the call made on connecting)
+        latencies, writes = [], []
+        run_id = await new_run(first)
+        for step in range(50):
+            wakes.clear()
+            started = time.perf_counter()
+            if step == 0:
+                await first.update_run_status(run_id, RunStatus("starting"))
+            elif step == 1:
+                await first.update_run_status(run_id, RunStatus(RUNNING))
+            elif step % 2:
+                await first.add_serverapp_log(run_id, f"line {step}\n")
+            else:
+                await new_run(first)
+            writes.append(time.perf_counter() - started)
+            await wakes.next()
+            latencies.append(wakes.heard_at - started)
+        group.cancel_scope.cancel()
+    logging.getLogger(__name__).info(
+        "listen wake-up after a write began: median %.2f ms, max %.2f ms over %d notices "
+        "(the writes themselves: median %.2f ms)",
+        statistics.median(latencies) * 1000,
+        max(latencies) * 1000,
+        len(latencies),
+        statistics.median(writes) * 1000,
+    )
+    assert len(latencies) == 50
+
+
+async def test_listen_survives_the_server_restarting_and_hears_again(
+    clock: FakeClock, log_records: list[logging.LogRecord]
+) -> None:
+    """The lost connection is warned about once, retried, and notices flow again."""
+    with own_postgres_server() as own_server:
+        await listen_through_a_restart(own_server, clock, log_records)
+
+
+async def listen_through_a_restart(
+    own_server: PostgresServer, clock: FakeClock, log_records: list[logging.LogRecord]
+) -> None:
+    url = own_server.url()
+    wakes = Wakes()
+    async with (
+        opened(url, clock) as writer,
+        opened(url, clock) as listener,
+        anyio.create_task_group() as group,
+    ):
+        group.start_soon(listener.listen, wakes)
+        await wakes.next()
+        await anyio.to_thread.run_sync(own_server.stop)
+        await eventually(lambda: warnings(log_records) == 1, seconds=10)
+        await anyio.sleep(2.0)  # several retries, still one warning
+        assert warnings(log_records) == 1
+        await anyio.to_thread.run_sync(own_server.start)
+        await eventually(lambda: hearing_again(log_records) == 1, seconds=20)
+        wakes.clear()
+        count = wakes.count
+        await retried(writer)
+        await wakes.next()
+        assert wakes.count > count
+        group.cancel_scope.cancel()
+
+
+def warnings(records: list[logging.LogRecord]) -> int:
+    return sum("Cannot hear other replicas" in record.getMessage() for record in records)
+
+
+def hearing_again(records: list[logging.LogRecord]) -> int:
+    return sum("changes to the" in r.getMessage() and "again" in r.getMessage() for r in records)
+
+
+async def retried(writer: PostgresLinkState) -> None:
+    """Create a run once the writer's pool reaches the restarted server again."""
+    for _ in range(100):
+        try:
+            await new_run(writer)
+            return
+        except StateUnavailableError:
+            await anyio.sleep(0.1)
+    raise AssertionError("the writer never reached the restarted server")
