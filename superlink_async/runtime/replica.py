@@ -18,7 +18,12 @@ from anyio.abc import TaskStatus
 from superlink_async.logs import logger
 from superlink_async.runtime.shutdown import HANDOVER
 from superlink_async.services.runs import RunEvents
-from superlink_async.state.base import LinkState, StateError, StateUnavailableError
+from superlink_async.state.base import (
+    LinkState,
+    StateError,
+    StateUnavailableError,
+    StorageFullError,
+)
 
 #: What a run still starting or running at startup is finished with.
 INTERRUPTED_RUN_DETAILS = "The SuperLink restarted while this run was in progress"
@@ -71,7 +76,7 @@ class ReplicaLease:
             await anyio.sleep(self.renew_interval)
             try:
                 await self.tick()
-            except StateUnavailableError as exc:
+            except (StateUnavailableError, StorageFullError) as exc:
                 # The lease survives a few missed renewals; the next tick tries again.
                 logger.warning(
                     "Cannot renew the lease of SuperLink replica %s now: %s", self.replica_id, exc

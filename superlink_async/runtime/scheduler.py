@@ -36,6 +36,7 @@ from superlink_async.state.base import (
     LinkState,
     RunStatus,
     StateUnavailableError,
+    StorageFullError,
 )
 
 #: Longest the scheduler sleeps before looking for pending runs again.
@@ -132,8 +133,9 @@ class RunScheduler:
                     try:
                         await self._end_children_of_finished_runs(group)
                         await self._launch_if_needed(group)
-                    except StateUnavailableError as exc:
+                    except (StateUnavailableError, StorageFullError) as exc:
                         # The database is back soon (or health says otherwise): look again.
+                        # (A reservation is a write, which a full disk refuses.)
                         logger.warning("Cannot look for pending runs: %s", exc)
                     await self._events.wait(POLL_SECONDS)
         finally:
