@@ -429,7 +429,10 @@ def superlink(
             show_default="<short hostname>-<8 hex chars>, new at every start",
             help="(superlink-async only) This process's name among the SuperLink replicas "
             "sharing one --database: its lease, the runs it claims, its log lines (JSON) and "
-            "metrics carry it. 1-64 letters, digits, '.', '_' or '-'.",
+            "metrics carry it. 1-64 letters, digits, '.', '_' or '-'. Give each process an id "
+            "of its own that it keeps across restarts (e.g. its pod name): a restart then "
+            "fails the runs its predecessor left at once, where a new id leaves them to the "
+            "lease's expiry. Two live processes must never share an id.",
         ),
     ] = None,
     replica_lease: Annotated[

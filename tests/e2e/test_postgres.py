@@ -68,9 +68,12 @@ def test_postgres_state_survives_a_graceful_restart(
 def test_a_superlink_killed_mid_run_fails_that_run_and_completes_the_next(
     make_federation: FederationFactory, flower_app: FlowerApp, postgres_url: str
 ) -> None:
-    """`kill -9` of the SuperLink during a run; restarted on the same database, it finishes
-    the interrupted run as failed, the same SuperNodes carry on, and the next run completes."""
-    federation = make_federation(superlink_args=["--database", postgres_url])
+    """`kill -9` of the SuperLink during a run; restarted on the same database with the same
+    `--replica-id`, it takes its lease back and finishes the interrupted run as failed at
+    once (no lease wait), the same SuperNodes carry on, and the next run completes."""
+    federation = make_federation(
+        superlink_args=["--database", postgres_url, "--replica-id", "restarted-link"]
+    )
     supernodes = list(federation.supernodes)
     cli = federation.cli(flower_app)
     interrupted, _ = start_long_run(federation, cli)
