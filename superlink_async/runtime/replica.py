@@ -12,6 +12,8 @@ name this one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import anyio
 from anyio.abc import TaskStatus
 
@@ -46,16 +48,23 @@ class ReplicaLease:
     """Takes, keeps and hands back one replica's lease; reaps the replicas that lost theirs.
 
     ``events`` is notified when reaping changed runs, so this process's waiters (the
-    scheduler, log streams) see it at once.
+    scheduler, log streams) see it at once. ``on_retaken`` is called when a lost lease was
+    taken again, which dropped the replica's reservations.
     """
 
     def __init__(
-        self, state: LinkState, events: RunEvents, replica_id: str, lease_seconds: float
+        self,
+        state: LinkState,
+        events: RunEvents,
+        replica_id: str,
+        lease_seconds: float,
+        on_retaken: Callable[[], None] | None = None,
     ) -> None:
         self._state = state
         self._events = events
         self.replica_id = replica_id
         self.lease_seconds = lease_seconds
+        self._on_retaken = on_retaken
 
     @property
     def renew_interval(self) -> float:
@@ -92,6 +101,8 @@ class ReplicaLease:
                 self.lease_seconds,
             )
             await self.register(lost_run_details(self.replica_id))
+            if self._on_retaken is not None:
+                self._on_retaken()
             self._events.notify()
         lost = await self._state.reap_lost_replicas(lost_run_details)
         for replica in lost:

@@ -151,6 +151,14 @@ class RunScheduler:
                 self._reserved = None
                 return
 
+    def reservation_lost(self) -> None:
+        """The state dropped this replica's reservation (its lease was lost and taken again).
+
+        A child still waiting to claim gets a new one at the next tick; without one, that
+        child could only ever claim a run nobody reserved.
+        """
+        self._reserved = None
+
     async def stop_run(self, run_id: int) -> None:
         """End the child serving ``run_id``, if there is one."""
         for child in list(self._children):
@@ -200,7 +208,10 @@ class RunScheduler:
 
     async def _launch_if_needed(self, group: TaskGroup) -> None:
         if any(child.run_id is None for child in self._children):
-            return  # One child is already waiting to claim the next run.
+            # One child is already waiting to claim the next run. It keeps a reservation:
+            # its run may have been stopped meanwhile, or the reservation lost.
+            await self._reservation()
+            return
         if self._clock() < self._next_launch_at:
             return
         run_id = await self._reservation()

@@ -205,13 +205,19 @@ class SuperLink:
             state = self._metrics.timed_state(state)
         self._state = state
         events = RunEvents()
-        lease = ReplicaLease(state, events, config.replica_id, config.replica_lease)
+        scheduler = _scheduler(config, state, events, appio_address)
+        lease = ReplicaLease(
+            state,
+            events,
+            config.replica_id,
+            config.replica_lease,
+            on_retaken=scheduler.reservation_lost if scheduler else None,
+        )
         await lease.register()
         self._lease = lease
         logger.info("SuperLink replica %s (lease %g s)", config.replica_id, config.replica_lease)
         signature_workers = _signature_workers(config, self._lag)
         node_auth = await _node_authenticator(config, state, self._clock, signature_workers)
-        scheduler = _scheduler(config, state, events, appio_address)
         on_claim = scheduler.run_claimed if scheduler else _ignore_claim
         appio_type = SimulationIoService if config.simulation else ServerAppIoService
         return _Parts(

@@ -249,3 +249,38 @@ async def test_stopping_a_run_ends_what_its_child_started(state: LinkState, tmp_
             await scheduler.stop_run(run_id)
         await eventually(lambda: process_gone(grandchild), seconds=5)
         group.cancel_scope.cancel()
+
+
+async def test_a_waiting_child_keeps_a_reservation_when_its_run_is_stopped_or_it_is_lost(
+    state: LinkState,
+) -> None:
+    """The run reserved for a child that has not claimed yet is stopped: the scheduler
+    reserves the next pending run for the same child. Its replica then loses the lease and
+    takes it again (which drops its reservations): it reserves again. Each time another
+    replica's claim cannot take that run; the child's own claim does."""
+    events = RunEvents()
+    first = await pending_run(state)
+    scheduler = RunScheduler(
+        state,
+        events,
+        (sys.executable, "-c", "import time; time.sleep(60)"),
+        ADDRESS,
+        replica_id=REPLICA,
+    )
+    async with anyio.create_task_group() as group:
+        await group.start(scheduler.run)
+        await eventually(lambda: scheduler.alive > 0, seconds=10)
+        second = await pending_run(state)
+        await state.update_run_status(first, RunStatus("finished", "stopped", ""))
+        events.notify()
+        await anyio.sleep(POLL_SECONDS + 0.5)  # a tick, whatever woke it
+        assert await state.claim_pending_run("other-replica") is None
+        await state.register_replica(REPLICA, 30.0, "")  # taken again: reservations dropped
+        scheduler.reservation_lost()
+        events.notify()
+        await anyio.sleep(POLL_SECONDS + 0.5)
+        assert await state.claim_pending_run("other-replica") is None
+        claimed = await state.claim_pending_run(REPLICA)
+        assert claimed is not None and claimed.run_id == second
+        assert scheduler.launches == 1  # the same child all along
+        group.cancel_scope.cancel()
