@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
@@ -58,7 +58,6 @@ from tests.node_keys import NodeKey
 from tests.polling import eventually, process_gone
 from tests.ports import loopback_config
 from tests.postgres_own import own_postgres_server
-from tests.postgres_server import PostgresServer
 from tests.runtime.test_shutdown import stage_took
 
 pytestmark = pytest.mark.anyio
@@ -422,25 +421,21 @@ async def test_a_replica_shutting_down_hands_its_runs_over_at_once(
             assert (claimed, address) == (reserved, b.serverappio_api_address)
 
 
-@pytest.fixture
-def own_server() -> Iterator[PostgresServer]:
-    with own_postgres_server() as server:
-        yield server
-
-
 async def test_a_database_outage_neither_crashes_the_lease_nor_holds_up_the_shutdown(
-    own_server: PostgresServer, tmp_path: Path, log_records: list[logging.LogRecord]
+    tmp_path: Path, log_records: list[logging.LogRecord]
 ) -> None:
     """While the database is down the lease task logs and retries (the SuperLink keeps
     serving, no code-100 exit); it renews again once the database is back. A shutdown
-    during an outage hands over within the handover stage's bound."""
-    config = replica(tmp_path, "link-a", own_server.url())
-    async with SuperLink(config) as link:
-        await anyio.to_thread.run_sync(own_server.stop)
-        await eventually(lambda: cannot_renew(log_records), seconds=10 * LEASE)
-        await anyio.to_thread.run_sync(own_server.start)
-        await wait_for_renewal(link.state, "link-a", after=time.time())
-        await anyio.to_thread.run_sync(own_server.stop)
+    during an outage hands over within the handover stage's bound. (A server of the test's
+    own: it is stopped.)"""
+    with own_postgres_server() as server:
+        config = replica(tmp_path, "link-a", server.url())
+        async with SuperLink(config) as link:
+            await anyio.to_thread.run_sync(server.stop)
+            await eventually(lambda: cannot_renew(log_records), seconds=10 * LEASE)
+            await anyio.to_thread.run_sync(server.start)
+            await wait_for_renewal(link.state, "link-a", after=time.time())
+            await anyio.to_thread.run_sync(server.stop)
     assert stage_took(log_records, HANDOVER) <= HANDOVER.bound + SLACK
     assert any(
         "SuperLink replica link-a could not hand over its runs" in record.getMessage()

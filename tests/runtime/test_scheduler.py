@@ -28,6 +28,15 @@ pytestmark = pytest.mark.anyio
 
 ADDRESS = Address("0.0.0.0", 9091)
 REPLICA = "replica-under-test"
+#: A child that never claims: it sleeps until it is ended.
+SLEEPS = (sys.executable, "-c", "import time; time.sleep(60)")
+
+
+def scheduler_for(
+    state: LinkState, command: tuple[str, ...], events: RunEvents | None = None
+) -> RunScheduler:
+    """A scheduler of ``REPLICA`` launching ``command`` for a server on ``ADDRESS``."""
+    return RunScheduler(state, events or RunEvents(), command, ADDRESS, replica_id=REPLICA)
 
 
 @pytest.fixture
@@ -51,7 +60,7 @@ async def wait_until_finished(state: LinkState, run_id: int, seconds: float) -> 
 
 
 async def run_scheduler(state: LinkState, command: tuple[str, ...], run_id: int) -> RunRecord:
-    scheduler = RunScheduler(state, RunEvents(), command, ADDRESS, replica_id=REPLICA)
+    scheduler = scheduler_for(state, command)
     async with anyio.create_task_group() as group:
         await group.start(scheduler.run)
         run = await wait_until_finished(state, run_id, seconds=20)
@@ -62,7 +71,7 @@ async def run_scheduler(state: LinkState, command: tuple[str, ...], run_id: int)
 async def test_children_dial_loopback_when_the_server_binds_all_interfaces(
     state: LinkState,
 ) -> None:
-    scheduler = RunScheduler(state, RunEvents(), ("flwr-serverapp",), ADDRESS, replica_id=REPLICA)
+    scheduler = scheduler_for(state, ("flwr-serverapp",))
     assert scheduler.argv == [
         "flwr-serverapp",
         "--run-once",
@@ -114,13 +123,7 @@ async def test_the_run_is_reserved_for_this_replica_before_its_child_is_launched
     the next one; a claim through this replica (the child's) gets the reserved run."""
     oldest = await pending_run(state)
     newer = await pending_run(state)
-    scheduler = RunScheduler(
-        state,
-        RunEvents(),
-        (sys.executable, "-c", "import time; time.sleep(60)"),
-        ADDRESS,
-        replica_id=REPLICA,
-    )
+    scheduler = scheduler_for(state, SLEEPS)
     async with anyio.create_task_group() as group:
         await group.start(scheduler.run)
         await eventually(lambda: scheduler.alive > 0, seconds=10)
@@ -138,13 +141,7 @@ async def test_a_run_finished_elsewhere_ends_its_child(state: LinkState, sub_sta
     its children's run statuses at every tick (at least every POLL_SECONDS). A stopped
     run's child is ended at once, another gets EXIT_GRACE to exit by itself first."""
     run_id = await pending_run(state)
-    scheduler = RunScheduler(
-        state,
-        RunEvents(),
-        (sys.executable, "-c", "import time; time.sleep(60)"),
-        ADDRESS,
-        replica_id=REPLICA,
-    )
+    scheduler = scheduler_for(state, SLEEPS)
     async with anyio.create_task_group() as group:
         await group.start(scheduler.run)
         await eventually(lambda: scheduler.alive > 0, seconds=10)
@@ -169,13 +166,7 @@ async def test_a_child_that_keeps_dying_before_claiming_fails_the_run(state: Lin
 
 async def test_a_child_dying_mid_run_fails_that_run(state: LinkState) -> None:
     run_id = await pending_run(state)
-    scheduler = RunScheduler(
-        state,
-        RunEvents(),
-        (sys.executable, "-c", "import time; time.sleep(1)"),
-        ADDRESS,
-        replica_id=REPLICA,
-    )
+    scheduler = scheduler_for(state, (sys.executable, "-c", "import time; time.sleep(1)"))
     async with anyio.create_task_group() as group:
         await group.start(scheduler.run)
         await eventually(lambda: scheduler.alive > 0, seconds=10)
@@ -190,13 +181,7 @@ async def test_a_child_dying_mid_run_fails_that_run(state: LinkState) -> None:
 
 async def test_stopping_a_run_ends_its_child(state: LinkState) -> None:
     run_id = await pending_run(state)
-    scheduler = RunScheduler(
-        state,
-        RunEvents(),
-        (sys.executable, "-c", "import time; time.sleep(60)"),
-        ADDRESS,
-        replica_id=REPLICA,
-    )
+    scheduler = scheduler_for(state, SLEEPS)
     async with anyio.create_task_group() as group:
         await group.start(scheduler.run)
         await eventually(lambda: scheduler.alive > 0, seconds=10)
@@ -209,13 +194,7 @@ async def test_stopping_a_run_ends_its_child(state: LinkState) -> None:
 
 async def test_cancelling_the_scheduler_ends_every_child(state: LinkState) -> None:
     await pending_run(state)
-    scheduler = RunScheduler(
-        state,
-        RunEvents(),
-        (sys.executable, "-c", "import time; time.sleep(60)"),
-        ADDRESS,
-        replica_id=REPLICA,
-    )
+    scheduler = scheduler_for(state, SLEEPS)
     with anyio.fail_after(15):
         async with anyio.create_task_group() as group:
             await group.start(scheduler.run)
@@ -237,9 +216,7 @@ async def test_stopping_a_run_ends_what_its_child_started(state: LinkState, tmp_
         "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
         f"open({str(pid_file)!r}, 'w').write(str(child.pid)); time.sleep(60)"
     )
-    scheduler = RunScheduler(
-        state, RunEvents(), (sys.executable, "-c", starts_a_grandchild), ADDRESS, replica_id=REPLICA
-    )
+    scheduler = scheduler_for(state, (sys.executable, "-c", starts_a_grandchild))
     async with anyio.create_task_group() as group:
         await group.start(scheduler.run)
         await eventually(lambda: pid_file.is_file() and pid_file.read_text() != "", seconds=10)
@@ -260,13 +237,7 @@ async def test_a_waiting_child_keeps_a_reservation_when_its_run_is_stopped_or_it
     replica's claim cannot take that run; the child's own claim does."""
     events = RunEvents()
     first = await pending_run(state)
-    scheduler = RunScheduler(
-        state,
-        events,
-        (sys.executable, "-c", "import time; time.sleep(60)"),
-        ADDRESS,
-        replica_id=REPLICA,
-    )
+    scheduler = scheduler_for(state, SLEEPS, events)
     async with anyio.create_task_group() as group:
         await group.start(scheduler.run)
         await eventually(lambda: scheduler.alive > 0, seconds=10)
