@@ -2,9 +2,11 @@
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from superlink_async.testing.balancer import BalancerUnavailableError, find_haproxy
 from superlink_async.tls import CertificateFiles
 from tests.certificates import make_certificates
 from tests.logged import recorded
@@ -54,6 +56,19 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.destroy()
+
+
+@pytest.fixture(scope="session")
+def haproxy() -> Path:
+    """The HAProxy program that balances the replica tests' calls.
+
+    Not installed here: one failure line saying how to install it (``make test`` installs it
+    where it can), never a skip.
+    """
+    try:
+        return find_haproxy()
+    except BalancerUnavailableError as error:
+        pytest.fail(str(error), pytrace=False)
 
 
 @pytest.fixture
