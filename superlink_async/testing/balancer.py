@@ -21,7 +21,7 @@ import re
 import shutil
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit
@@ -121,25 +121,29 @@ class Frontend:
     name: str
     bind: str
     #: Server name (the replica, as HAProxy's logs and stats name it) to its address.
-    servers: Mapping[str, str]
+    servers: Mapping[str, str] = field(default_factory=dict)
+    #: Or ``<prefix> <count> <name>:<port>``: up to count servers, one per address the DNS
+    #: name resolves to (e.g. a Kubernetes headless Service), re-resolved as pods come and go.
+    server_template: str = ""
 
 
 def render_config(
-    frontends: Sequence[Frontend], *, stats_bind: str, resolver: str | None = None
+    frontends: Sequence[Frontend], *, stats_bind: str, resolvers: str | None = None
 ) -> str:
     """The HAProxy configuration balancing each of ``frontends`` over its replicas.
 
     ``stats_bind`` serves HAProxy's own page (``/stats``, ``/stats;csv``) and Prometheus
-    metrics (``/metrics``). ``resolver`` (``host:port`` of a DNS server, e.g. Docker's
-    ``127.0.0.11:53``) re-resolves server names that are not known yet at start or change.
+    metrics (``/metrics``). ``resolvers`` is where server names are looked up again while
+    running (names unknown at start, addresses that change): ``nameserver dns <host:port>``
+    (Docker's is ``127.0.0.11:53``) or ``parse-resolv-conf`` (the system's).
     """
     check = health_check_request().hex()
     dns = ""
-    if resolver is not None:
-        dns = f"resolvers dns\n    nameserver dns {resolver}\n    hold valid 5s\n\n"
+    if resolvers is not None:
+        dns = f"resolvers dns\n    {resolvers}\n    hold valid 5s\n\n"
     server_options = (
         f"default-server proto h2 check inter {CHECK_INTERVAL:g}s fall 2 rise 2 "
-        "init-addr last,libc,none" + (" resolvers dns" if resolver is not None else "")
+        "init-addr last,libc,none" + (" resolvers dns" if resolvers is not None else "")
     )
     sections = [
         _HEADER,
@@ -169,6 +173,8 @@ def render_config(
         servers = "".join(
             f"    server {name} {address}\n" for name, address in frontend.servers.items()
         )
+        if frontend.server_template:
+            servers += f"    server-template {frontend.server_template}\n"
         sections.append(
             f"frontend {frontend.name}\n"
             f"    bind {frontend.bind} proto h2\n"
