@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -75,9 +76,9 @@ def make_replicas(
             replicas.close()
 
 
-def replica_flags(replica_id: str) -> list[str]:
-    """A replica launching ServerApp children, with its id and the tests' short lease."""
-    return ["--replica-id", replica_id, "--replica-lease", f"{LEASE:g}"]
+def replica_flags(replica_id: str, lease: float = LEASE) -> list[str]:
+    """A replica launching ServerApp children, with its id and (by default) the short lease."""
+    return ["--replica-id", replica_id, "--replica-lease", f"{lease:g}"]
 
 
 def start_long_run(replicas: Replicas, app: FlowerApp) -> tuple[int, str, str]:
@@ -130,12 +131,28 @@ def test_exactly_one_serverapp_runs_a_run_when_both_replicas_launch_them(
     make_replicas: ReplicaFactory, flower_app: FlowerApp
 ) -> None:
     """Both replicas launch ServerApps: a run started through r1 completes, launched once
-    across the federation, and r2's `flwr ls` and `flwr log` show it."""
+    across the federation; `flwr log` streaming through r2 shows the ServerApp's lines while
+    it runs and ends with the run, and r2's `flwr ls` and `flwr log --show` show it too."""
     replicas = make_replicas({"r1": replica_flags("r1"), "r2": replica_flags("r2")})
     run_id = replicas.cli("r1", flower_app).run()
-    replicas.cli("r1", flower_app).wait_for_status(run_id, COMPLETED, Timeouts.RUN_COMPLETES)
 
     other = replicas.cli("r2", flower_app)
+    with subprocess.Popen(
+        other.log_stream_argv(run_id),
+        env=other.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as stream:
+        try:
+            replicas.cli("r1", flower_app).wait_for_status(
+                run_id, COMPLETED, Timeouts.RUN_COMPLETES
+            )
+            streamed, _ = stream.communicate(timeout=Timeouts.OUTPUT_APPEARS)
+        finally:
+            stream.kill()  # only if it did not end with the run: the test fails then
+    assert RUN_FINISHED_LINE in strip_ansi(streamed)
     assert [(run.run_id, run.status) for run in other.runs()] == [(run_id, COMPLETED)]
     assert RUN_FINISHED_LINE in strip_ansi(other.log_show(run_id))
     assert sum(replicas.launches().values()) == 1, replicas.launches()
@@ -183,3 +200,27 @@ def test_a_killed_replica_has_its_run_failed_within_the_lease_bound(
     assert all(supernode.alive() for supernode in replicas.supernodes)
     assert replicas.launches()[survivor] >= 1
     replicas.balancer.wait_for_status("DOWN", Timeouts.OUTPUT_APPEARS, servers=[owner])
+
+
+def test_a_replica_shut_down_hands_its_run_over_without_the_lease_wait(
+    make_replicas: ReplicaFactory, flower_app: FlowerApp
+) -> None:
+    """SIGTERM to the replica running a run's ServerApp, with a 30 s lease: it exits 0 and
+    its run is already failed, naming it, when the other replica is asked; a new run through
+    the other replica completes."""
+    handover_lease = 30.0
+    replicas = make_replicas(
+        {"r1": replica_flags("r1", handover_lease), "r2": replica_flags("r2", handover_lease)}
+    )
+    run_id, owner, survivor = start_long_run(replicas, flower_app)
+    stopping = replicas[owner].require_superlink()
+    stopped_at = time.monotonic()
+    assert stopping.stop(signal.SIGTERM, Timeouts.SUPERLINK_EXITS) == 0, stopping.tail()
+    cli = replicas.cli(survivor, flower_app)
+    assert cli.status(run_id) == FAILED
+    assert time.monotonic() - stopped_at < handover_lease
+    assert owner in replicas.run_details(survivor, run_id)
+
+    next_run = cli.run()
+    assert cli.wait_for_status(next_run, COMPLETED, Timeouts.RUN_COMPLETES) == COMPLETED
+    assert all(supernode.alive() for supernode in replicas.supernodes)
