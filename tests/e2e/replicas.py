@@ -21,6 +21,8 @@ from superlink_async.wire import exec_grpc, exec_pb2
 
 #: What our scheduler logs each time it starts a ServerApp child.
 LAUNCH_LINE = "Launching flwr-serverapp subprocess"
+#: What our Fleet service logs each time a SuperNode registers.
+REGISTERED_LINE = "[Fleet.CreateNode] Created node_id="
 FLEET = "fleet"
 
 
@@ -81,10 +83,15 @@ class Replicas:
 
     def launches(self) -> dict[str, int]:
         """Replica id to how many ServerApp children it launched (all its processes)."""
+        return self._count(LAUNCH_LINE)
+
+    def registrations(self) -> int:
+        """How many times a SuperNode registered, through any replica."""
+        return sum(self._count(REGISTERED_LINE).values())
+
+    def _count(self, line: str) -> dict[str, int]:
         return {
-            replica_id: sum(
-                superlink.output().count(LAUNCH_LINE) for superlink in federation.superlinks
-            )
+            replica_id: sum(superlink.output().count(line) for superlink in federation.superlinks)
             for replica_id, federation in self.replicas.items()
         }
 

@@ -180,7 +180,8 @@ def test_a_killed_replica_has_its_run_failed_within_the_lease_bound(
 ) -> None:
     """`kill -9` of the replica running a run's ServerApp: the survivor finishes the run as
     failed, naming the lost replica, within lease + lease/4 (plus the CLI's polling); the
-    SuperNodes carry on through the balancer and a new run through the survivor completes."""
+    SuperNodes carry on through the balancer with their node ids (none registers again) and
+    a new run through the survivor completes."""
     replicas = make_replicas({"r1": replica_flags("r1"), "r2": replica_flags("r2")})
     run_id, owner, survivor = start_long_run(replicas, flower_app)
     killed = replicas[owner].require_superlink()
@@ -198,6 +199,7 @@ def test_a_killed_replica_has_its_run_failed_within_the_lease_bound(
     next_run = cli.run()
     assert cli.wait_for_status(next_run, COMPLETED, Timeouts.RUN_COMPLETES) == COMPLETED
     assert all(supernode.alive() for supernode in replicas.supernodes)
+    assert replicas.registrations() == len(replicas.supernodes), "a SuperNode registered again"
     assert replicas.launches()[survivor] >= 1
     replicas.balancer.wait_for_status("DOWN", Timeouts.OUTPUT_APPEARS, servers=[owner])
 
