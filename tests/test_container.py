@@ -20,7 +20,7 @@ import sys
 import sysconfig
 import tempfile
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from superlink_async.config import Address, mask_database
 from superlink_async.probe import is_serving
 from superlink_async.state.postgres.connect import PostgresTarget
 from superlink_async.testing import ManagedProcess, SuperLinkPorts, WaitTimeout
-from superlink_async.testing.balancer import Frontend, render_config
+from superlink_async.testing.balancer import Balancer, Frontend, render_config
 from superlink_async.wire import exec_grpc, exec_pb2
 from superlink_async.wire.fab_pb2 import Fab
 from tests.fabs import make_fab
@@ -281,26 +281,37 @@ def compose_database(postgres_server: PostgresServer) -> Iterator[tuple[str, str
         postgres_server.psql(f"DROP ROLE {user}")
 
 
+def start_compose_superlink(
+    root: Path,
+    name: str,
+    service: dict[str, Any],
+    ports: SuperLinkPorts,
+    database: tuple[str, str],
+) -> ManagedProcess:
+    """A compose SuperLink service as the image's user; ``database``: (host, password)."""
+    database_host, password = database
+    command = [part.replace("postgres:5432", database_host) for part in service["command"]]
+    entrypoint = json.loads(dockerfile_values()["ENTRYPOINT"][-1])
+    argv, env = as_app_user(root, [*entrypoint, *command, *ports.flags()])
+    for variable, value in service["environment"].items():
+        env[variable] = compose_value(value, {"POSTGRES_PASSWORD": password})
+    state = root / "app" / "state"
+    return ManagedProcess(name, [*NEW_PID_NAMESPACE, *argv], root / f"{name}.log", env, state)
+
+
 @pytest.mark.anyio
 async def test_the_postgres_compose_superlink_serves_from_its_database(
     image_root: Path, compose_database: tuple[str, str], postgres_server: PostgresServer
 ) -> None:
     """The compose file's SuperLink command and environment, as the image's user: it serves,
     a FAB it takes lands in the database (not the state volume), and it stops cleanly."""
-    host, password = compose_database
+    password = compose_database[1]
     superlink = yaml.safe_load(POSTGRES_COMPOSE.read_text())["services"]["superlink"]
-    command = [part.replace("postgres:5432", host) for part in superlink["command"]]
-    environ = {"POSTGRES_PASSWORD": password}
     ports = SuperLinkPorts.allocate()
-    entrypoint = json.loads(dockerfile_values()["ENTRYPOINT"][-1])
-    argv, env = as_app_user(image_root, [*entrypoint, *command, *ports.flags()])
-    for name, value in superlink["environment"].items():
-        env[name] = compose_value(value, environ)
     exec_address = Address.parse(ports.address(ports.exec))
     state = image_root / "app" / "state"
-    log = image_root / "superlink.log"
     with closing(
-        ManagedProcess("compose-superlink", [*NEW_PID_NAMESPACE, *argv], log, env, state)
+        start_compose_superlink(image_root, "compose-superlink", superlink, ports, compose_database)
     ) as process:
         await wait_serving(process, exec_address)
         assert await healthcheck_status(image_root, exec_address) == 0
@@ -416,3 +427,42 @@ def test_the_kubernetes_example_balances_calls_over_a_headless_service(
     front = by_name[("Service", "superlink")]
     balancer = by_name[("Deployment", "superlink-balancer")]["spec"]["template"]
     assert front["spec"]["selector"] == balancer["metadata"]["labels"]
+
+
+@pytest.mark.anyio
+async def test_the_compose_replicas_serve_one_database_behind_the_balancer(
+    image_root: Path, compose_database: tuple[str, str], haproxy: Path, tmp_path: Path
+) -> None:
+    """Both compose replicas, as the image's user on one database, behind the tests'
+    rendering of examples/haproxy.cfg: a run started through the balancer's Exec frontend is
+    listed by each replica, HAProxy sent Exec calls to both, and both stop cleanly."""
+    password = compose_database[1]
+    ports = {name: SuperLinkPorts.allocate() for name in replica_services()}
+    with ExitStack() as stack:
+        processes = {
+            name: stack.enter_context(
+                closing(
+                    start_compose_superlink(
+                        image_root, name, service, ports[name], compose_database
+                    )
+                )
+            )
+            for name, service in replica_services().items()
+        }
+        for name, process in processes.items():
+            await wait_serving(process, Address.parse(ports[name].address(ports[name].exec)))
+        exec_servers = {name: each.address(each.exec) for name, each in ports.items()}
+        balancer = stack.enter_context(Balancer(tmp_path / "haproxy", {"exec": exec_servers}))
+        through = Address.parse(balancer.address("exec"))
+        with closing(Channel(through.host, through.port)) as channel:
+            stub = exec_grpc.ExecStub(channel)
+            started = await stub.StartRun(exec_pb2.StartRunRequest(fab=Fab(content=make_fab())))
+            await stub.ListRuns(exec_pb2.ListRunsRequest())
+        for name, each in ports.items():
+            with closing(Channel("127.0.0.1", each.exec)) as channel:
+                listed = await exec_grpc.ExecStub(channel).ListRuns(exec_pb2.ListRunsRequest())
+            assert set(listed.run_dict) == {started.run_id}, name
+        assert set(balancer.requests().values()) == {1}
+        for process in processes.values():
+            assert docker_stop(process) == 0, process.tail()
+            assert password not in process.output()
