@@ -58,6 +58,16 @@ def postgres_server() -> Iterator[PostgresServer]:
         server.destroy()
 
 
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A ``postgresql://`` URL (with the password) of a new empty database, dropped after."""
+    name = postgres_server.create_database()
+    try:
+        yield postgres_server.url(name)
+    finally:
+        postgres_server.drop_database(name)
+
+
 @pytest.fixture(scope="session")
 def haproxy() -> Path:
     """The HAProxy program that balances the replica tests' calls.
@@ -69,13 +79,3 @@ def haproxy() -> Path:
         return find_haproxy()
     except BalancerUnavailableError as error:
         pytest.fail(str(error), pytrace=False)
-
-
-@pytest.fixture
-def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
-    """A ``postgresql://`` URL (with the password) of a new empty database, dropped after."""
-    name = postgres_server.create_database()
-    try:
-        yield postgres_server.url(name)
-    finally:
-        postgres_server.drop_database(name)
