@@ -6,7 +6,7 @@ PROTO_DIR := superlink_async/wire/protos
 WIRE_DIR  := superlink_async/wire
 PROTOS    := $(wildcard $(PROTO_DIR)/flwr/proto/*.proto)
 
-.PHONY: install run test lint typecheck unit e2e proto demo clean bench bench-smoke bench-profile
+.PHONY: install haproxy run test lint typecheck unit e2e proto demo clean bench bench-smoke bench-profile
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,13 +19,23 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+## HAProxy, the load balancer in front of the replicas in the tests (docs/high-availability.md):
+## installed from the system's packages when missing and we are root with apt-get; otherwise
+## the tests that need it fail with one line saying how to install it.
+haproxy:
+	@command -v haproxy >/dev/null 2>&1 || test -x /usr/sbin/haproxy || \
+	if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends haproxy || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends haproxy; }; \
+	else echo "HAProxy is missing (the replica tests need it): apt-get install haproxy"; fi
+
 ## Run the server with in-memory state, plaintext, default ports.
 run: install
 	$(BIN)/python -m superlink_async --insecure $(ARGS)
 
 ## The whole suite: lint, types, unit, service and end-to-end tests.
 ## pytest's status 5 means it collected no test at all: report that plainly, as a failure.
-test: install lint typecheck
+test: install haproxy lint typecheck
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: the suite is missing"; fi; \
 	exit $$status
@@ -42,7 +52,7 @@ typecheck: install
 unit: install
 	$(BIN)/python -m pytest -m "not e2e" $(PYTEST_ARGS)
 
-e2e: install
+e2e: install haproxy
 	$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
 
 ## Regenerate the committed wire modules from the .proto files.

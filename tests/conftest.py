@@ -2,9 +2,11 @@
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from superlink_async.testing.balancer import BalancerUnavailableError, find_haproxy
 from superlink_async.tls import CertificateFiles
 from tests.certificates import make_certificates
 from tests.logged import recorded
@@ -64,3 +66,16 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
         yield postgres_server.url(name)
     finally:
         postgres_server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def haproxy() -> Path:
+    """The HAProxy program that balances the replica tests' calls.
+
+    Not installed here: one failure line saying how to install it (``make test`` installs it
+    where it can), never a skip.
+    """
+    try:
+        return find_haproxy()
+    except BalancerUnavailableError as error:
+        pytest.fail(str(error), pytrace=False)

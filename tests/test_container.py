@@ -20,8 +20,9 @@ import sys
 import sysconfig
 import tempfile
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import ExitStack, closing
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -32,6 +33,7 @@ from superlink_async.config import Address, mask_database
 from superlink_async.probe import is_serving
 from superlink_async.state.postgres.connect import PostgresTarget
 from superlink_async.testing import ManagedProcess, SuperLinkPorts, WaitTimeout
+from superlink_async.testing.balancer import Balancer, Frontend, render_config
 from superlink_async.wire import exec_grpc, exec_pb2
 from superlink_async.wire.fab_pb2 import Fab
 from tests.fabs import make_fab
@@ -279,26 +281,37 @@ def compose_database(postgres_server: PostgresServer) -> Iterator[tuple[str, str
         postgres_server.psql(f"DROP ROLE {user}")
 
 
+def start_compose_superlink(
+    root: Path,
+    name: str,
+    service: dict[str, Any],
+    ports: SuperLinkPorts,
+    database: tuple[str, str],
+) -> ManagedProcess:
+    """A compose SuperLink service as the image's user; ``database``: (host, password)."""
+    database_host, password = database
+    command = [part.replace("postgres:5432", database_host) for part in service["command"]]
+    entrypoint = json.loads(dockerfile_values()["ENTRYPOINT"][-1])
+    argv, env = as_app_user(root, [*entrypoint, *command, *ports.flags()])
+    for variable, value in service["environment"].items():
+        env[variable] = compose_value(value, {"POSTGRES_PASSWORD": password})
+    state = root / "app" / "state"
+    return ManagedProcess(name, [*NEW_PID_NAMESPACE, *argv], root / f"{name}.log", env, state)
+
+
 @pytest.mark.anyio
 async def test_the_postgres_compose_superlink_serves_from_its_database(
     image_root: Path, compose_database: tuple[str, str], postgres_server: PostgresServer
 ) -> None:
     """The compose file's SuperLink command and environment, as the image's user: it serves,
     a FAB it takes lands in the database (not the state volume), and it stops cleanly."""
-    host, password = compose_database
+    password = compose_database[1]
     superlink = yaml.safe_load(POSTGRES_COMPOSE.read_text())["services"]["superlink"]
-    command = [part.replace("postgres:5432", host) for part in superlink["command"]]
-    environ = {"POSTGRES_PASSWORD": password}
     ports = SuperLinkPorts.allocate()
-    entrypoint = json.loads(dockerfile_values()["ENTRYPOINT"][-1])
-    argv, env = as_app_user(image_root, [*entrypoint, *command, *ports.flags()])
-    for name, value in superlink["environment"].items():
-        env[name] = compose_value(value, environ)
     exec_address = Address.parse(ports.address(ports.exec))
     state = image_root / "app" / "state"
-    log = image_root / "superlink.log"
     with closing(
-        ManagedProcess("compose-superlink", [*NEW_PID_NAMESPACE, *argv], log, env, state)
+        start_compose_superlink(image_root, "compose-superlink", superlink, ports, compose_database)
     ) as process:
         await wait_serving(process, exec_address)
         assert await healthcheck_status(image_root, exec_address) == 0
@@ -314,3 +327,142 @@ async def test_the_postgres_compose_superlink_serves_from_its_database(
     assert postgres_server.psql("SELECT count(*) FROM fab", name).strip() == "1"
     assert started.run_id
     assert not (state / ".flwr").exists()
+
+
+REPLICAS_COMPOSE = REPO / "examples" / "docker-compose.replicas.yml"
+HAPROXY_CONFIG = REPO / "examples" / "haproxy.cfg"
+KUBERNETES = REPO / "examples" / "kubernetes-replicas.yml"
+#: Docker's embedded DNS server, which the compose balancer asks for the replicas' addresses.
+DOCKER_DNS = "nameserver dns 127.0.0.11:53"
+
+
+def replica_services() -> dict[str, dict[str, Any]]:
+    services: dict[str, dict[str, Any]] = yaml.safe_load(REPLICAS_COMPOSE.read_text())["services"]
+    return {name: service for name, service in services.items() if name.startswith("replica-")}
+
+
+def option(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def assert_haproxy_accepts(haproxy: Path, config: Path) -> None:
+    """``haproxy -c``: the file parses (names that do not resolve here are only warnings)."""
+    checked = subprocess.run(
+        [str(haproxy), "-c", "-f", str(config)], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_replicas_compose_file_puts_two_replicas_of_one_database_behind_haproxy() -> None:
+    """Two replicas with distinct ids on the PostgreSQL compose file's database, HAProxy with
+    examples/haproxy.cfg in front, and SuperNodes dialling HAProxy."""
+    services = yaml.safe_load(REPLICAS_COMPOSE.read_text())["services"]
+    single = yaml.safe_load(POSTGRES_COMPOSE.read_text())["services"]
+    assert services["postgres"] == single["postgres"]
+    replicas = replica_services()
+    assert len(replicas) == 2
+    for name, replica in replicas.items():
+        assert_cli_accepts(replica["command"])
+        assert option(replica["command"], "--replica-id") == name
+        assert option(replica["command"], "--database") == option(
+            single["superlink"]["command"], "--database"
+        )
+        assert replica["environment"] == single["superlink"]["environment"]
+        assert replica["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert replica["stop_signal"] == "SIGTERM"
+    balancer = services["balancer"]
+    assert balancer["image"].startswith("haproxy:")
+    assert "./haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in balancer["volumes"]
+    assert {name: "service_healthy" for name in replicas} == {
+        name: dependency["condition"] for name, dependency in balancer["depends_on"].items()
+    }
+    for name in ("supernode-1", "supernode-2"):
+        assert services[name]["image"] == "flwr/supernode:1.18.0"
+        assert option(services[name]["command"], "--superlink") == "balancer:9092"
+
+
+def test_the_example_haproxy_config_is_the_one_the_tests_run(haproxy: Path) -> None:
+    """examples/haproxy.cfg is what the tests' balancer renders for the compose file's
+    replicas (Fleet and Exec), and HAProxy accepts it."""
+    names = sorted(replica_services())
+    expected = render_config(
+        [
+            Frontend("fleet", "0.0.0.0:9092", {name: f"{name}:9092" for name in names}),
+            Frontend("exec", "0.0.0.0:9093", {name: f"{name}:9093" for name in names}),
+        ],
+        stats_bind="0.0.0.0:8404",
+        resolvers=DOCKER_DNS,
+    )
+    assert HAPROXY_CONFIG.read_text() == expected
+    assert_haproxy_accepts(haproxy, HAPROXY_CONFIG)
+
+
+def test_the_kubernetes_example_balances_calls_over_a_headless_service(
+    haproxy: Path, tmp_path: Path
+) -> None:
+    """The replicas' Service is headless, their arguments are ours, and HAProxy's ConfigMap
+    is the tests' configuration discovering the pods by that Service's DNS name."""
+    documents = list(yaml.safe_load_all(KUBERNETES.read_text()))
+    by_name = {(doc["kind"], doc["metadata"]["name"]): doc for doc in documents}
+    headless = by_name[("Service", "superlink-replicas")]
+    assert headless["spec"]["clusterIP"] == "None"
+    replicas = by_name[("Deployment", "superlink-replica")]["spec"]["template"]
+    assert headless["spec"]["selector"] == replicas["metadata"]["labels"]
+    (container,) = replicas["spec"]["containers"]
+    assert_cli_accepts([arg.replace("$(POD_NAME)", "replica-0") for arg in container["args"]])
+    assert option(container["args"], "--replica-id") == "$(POD_NAME)"
+    fqdn = "superlink-replicas.flower.svc.cluster.local"
+    expected = render_config(
+        [
+            Frontend("fleet", "0.0.0.0:9092", server_template=f"replica 8 {fqdn}:9092"),
+            Frontend("exec", "0.0.0.0:9093", server_template=f"replica 8 {fqdn}:9093"),
+        ],
+        stats_bind="0.0.0.0:8404",
+        resolvers="parse-resolv-conf",
+    )
+    config = by_name[("ConfigMap", "superlink-balancer")]["data"]["haproxy.cfg"]
+    assert config == expected
+    (tmp_path / "haproxy.cfg").write_text(config)
+    assert_haproxy_accepts(haproxy, tmp_path / "haproxy.cfg")
+    front = by_name[("Service", "superlink")]
+    balancer = by_name[("Deployment", "superlink-balancer")]["spec"]["template"]
+    assert front["spec"]["selector"] == balancer["metadata"]["labels"]
+
+
+@pytest.mark.anyio
+async def test_the_compose_replicas_serve_one_database_behind_the_balancer(
+    image_root: Path, compose_database: tuple[str, str], haproxy: Path, tmp_path: Path
+) -> None:
+    """Both compose replicas, as the image's user on one database, behind the tests'
+    rendering of examples/haproxy.cfg: a run started through the balancer's Exec frontend is
+    listed by each replica, HAProxy sent Exec calls to both, and both stop cleanly."""
+    password = compose_database[1]
+    ports = {name: SuperLinkPorts.allocate() for name in replica_services()}
+    with ExitStack() as stack:
+        processes = {
+            name: stack.enter_context(
+                closing(
+                    start_compose_superlink(
+                        image_root, name, service, ports[name], compose_database
+                    )
+                )
+            )
+            for name, service in replica_services().items()
+        }
+        for name, process in processes.items():
+            await wait_serving(process, Address.parse(ports[name].address(ports[name].exec)))
+        exec_servers = {name: each.address(each.exec) for name, each in ports.items()}
+        balancer = stack.enter_context(Balancer(tmp_path / "haproxy", {"exec": exec_servers}))
+        through = Address.parse(balancer.address("exec"))
+        with closing(Channel(through.host, through.port)) as channel:
+            stub = exec_grpc.ExecStub(channel)
+            started = await stub.StartRun(exec_pb2.StartRunRequest(fab=Fab(content=make_fab())))
+            await stub.ListRuns(exec_pb2.ListRunsRequest())
+        for name, each in ports.items():
+            with closing(Channel("127.0.0.1", each.exec)) as channel:
+                listed = await exec_grpc.ExecStub(channel).ListRuns(exec_pb2.ListRunsRequest())
+            assert set(listed.run_dict) == {started.run_id}, name
+        assert set(balancer.requests().values()) == {1}
+        for process in processes.values():
+            assert docker_stop(process) == 0, process.tail()
+            assert password not in process.output()

@@ -227,3 +227,16 @@ async def test_postgresql_backup_and_restore_keep_runs_and_fabs(
     async with open_state(copy) as restored:
         assert [run.run_id for run in await restored.get_runs()] == [run_id]
         assert await fab_store_for(copy, restored, tmp_path).get(fab_hash) == fab
+
+
+def test_the_haproxy_excerpts_are_lines_of_the_example_config() -> None:
+    """Each ```haproxy block of high-availability.md is lines of examples/haproxy.cfg (the
+    configuration the tests render and run), in the file's order."""
+    config = (ROOT / "examples" / "haproxy.cfg").read_text().splitlines()
+    blocks = fenced_blocks((ROOT / "docs" / "high-availability.md").read_text(), "haproxy")
+    assert blocks
+    for block in blocks:
+        position = 0
+        for line in filter(None, block.splitlines()):
+            assert line in config[position:], line
+            position = config.index(line, position) + 1

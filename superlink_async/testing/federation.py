@@ -504,11 +504,16 @@ class LocalFederation:
         except (RuntimeError, WaitTimeout) as exc:
             raise RuntimeError(f"SuperLink did not become ready: {exc}\n{process.tail()}") from exc
 
-    def start_supernode(self, extra_args: Sequence[str] = ()) -> ManagedProcess:
-        """Start one more ``flower-supernode`` with its own ClientAppIo port and ``FLWR_HOME``."""
+    def start_supernode(
+        self, extra_args: Sequence[str] = (), *, fleet_address: str | None = None
+    ) -> ManagedProcess:
+        """Start one more ``flower-supernode`` with its own ClientAppIo port and ``FLWR_HOME``.
+
+        It dials our Fleet port, or ``fleet_address`` (e.g. a load balancer in front of it).
+        """
         index = len(self.supernodes)
         kind = self.fleet_api_types[index % len(self.fleet_api_types)]
-        address = self.ports.address(self.fleet_ports[kind])
+        address = fleet_address or self.ports.address(self.fleet_ports[kind])
         transport = {
             FLEET_GRPC_RERE: [],
             FLEET_GRPC_ADAPTER: ["--grpc-adapter"],

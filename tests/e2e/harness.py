@@ -58,6 +58,7 @@ __all__ = [
     "resolve_superlink_command",
     "start_long_run",
     "strip_ansi",
+    "wait_for",
     "wait_until_gone",
 ]
 
