@@ -5,10 +5,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from superlink_async.testing.postgres import PostgresServer, PostgresUnavailableError
 from superlink_async.tls import CertificateFiles
 from tests.certificates import make_certificates
 from tests.logged import recorded
-from tests.postgres_server import PostgresServer, PostgresUnavailableError
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
