@@ -947,7 +947,7 @@ class Report:
                 2,
                 frozenset(bounded),
             )
-        size = min(self._common_size("postgres"), self._common_size("sqlite"))
+        size = self._shared_size(columns)
         if size:
             for figure, pick in (
                 (f"RSS per 1,000 idle nodes at {size:,} nodes, MiB", _rss_per_1k),
@@ -970,6 +970,17 @@ class Report:
         ]
         return [_table(header, rows), *(f"\n{note}" for note in notes)]
 
+    def _shared_size(self, columns: list[tuple[str, str]]) -> int:
+        """The largest idle fleet size that every (target, backend) of ``columns`` measured."""
+        return max(
+            (
+                size
+                for size in self.results.settings.fleet_sizes
+                if all(self._steps(backend, label, size) for label, backend in columns)
+            ),
+            default=0,
+        )
+
     def _postgres_unmet(self, label: str, scenario: str, figures: list[str]) -> str:
         """Where ``label``'s time went on PostgreSQL, for the goals it missed in ``scenario``."""
         text = f"**Not shown met on PostgreSQL: {'; '.join(dict.fromkeys(figures))}.**"
@@ -986,7 +997,7 @@ class Report:
                 + ", ".join(f"`{row.function}` {row.own_pct:.0f} %" for row in postgres.rows[:3])
                 + "."
             )
-        size = min(self._common_size("postgres"), self._common_size("sqlite"))
+        size = self._shared_size([(label, "postgres"), (label, "sqlite")])
         if scenario == "idle" and size:
             ours = {
                 backend: Spread.of(s.server_cpu_per_1k for s in self._steps(backend, label, size))
@@ -1058,12 +1069,7 @@ class Report:
         return [s for s in self.results.replica_idle if s.target == label and s.replicas == count]
 
     def _replica_steps(self, label: str, count: int, size: int) -> list[IdleStep]:
-        return [
-            step
-            for session in self._replica_sessions(label, count)
-            for step in session.steps
-            if step.nodes == size
-        ]
+        return _steps_at(self._replica_sessions(label, count), size)
 
     def _replica_largest(self, label: str) -> str:
         rows = []
@@ -1279,6 +1285,13 @@ class Report:
                 "- The ServerApp driver plays `flwr run` (Exec StartRun with a real FAB) and "
                 "`flwr-serverapp` (PullServerAppInputs, UpdateRunStatus running, GetNodes, "
                 "PushMessages, PullMessages); each SuperLink runs with `--isolation process`.",
+                "- The `postgres` backend: the tool starts one PostgreSQL server for the whole "
+                "run (`initdb` into a temp dir, loopback, PostgreSQL's defaults: fsync and "
+                "synchronous commit on) and gives each session a new database. Its CPU "
+                "(`database CPU`) is the sum over the postmaster and its backends, read like "
+                "the SuperLink's; it runs on the same CPUs. The payloads are zero-filled "
+                "arrays, which PostgreSQL's TOAST compresses (real model weights would not "
+                "compress) and SQLite stores as they are.",
             ]
         )
 
@@ -1291,12 +1304,7 @@ class Report:
         return [s for s in self.results.idle if s.backend == backend and s.target == label]
 
     def _steps(self, backend: str, label: str, size: int) -> list[IdleStep]:
-        return [
-            step
-            for session in self._sessions(backend, label)
-            for step in session.steps
-            if step.nodes == size
-        ]
+        return _steps_at(self._sessions(backend, label), size)
 
     def _common_size(self, backend: str) -> int:
         """The largest fleet size every idle session of ``backend`` measured (0 if none)."""
@@ -1371,6 +1379,11 @@ class Report:
 
     def _largest(self, backend: str, label: str) -> Spread | None:
         return Spread.of(session.largest_sustained for session in self._sessions(backend, label))
+
+
+def _steps_at(sessions: list[IdleSession], size: int) -> list[IdleStep]:
+    """The steps of ``sessions`` at fleet size ``size``, over runs."""
+    return [step for session in sessions for step in session.steps if step.nodes == size]
 
 
 def _wall(result: RoundResult) -> float:
