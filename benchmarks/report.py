@@ -1013,23 +1013,24 @@ class Report:
                 f"{self.results.machine.get('nproc', '?')} CPUs shared with the load generator, "
                 "the database's share is CPU the SuperLink does not get."
             )
-        if scenario == "round":
-            typical = max(self._round_specs(), key=lambda spec: spec.nodes, default=None)
-            if typical is not None:
-                cpu = {
-                    backend: Spread.of(
-                        r.server_cpu_seconds for r in self._rounds(typical, backend, label)
-                    )
-                    for backend in ("postgres", "sqlite")
-                }
-                database = Spread.of(
-                    r.database_cpu_seconds for r in self._rounds(typical, "postgres", label)
-                )
-                text += (
-                    f" Over the {typical.label} round the server used {_fmt(cpu['postgres'], 2)} "
-                    f"CPU s on PostgreSQL and {_fmt(cpu['sqlite'], 2)} on SQLite; the PostgreSQL "
-                    f"server {_fmt(database, 2)} CPU s."
-                )
+        missed = [
+            spec
+            for spec in self._round_specs()
+            if any(name.startswith(f"{_SCENARIO_NAMES['round']} {spec.label}:") for name in figures)
+        ]
+        for spec in missed if scenario == "round" else []:
+            cpu = {
+                backend: Spread.of(r.server_cpu_seconds for r in self._rounds(spec, backend, label))
+                for backend in ("postgres", "sqlite")
+            }
+            database = Spread.of(
+                r.database_cpu_seconds for r in self._rounds(spec, "postgres", label)
+            )
+            text += (
+                f" Over the {spec.label} round the server used {_fmt(cpu['postgres'], 2)} "
+                f"CPU s on PostgreSQL and {_fmt(cpu['sqlite'], 2)} on SQLite; the PostgreSQL "
+                f"server {_fmt(database, 2)} CPU s."
+            )
         return text
 
     # scenario D
