@@ -19,7 +19,7 @@ import statistics
 import subprocess
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -1097,6 +1097,7 @@ class Report:
                         _fmt(Spread.of(step.rate for step in steps), 0),
                         _fmt(Spread.of(step.p50_ms for step in steps)),
                         _fmt(Spread.of(step.p99_ms for step in steps)),
+                        _per_replica([step.replica_calls for step in steps], count, 0),
                         _per_replica([step.replica_cpu_per_1k for step in steps], count),
                         _fmt(Spread.of(step.server_cpu_percent for step in steps), 0),
                         _fmt(Spread.of(step.database_cpu_per_1k for step in steps), 2),
@@ -1106,7 +1107,8 @@ class Report:
                     ]
                 )
         header = ["nodes", "replicas", "sustained", "calls/s", "p50 ms", "p99 ms"]
-        header += ["CPU s/1k per replica", "replicas CPU %", "database CPU s/1k"]
+        header += ["calls per replica", "CPU s/1k per replica", "replicas CPU %"]
+        header += ["database CPU s/1k"]
         header += ["loadgen CPU %", "errors", "nodes lost"]
         return "Idle fleet:\n\n" + _table(header, rows)
 
@@ -1127,14 +1129,14 @@ class Report:
                     _fmt(Spread.of(r.push_seconds for r in results), 2),
                     _fmt(Spread.of(r.wall_seconds for r in results), 2) + timed_out,
                     _fmt(Spread.of(r.replies for r in results), 0),
-                    _fmt(Spread.of(r.calls for r in results), 0),
+                    _per_replica([r.replica_calls for r in results], count, 0),
                     _per_replica([r.replica_cpu_per_1k for r in results], count),
                     _fmt(Spread.of(r.server_cpu_seconds for r in results), 2),
                     _fmt(Spread.of(r.database_cpu_seconds for r in results), 2),
                     _counts(sum((Counter(r.failures) for r in results), Counter())),
                 ]
             )
-        header = ["replicas", "nodes", "push s", "wall s", "replies", "fleet calls"]
+        header = ["replicas", "nodes", "push s", "wall s", "replies", "fleet calls per replica"]
         header += ["CPU s/1k per replica", "replicas CPU s", "database CPU s", "failed replies"]
         return f"Round {spec.label}:\n\n" + _table(header, rows)
 
@@ -1417,10 +1419,10 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f} %"
 
 
-def _per_replica(per_run: list[list[float]], count: int) -> str:
+def _per_replica(per_run: Sequence[Sequence[float]], count: int, digits: int = 2) -> str:
     """Each replica's figure over runs (median [min-max]), in replica order: ``a / b``."""
     return " / ".join(
-        _fmt(Spread.of(run[index] for run in per_run if len(run) > index), 2)
+        _fmt(Spread.of(run[index] for run in per_run if len(run) > index), digits)
         for index in range(count)
     )
 

@@ -86,6 +86,8 @@ class IdleStep:
     sustained: bool
     #: Each replica's CPU seconds per 1,000 calls it served (one entry: the server's).
     replica_cpu_per_1k: list[float] = field(default_factory=list)
+    #: The window's calls by the replica they went to, in replica order.
+    replica_calls: list[int] = field(default_factory=list)
     #: The PostgreSQL server's CPU seconds (all its processes) per 1,000 calls; None without.
     database_cpu_per_1k: float | None = None
 
@@ -133,6 +135,8 @@ class RoundResult:
     calls: int = 0
     #: Each replica's CPU seconds over the round per 1,000 of those calls it served.
     replica_cpu_per_1k: list[float] = field(default_factory=list)
+    #: Those calls by the replica they went to, in replica order.
+    replica_calls: list[int] = field(default_factory=list)
     #: The PostgreSQL server's CPU over the round (all its processes); None without.
     database_cpu_seconds: float | None = None
 
@@ -468,6 +472,7 @@ class Bench:
                                 replicas=replicas or 1,
                                 calls=sum(window.replica_calls.values()),
                                 replica_cpu_per_1k=_per_1k(cpu, window.replica_calls),
+                                replica_calls=_in_order(window.replica_calls, len(cpu)),
                                 database_cpu_seconds=database,
                             )
                         )
@@ -666,6 +671,7 @@ class Bench:
                 and p99 < self.settings.p99_limit
             ),
             replica_cpu_per_1k=_per_1k(cpu, window.replica_calls),
+            replica_calls=_in_order(window.replica_calls, len(cpu)),
             database_cpu_per_1k=(
                 1000 * database_cpu / calls if calls and database_cpu is not None else None
             ),
@@ -674,6 +680,10 @@ class Bench:
 
 def _minus(after: list[float], before: list[float]) -> list[float]:
     return [late - early for late, early in zip(after, before, strict=True)]
+
+
+def _in_order(calls: Counter[int], replicas: int) -> list[int]:
+    return [calls[index] for index in range(replicas)]
 
 
 def _minus_or_none(after: float | None, before: float | None) -> float | None:

@@ -286,6 +286,7 @@ def test_postgres_is_compared_with_our_sqlite_and_the_reference_sqlite() -> None
 def replica_step(nodes: int, per_replica: list[float], database: float) -> IdleStep:
     measured = step(nodes, True, sum(per_replica) / len(per_replica))
     measured.replica_cpu_per_1k = per_replica
+    measured.replica_calls = [nodes // len(per_replica)] * len(per_replica)
     measured.database_cpu_per_1k = database
     return measured
 
@@ -313,6 +314,7 @@ def replica_results() -> Results:
                 replicas=count,
                 calls=9000,
                 replica_cpu_per_1k=[1.5] * count,
+                replica_calls=[9000 // count] * count,
             )
             for count in (1, 2)
         ],
@@ -327,10 +329,10 @@ def test_two_replicas_are_projected_from_the_cost_per_call_at_the_same_load_each
     assert "| c_2 at 1,000 nodes (mean of the two), CPU s/1k | 1.30 | - | - |" in section
     assert "| projected N_2 / N_1, a CPU per replica | 1.85x | >= 1.8x | yes |" in section
     assert "| measured here: largest N on two replicas / on one | 2.00x | - | - |" in section
-    assert "| 1,000 | 2 | 1/1 |" in section and "| 1.25 / 1.35 |" in section
+    assert "| 1,000 | 2 | 1/1 |" in section and "| 500 / 500 | 1.25 / 1.35 |" in section
     assert (
-        "| 2 | 1,000 | 1.00 | 12.00 | 1,000 | 9,000 | 1.50 / 1.50 | 10.00 | 4.00 | 0 |" in section
-    )
+        "| 2 | 1,000 | 1.00 | 12.00 | 1,000 | 4,500 / 4,500 | 1.50 / 1.50 | 10.00 | 4.00 | 0 |"
+    ) in section
 
 
 def test_postgres_and_replica_results_render_the_same_from_their_json() -> None:

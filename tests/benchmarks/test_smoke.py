@@ -49,6 +49,8 @@ def test_smoke_preset_measures_every_scenario(tmp_path: Path) -> None:
             assert step["connections"] == step["nodes"]
             assert step["methods"]["PullMessages"]["calls"] >= step["nodes"]
             assert len(step["replica_cpu_per_1k"]) == session["replicas"]
+            assert sum(step["replica_calls"]) == step["calls"], step
+            assert min(step["replica_calls"]) > 0, step  # every replica served the fleet
             assert all(cpu > 0 for cpu in step["replica_cpu_per_1k"]), step
             on_postgres = session["backend"] == "postgres"
             assert (step["database_cpu_per_1k"] is not None) == on_postgres, step
@@ -65,6 +67,8 @@ def test_smoke_preset_measures_every_scenario(tmp_path: Path) -> None:
     for result in replica_rounds:
         assert result["spec"] == dataclasses.asdict(SMOKE.replica_round)
         assert len(result["replica_cpu_per_1k"]) == result["replicas"]
+        assert sum(result["replica_calls"]) == result["calls"]
+        assert min(result["replica_calls"]) > 0, result
         assert result["database_cpu_seconds"] > 0
 
     edge = results["edge"]
