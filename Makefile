@@ -63,11 +63,12 @@ proto: install
 		--grpclib_python_out=build/proto $(PROTOS)
 	$(BIN)/python -m superlink_async.wire.relocate build/proto/flwr/proto $(WIRE_DIR)
 
-## Ours against flower-superlink 1.18.0, alternating; rewrites docs/benchmarks.md (~25 min).
+## Ours against flower-superlink 1.18.0, alternating, and ours on PostgreSQL with one and two
+## replicas; rewrites docs/benchmarks.md (~40 min).
 bench: install
 	$(BIN)/python -m benchmarks --preset full --output docs/benchmarks.md --json build/benchmarks.json
 
-## The same instrument at tiny sizes against our server only (<1 min); `make test` runs it too.
+## The same instrument at tiny sizes against our server only (~1.5 min); `make test` runs it too.
 bench-smoke: install
 	$(BIN)/python -m benchmarks --preset smoke --strict --output build/benchmarks-smoke.md
 

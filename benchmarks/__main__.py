@@ -2,7 +2,9 @@
 
 By default it compares ``python -m superlink_async`` with flwr 1.18.0's
 ``flower-superlink``, both from this interpreter's environment; ``--target`` names any
-other command that accepts the ``flower-superlink`` flags.
+other command that accepts the ``flower-superlink`` flags. The ``postgres`` backend and the
+replica scenario run on a PostgreSQL server the tool starts itself (``initdb`` into a temp
+dir, loopback only; see ``superlink_async.testing.postgres``) and removes at the end.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import shlex
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,6 +28,11 @@ from benchmarks.profiling import ProfileSummary
 from benchmarks.report import Report, Results, machine, versions
 from benchmarks.scenarios import Bench, say
 from benchmarks.superlink import Target, raise_open_files_limit
+from superlink_async.testing.postgres import (
+    PostgresServer,
+    PostgresUnavailableError,
+    running_postgres_server,
+)
 
 #: Descriptors a SuperLink needs besides its Fleet connections (listeners, logs, SQLite).
 _SERVER_RESERVE = 500
@@ -37,15 +45,20 @@ def default_targets(preset: str) -> list[Target]:
     beside = Path(sys.executable).with_name("flower-superlink")
     reference = str(beside) if beside.exists() else shutil.which("flower-superlink")
     if reference is not None and preset != "smoke":
-        targets.append(Target("flower-superlink", (reference,)))
+        targets.append(_with_command("flower-superlink", (reference,)))
     return targets
+
+
+def _with_command(label: str, command: tuple[str, ...]) -> Target:
+    """A target; flwr's ``flower-superlink`` (SQLite only, up to 1.18.0) gets no PostgreSQL."""
+    return Target(label, command, postgres=Path(command[0]).name != "flower-superlink")
 
 
 def _target(text: str) -> Target:
     label, sep, command = text.partition("=")
     if not sep or not label or not command.strip():
         raise argparse.ArgumentTypeError(f"expected LABEL=COMMAND, got {text!r}")
-    return Target(label, tuple(shlex.split(command)))
+    return _with_command(label, tuple(shlex.split(command)))
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -88,14 +101,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--fleet-sizes", type=_sizes, help="idle-fleet sizes, e.g. 1000,5000")
     parser.add_argument("--workers", type=int, help="load-generator processes")
     parser.add_argument(
-        "--backends", type=_choices("memory", "sqlite"), help="e.g. memory or memory,sqlite"
+        "--backends",
+        type=_choices("memory", "sqlite", "postgres"),
+        help="e.g. memory or memory,sqlite,postgres",
     )
     parser.add_argument(
         "--scenarios",
-        type=_choices("idle", "round", "edge"),
-        help="idle (A), round (B) and/or edge (C), e.g. edge or idle,round",
+        type=_choices("idle", "round", "edge", "replicas"),
+        help="idle (A), round (B), edge (C) and/or replicas (D), e.g. edge or idle,round",
     )
     parser.add_argument("--edge-runs", type=int, help="runs of scenario C (at most --runs)")
+    parser.add_argument("--replica-runs", type=int, help="runs of scenario D (at most --runs)")
     parser.add_argument(
         "--edge-nodes", type=int, help="scenario C at this size for every target (no search)"
     )
@@ -140,6 +156,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
         "scenarios": args.scenarios,
         "edge_runs": args.edge_runs,
         "edge_nodes": args.edge_nodes,
+        "replica_runs": args.replica_runs,
     }
     return dataclasses.replace(
         settings, **{key: value for key, value in overrides.items() if value is not None}
@@ -158,11 +175,23 @@ async def measure(
         ]
     )
     limit = raise_open_files_limit(largest + 2 * _SERVER_RESERVE)
-    load_before = os.getloadavg()
-    async with Fleet(settings.workers, limit - _SERVER_RESERVE) as fleet:
-        bench = Bench(settings, targets, fleet, profile)
-        await bench.run_all()
+    with _postgres_if_needed(settings) as postgres:
+        load_before = os.getloadavg()
+        async with Fleet(settings.workers, limit - _SERVER_RESERVE) as fleet:
+            bench = Bench(settings, targets, fleet, profile, postgres)
+            await bench.run_all()
     return bench, load_before
+
+
+@contextmanager
+def _postgres_if_needed(settings: Settings) -> Iterator[PostgresServer | None]:
+    """A durable PostgreSQL server (fsync on) when a backend or scenario needs one."""
+    if "postgres" not in settings.backends and "replicas" not in settings.scenarios:
+        yield None
+        return
+    say("starting a PostgreSQL server ...")
+    with running_postgres_server(durable=True) as server:
+        yield server
 
 
 def write_profile_summary(directory: Path) -> Path:
@@ -198,7 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     clock = time.monotonic()
     # Before measuring: the servers run from the work tree as it is when the run starts.
     machine_before, versions_before = machine(), versions()
-    bench, load_before = asyncio.run(measure(settings, args.target, args.profile))
+    try:
+        bench, load_before = asyncio.run(measure(settings, args.target, args.profile))
+    except PostgresUnavailableError as error:
+        print(f"python -m benchmarks: {error}", file=sys.stderr)
+        return 2
     results = Results(
         command=shlex.join(["python", "-m", "benchmarks", *argv]),
         started=started.strftime("%Y-%m-%d %H:%M UTC"),
@@ -215,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         edge=bench.edge,
         broken=bench.broken,
         profiles=bench.profiles,
+        replica_idle=bench.replica_idle,
+        replica_rounds=bench.replica_rounds,
     )
     write_report(results, args.output)
     if args.json is not None:

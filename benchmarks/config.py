@@ -33,9 +33,13 @@ class Settings:
 
     #: Each (backend, target) pair is measured this often; figures are medians.
     runs: int
-    #: ``memory`` (no ``--database``) and/or ``sqlite`` (``--database`` on a file).
+    #: ``memory`` (no ``--database``), ``sqlite`` (``--database`` on a file) and/or
+    #: ``postgres`` (``--database postgresql://…``: a fresh database per session on a server
+    #: the bench starts; targets without PostgreSQL, the reference, sit it out).
     backends: tuple[str, ...]
-    #: ``idle`` (scenario A), ``round`` (scenario B) and/or ``edge`` (scenario C).
+    #: ``idle`` (scenario A), ``round`` (scenario B), ``edge`` (scenario C) and/or
+    #: ``replicas`` (scenario D: A's search and one round of B on one and more replicas of
+    #: one PostgreSQL database).
     scenarios: tuple[str, ...]
     #: Scenario A: idle-fleet sizes, grown in this order on one server until one fails.
     fleet_sizes: tuple[int, ...]
@@ -83,11 +87,19 @@ class Settings:
     #: SuperNode retries an UNAVAILABLE CreateNode for ever, and a saturated or shedding
     #: server registers slowly, so this is generous; late nodes keep trying meanwhile.
     edge_register_wait: float
+    #: Scenario C on these of ``backends`` only.
+    edge_backends: tuple[str, ...]
+    #: Scenario D: runs of it, at most ``runs`` (the first ones).
+    replica_runs: int
+    #: Scenario D: the replica counts compared, each measured in every run of it.
+    replica_counts: tuple[int, ...]
+    #: Scenario D: the round run on each replica count.
+    replica_round: RoundSpec
     #: Load-generator processes.
     workers: int
     #: Sessions not started by then are skipped (and listed in the report). The full
-    #: preset's 23 min keeps ``make bench`` within ~25 min on 2 CPUs: its last sessions
-    #: (the last run's A and B, under a minute each) are the ones a slow machine skips.
+    #: preset's budget is what its sessions take on a quiet 2-CPU machine plus a little
+    #: (see FULL); the last run's sessions are the ones a slow machine skips.
     time_budget: float
     #: Sample the first target's last run of each scenario with py-spy, for the report.
     profile_last_run: bool
@@ -106,10 +118,21 @@ class Settings:
         return tuple(sizes)
 
 
+#: The full preset, timed on 2 CPUs: a session of A takes ~50 s (its 50 s budget), one of B
+#: ~40 s (~55 s when a round times out at 25 s), one of C 2-4 min. Memory and SQLite, both
+#: targets, 3 runs of A and B and one of C: ~27 min, which the earlier 23 min budget cut
+#: short by 5 sessions. PostgreSQL is ours alone (the reference has none), in 3 runs of A
+#: and B like SQLite, whose figures its targets are ratios of: ~6 min. It gets no C: C is
+#: about where one event loop saturates, which signature checks decide on every backend,
+#: and its ~3 min would push the whole past 40 min. D (one and two replicas, A's search
+#: and the 1,000-node round each) is ~4 min per run and gets one: its figures are CPU per
+#: call over thousands of calls, and the largest idle fleet is a coarse step that a
+#: second run would rarely move. All in, ~37 min: the 37 min budget lets a quiet machine
+#: start every session, and a busy one ends within a session (~1.5 min) of it.
 FULL = Settings(
     runs=3,
-    backends=("memory", "sqlite"),
-    scenarios=("idle", "round", "edge"),
+    backends=("memory", "sqlite", "postgres"),
+    scenarios=("idle", "round", "edge", "replicas"),
     fleet_sizes=(250, 500, 1000, 2000, 5000, 10000, 20000),
     p99_limit=0.2,
     min_spread=3.0,
@@ -133,16 +156,23 @@ FULL = Settings(
     edge_payload_bytes=100 * KB,
     edge_round_timeout=60.0,
     edge_register_wait=60.0,
+    edge_backends=("memory", "sqlite"),
+    replica_runs=1,
+    replica_counts=(1, 2),
+    replica_round=RoundSpec(1000, 100 * KB, 100 * KB),
     workers=2,
-    time_budget=23 * 60,
+    time_budget=37 * 60,
     profile_last_run=True,
 )
 
+#: Every scenario and backend once at tiny sizes, within ~1.5 min (``make test`` runs it):
+#: one idle size per session (C's search grows through two), C on memory alone (it
+#: exercises the instrument, which is the same on every backend).
 SMOKE = Settings(
     runs=1,
-    backends=("memory", "sqlite"),
-    scenarios=("idle", "round", "edge"),
-    fleet_sizes=(10, 30),
+    backends=("memory", "sqlite", "postgres"),
+    scenarios=("idle", "round", "edge", "replicas"),
+    fleet_sizes=(30,),
     p99_limit=0.2,
     min_spread=1.0,
     ramp_rate=1000.0,
@@ -161,6 +191,10 @@ SMOKE = Settings(
     edge_payload_bytes=10 * KB,
     edge_round_timeout=30.0,
     edge_register_wait=30.0,
+    edge_backends=("memory",),
+    replica_runs=1,
+    replica_counts=(1, 2),
+    replica_round=RoundSpec(12, 10 * KB, 10 * KB),
     workers=1,
     time_budget=240.0,
     profile_last_run=True,

@@ -7,8 +7,10 @@ at once, exactly as a SuperNode's loop does. Every call carries the node-auth me
 Failed calls are retried, or end the node, by flwr 1.18.0's rules (see :class:`SimNode`).
 
 A worker process runs one event loop with its share of the nodes and records, per call, the
-method, when it started, and its latency or status code. The coordinator (:class:`Fleet`)
-drives the workers over pipes: grow the fleet, collect a measurement window, detach.
+method, when it started, the replica it went to, and its latency or status code. With several
+Fleet addresses (replicas of one federation) each new node takes the next one in turn. The
+coordinator (:class:`Fleet`) drives the workers over pipes: grow the fleet, collect a
+measurement window, detach.
 """
 
 from __future__ import annotations
@@ -57,9 +59,9 @@ Response = TypeVar("Response")
 
 @dataclass(frozen=True)
 class Attach:
-    """Point new nodes at a Fleet API."""
+    """Point new nodes at these Fleet APIs, one after the other (each node keeps its own)."""
 
-    address: str
+    addresses: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ class Window:
     #: Failed calls started since the previous window and before this one (the ramp).
     earlier_errors: Counter[str] = field(default_factory=Counter)
     loop_lags: list[float] = field(default_factory=list)
+    #: Calls of the window (answered, failed or still running) by the replica they went to.
+    replica_calls: Counter[int] = field(default_factory=Counter)
     nodes: int = 0
     lost_nodes: int = 0
 
@@ -117,6 +121,7 @@ class Window:
         self.errors.update(other.errors)
         self.earlier_errors.update(other.earlier_errors)
         self.loop_lags.extend(other.loop_lags)
+        self.replica_calls.update(other.replica_calls)
         self.nodes += other.nodes
         self.lost_nodes += other.lost_nodes
 
@@ -156,10 +161,11 @@ class Recorder:
     """Every call's start, method and outcome, kept until a window collects it."""
 
     def __init__(self) -> None:
-        self._done: list[tuple[float, str, float]] = []
-        self._failed: list[tuple[float, str]] = []
+        #: (started, method, latency, replica) and (started, method and code, replica).
+        self._done: list[tuple[float, str, float, int]] = []
+        self._failed: list[tuple[float, str, int]] = []
         self._lags: list[tuple[float, float]] = []
-        self._inflight: dict[int, tuple[float, str]] = {}
+        self._inflight: dict[int, tuple[float, str, int]] = {}
         self._tokens = 0
         #: While a window is being collected: its calls still running, and who waits.
         self._awaited: set[int] = set()
@@ -167,15 +173,15 @@ class Recorder:
         #: Calls started before this were handed over already (late ones with their age).
         self._horizon = 0.0
 
-    def begin(self, method: str) -> int:
+    def begin(self, method: str, replica: int) -> int:
         """Note a call's start; returns the token to end it with."""
         self._tokens += 1
-        self._inflight[self._tokens] = (time.monotonic(), method)
+        self._inflight[self._tokens] = (time.monotonic(), method, replica)
         return self._tokens
 
     def end(self, token: int, code: grpc.StatusCode | None) -> None:
         """Note a call's outcome: ``None`` for OK, else its status code."""
-        started, method = self._inflight.pop(token)
+        started, method, replica = self._inflight.pop(token)
         if token in self._awaited:
             self._awaited.discard(token)
             if not self._awaited:
@@ -183,9 +189,9 @@ class Recorder:
         if started < self._horizon:
             return
         if code is None:
-            self._done.append((started, method, time.monotonic() - started))
+            self._done.append((started, method, time.monotonic() - started, replica))
         else:
-            self._failed.append((started, f"{method} {code.name}"))
+            self._failed.append((started, f"{method} {code.name}", replica))
 
     def clear(self) -> None:
         """Forget everything: the next server starts with a clean record."""
@@ -208,7 +214,7 @@ class Recorder:
         taken so far: a lower bound, far above any latency target.
         """
         self._awaited = {
-            token for token, (started, _) in self._inflight.items() if started < command.end
+            token for token, (started, _, _) in self._inflight.items() if started < command.end
         }
         if self._awaited:
             self._drained.clear()
@@ -218,16 +224,18 @@ class Recorder:
         window = Window()
         now = time.monotonic()
         late = [
-            (started, method, now - started)
-            for started, method in self._inflight.values()
+            (started, method, now - started, replica)
+            for started, method, replica in self._inflight.values()
             if started < command.end
         ]
-        for started, method, latency in self._done + late:
+        for started, method, latency, replica in self._done + late:
             if command.start <= started < command.end:
                 window.latencies.setdefault(method, []).append(latency)
-        for started, name in self._failed:
+                window.replica_calls[replica] += 1
+        for started, name, replica in self._failed:
             if command.start <= started < command.end:
                 window.errors[name] += 1
+                window.replica_calls[replica] += 1
             elif started < command.start:
                 window.earlier_errors[name] += 1
         window.loop_lags = [lag for at, lag in self._lags if command.start <= at < command.end]
@@ -260,8 +268,9 @@ class SimNode:
     Pings retry every error and never end the node.
     """
 
-    def __init__(self, stub: FleetStub, recorder: Recorder) -> None:
+    def __init__(self, stub: FleetStub, replica: int, recorder: Recorder) -> None:
         self._stub = stub
+        self._replica = replica
         self._recorder = recorder
         self._identity = NodeIdentity()
         self._node = node_pb2.Node()
@@ -323,7 +332,7 @@ class SimNode:
     ) -> Response:
         """One signed call, recorded with its latency or status code."""
         metadata = self._identity.metadata()
-        token = self._recorder.begin(method)
+        token = self._recorder.begin(method, self._replica)
         try:
             response = await call(request, metadata=metadata, timeout=timeout)
         except grpc.aio.AioRpcError as error:
@@ -404,9 +413,10 @@ class Worker:
         self._recorder = Recorder()
         self._nodes: set[asyncio.Task[bool]] = set()
         self._channels: list[grpc.aio.Channel] = []
-        self._stub: FleetStub | None = None
-        self._on_stub = 0
-        self._address = ""
+        #: Per replica: the channel's stub new nodes share, and how many share it already.
+        self._stubs: dict[int, tuple[FleetStub, int]] = {}
+        self._addresses: tuple[str, ...] = ()
+        self._started = 0
         self._lost = 0
 
     async def serve(self) -> None:
@@ -424,7 +434,7 @@ class Worker:
 
     async def _execute(self, command: object) -> object:
         if isinstance(command, Attach):
-            self._address = command.address
+            self._addresses = command.addresses
             return None
         if isinstance(command, Grow):
             return await self._grow(command)
@@ -437,13 +447,14 @@ class Worker:
             return None
         raise TypeError(f"unknown command {command!r}")
 
-    def _next_stub(self, per_connection: int) -> FleetStub:
-        if self._stub is None or self._on_stub >= per_connection:
-            channel = open_channel(self._address, own_connection=True)
+    def _next_stub(self, replica: int, per_connection: int) -> FleetStub:
+        stub, users = self._stubs.get(replica, (None, 0))
+        if stub is None or users >= per_connection:
+            channel = open_channel(self._addresses[replica], own_connection=True)
             self._channels.append(channel)
-            self._stub, self._on_stub = FleetStub(channel), 0
-        self._on_stub += 1
-        return self._stub
+            stub, users = FleetStub(channel), 0
+        self._stubs[replica] = (stub, users + 1)
+        return stub
 
     async def _grow(self, command: Grow) -> Grown:
         loop = asyncio.get_running_loop()
@@ -464,7 +475,9 @@ class Worker:
         self, delay: float, per_connection: int, outcome: asyncio.Future[bool]
     ) -> bool:
         await asyncio.sleep(delay)
-        node = SimNode(self._next_stub(per_connection), self._recorder)
+        replica = self._started % len(self._addresses)
+        self._started += 1
+        node = SimNode(self._next_stub(replica, per_connection), replica, self._recorder)
         return await node.live(outcome.set_result)
 
     def _forget(self, task: asyncio.Task[bool]) -> None:
@@ -478,7 +491,8 @@ class Worker:
         await asyncio.gather(*self._nodes, return_exceptions=True)
         await asyncio.gather(*(channel.close() for channel in self._channels))
         self._channels.clear()
-        self._stub, self._lost = None, 0
+        self._stubs.clear()
+        self._started, self._lost = 0, 0
         self._recorder.clear()
 
 
@@ -514,9 +528,13 @@ class Fleet:
         """Nodes started so far on the current SuperLink."""
         return sum(self._sizes)
 
-    async def attach(self, address: str) -> None:
-        """Direct the next nodes at ``address``."""
-        await self._each([Attach(address)] * len(self._pipes))
+    async def attach(self, addresses: tuple[str, ...]) -> None:
+        """Direct the next nodes at ``addresses``, each node at the next one in turn.
+
+        Workers alternate from the first address alike, so with an even share per worker
+        the replicas get the same number of nodes.
+        """
+        await self._each([Attach(addresses)] * len(self._pipes))
 
     async def grow(self, total: int, spread: float, timeout: float) -> Grown:
         """Start nodes until ``total`` have been started, balanced over the workers."""

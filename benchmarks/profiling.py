@@ -86,17 +86,19 @@ class Sampler:
 
 @dataclass(frozen=True)
 class ProfileSummary:
-    """Sample counts per function (``name (file)``, line numbers dropped)."""
+    """Sample counts per function (``name (file)``, line numbers dropped) and per stack."""
 
     samples: int
     own: Counter[str]
     total: Counter[str]
+    stacks: Counter[tuple[str, ...]]
 
     @classmethod
     def read(cls, paths: list[Path]) -> ProfileSummary:
         """Merge py-spy raw outputs."""
         own: Counter[str] = Counter()
         total: Counter[str] = Counter()
+        stacks: Counter[tuple[str, ...]] = Counter()
         samples = 0
         for path in paths:
             for line in path.read_text().splitlines():
@@ -109,10 +111,11 @@ class ProfileSummary:
                 if not frames:
                     continue
                 samples += count
+                stacks[tuple(frames)] += count
                 own[frames[-1]] += count
                 for frame in set(frames):
                     total[frame] += count
-        return cls(samples, own, total)
+        return cls(samples, own, total, stacks)
 
     def rows(self, top: int) -> list[ProfileRow]:
         """The ``top`` functions by own samples, with their totals, in percent."""
@@ -124,6 +127,15 @@ class ProfileSummary:
     def share(self, function: str) -> float:
         """Percent of samples in which ``function`` is on the stack."""
         return 100 * self.total[function] / self.samples if self.samples else 0.0
+
+    def share_in(self, fragments: tuple[str, ...]) -> float:
+        """Percent of samples with a frame whose file path contains one of ``fragments``."""
+        inside = sum(
+            count
+            for stack, count in self.stacks.items()
+            if any(fragment in frame for frame in stack for fragment in fragments)
+        )
+        return 100 * inside / self.samples if self.samples else 0.0
 
     def table(self, top: int) -> str:
         """A Markdown table of the ``top`` functions by own samples, with their totals."""

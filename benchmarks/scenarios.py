@@ -8,6 +8,9 @@ round's size and the driver times one instruction per node, from push to last re
 C (at the edge): one server per session, one run; the idle fleet grows step by step until
 polling alone keeps the server busy (N_sat), then a round as B's runs at N_sat and at
 multiples of it, with the fleet's polling latency, sheds and lost nodes meanwhile.
+D (replicas): A's search and one round of B on one and on more SuperLink processes sharing
+one PostgreSQL database, new nodes dialling the replicas in turn and the driver the first;
+each replica's CPU is read on its own, beside the calls it served.
 Each (run, backend) measures every target back to back, their order rotating per run, so
 slow drifts of the machine hit every target alike.
 """
@@ -20,6 +23,7 @@ import math
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +33,8 @@ from benchmarks.driver import MISSING, RoundOutcome, ServerAppDriver
 from benchmarks.loadgen import Fleet, Window
 from benchmarks.profiling import ProfileRow, ProfileSummary, Sampler, find_py_spy
 from benchmarks.stats import percentile
-from benchmarks.superlink import SuperLinkProcess, Target
+from benchmarks.superlink import Replicas, SuperLinkProcess, Target
+from superlink_async.testing.postgres import PostgresServer
 
 #: A node gets this long to register once its start time has come.
 REGISTER_TIMEOUT = 10.0
@@ -42,6 +47,8 @@ PROFILE_RATE = 50
 PROFILE_TOP = 12
 #: The frame of an ECDSA signature check in our server (``superlink_async.services``).
 SIGNATURE_CHECK = "is_signed_by (superlink_async/services/signatures.py)"
+#: Frames of the state: our backends and the database drivers under them.
+STATE_FILES = ("superlink_async/state/", "asyncpg/", "aiosqlite/")
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,12 @@ class IdleStep:
     loadgen_cpu_percent: float
     loadgen_lag_p99_ms: float
     sustained: bool
+    #: Each replica's CPU seconds per 1,000 calls it served (one entry: the server's).
+    replica_cpu_per_1k: list[float] = field(default_factory=list)
+    #: The window's calls by the replica they went to, in replica order.
+    replica_calls: list[int] = field(default_factory=list)
+    #: The PostgreSQL server's CPU seconds (all its processes) per 1,000 calls; None without.
+    database_cpu_per_1k: float | None = None
 
 
 @dataclass
@@ -89,6 +102,8 @@ class IdleSession:
     baseline_rss_mib: float
     steps: list[IdleStep] = field(default_factory=list)
     stopped: str = ""
+    #: SuperLink processes on one database (scenario D); 1 in scenario A.
+    replicas: int = 1
 
     @property
     def largest_sustained(self) -> int:
@@ -114,6 +129,16 @@ class RoundResult:
     #: The one PushMessages call alone (the timeout, a lower bound, when it timed out).
     push_seconds: float
     push_timed_out: bool
+    #: SuperLink processes on one database (scenario D); 1 in scenario B.
+    replicas: int = 1
+    #: Fleet calls started from the push to the last reply, over every replica.
+    calls: int = 0
+    #: Each replica's CPU seconds over the round per 1,000 of those calls it served.
+    replica_cpu_per_1k: list[float] = field(default_factory=list)
+    #: Those calls by the replica they went to, in replica order.
+    replica_calls: list[int] = field(default_factory=list)
+    #: The PostgreSQL server's CPU over the round (all its processes); None without.
+    database_cpu_seconds: float | None = None
 
     @property
     def timed_out(self) -> bool:
@@ -221,6 +246,8 @@ class ProfiledSession:
     #: Percent of samples inside an ECDSA signature check.
     signature_checks_pct: float
     rows: list[ProfileRow]
+    #: Percent of samples inside the state (our backend or its driver, :data:`STATE_FILES`).
+    state_pct: float | None = None
 
     @classmethod
     def of(cls, scenario: str, backend: str, run: int, summary: ProfileSummary) -> ProfiledSession:
@@ -232,6 +259,7 @@ class ProfiledSession:
             summary.samples,
             summary.share(SIGNATURE_CHECK),
             summary.rows(PROFILE_TOP),
+            summary.share_in(STATE_FILES),
         )
 
 
@@ -249,14 +277,20 @@ class Bench:
         targets: list[Target],
         fleet: Fleet,
         profile_dir: Path | None = None,
+        postgres: PostgresServer | None = None,
     ) -> None:
         self.settings = settings
         self.targets = targets
         self.fleet = fleet
         self.profile_dir = profile_dir
+        #: The server that the ``postgres`` backend and scenario D create their databases on.
+        self.postgres = postgres
         self.idle: list[IdleSession] = []
         self.rounds: list[RoundResult] = []
         self.edge: list[EdgeSession] = []
+        #: Scenario D: A's sessions and B's rounds, by replica count.
+        self.replica_idle: list[IdleSession] = []
+        self.replica_rounds: list[RoundResult] = []
         #: With ``settings.profile_last_run``: the first target's last run of each scenario.
         self.profiles: list[ProfiledSession] = []
         #: Sessions that broke off (a server that crashed, a call that failed) or were
@@ -266,7 +300,9 @@ class Bench:
     async def run_all(self) -> None:
         """Every run, backend, scenario and target, targets alternating, within the time budget.
 
-        Scenario C runs in the first ``edge_runs`` runs only.
+        Scenario C runs in the first ``edge_runs`` runs only, on ``edge_backends``; D in the
+        first ``replica_runs``, after the backends, with the replica counts rotating per run.
+        Targets without PostgreSQL sit out its backend and D.
         """
         deadline = time.monotonic() + self.settings.time_budget
         sessions: dict[str, tuple[str, Callable[[Target, str, int], Awaitable[None]]]] = {
@@ -280,19 +316,50 @@ class Bench:
             for backend in self.settings.backends:
                 for scenario, (title, session) in sessions.items():
                     runs = self.runs_of(scenario)
-                    if scenario not in self.settings.scenarios or run >= runs:
+                    if not self._runs_on(scenario, backend) or run >= runs:
                         continue
                     for target in order:
                         name = f"{target.label}, {backend}, run {run + 1}/{runs}, {title}"
-                        if self._may_start(name, deadline):
+                        if self._serves(target, backend) and self._may_start(name, deadline):
                             with self._failure_noted(name):
                                 await session(target, backend, run)
+            if "replicas" in self.settings.scenarios and run < self.runs_of("replicas"):
+                await self._replica_sessions(run, order, deadline)
+
+    async def _replica_sessions(self, run: int, order: list[Target], deadline: float) -> None:
+        """Scenario D's sessions of one run: A's search, then B's round, per replica count."""
+        counts = self.settings.replica_counts
+        counts = counts[run % len(counts) :] + counts[: run % len(counts)]
+        runs = self.runs_of("replicas")
+        for target in (target for target in order if target.postgres):
+            for title, session in (("idle fleet", self.idle_fleet), ("one round", self.one_round)):
+                for count in counts:
+                    name = f"{target.label}, {_replicas(count)}, run {run + 1}/{runs}, {title}"
+                    if self._may_start(name, deadline):
+                        with self._failure_noted(name):
+                            await session(target, "postgres", run, count)
 
     def runs_of(self, scenario: str) -> int:
-        """How many runs ``scenario`` gets: ``edge_runs`` (at most ``runs``) for C."""
+        """How many runs ``scenario`` gets: ``edge_runs`` for C, ``replica_runs`` for D.
+
+        Both at most ``runs``.
+        """
         if scenario == "edge":
             return min(self.settings.edge_runs, self.settings.runs)
+        if scenario == "replicas":
+            return min(self.settings.replica_runs, self.settings.runs)
         return self.settings.runs
+
+    def _runs_on(self, scenario: str, backend: str) -> bool:
+        """Whether ``scenario`` is measured on ``backend`` at all."""
+        if scenario not in self.settings.scenarios:
+            return False
+        return scenario != "edge" or backend in self.settings.edge_backends
+
+    @staticmethod
+    def _serves(target: Target, backend: str) -> bool:
+        """Whether ``target`` can keep its state on ``backend``."""
+        return backend != "postgres" or target.postgres
 
     def _may_start(self, name: str, deadline: float) -> bool:
         if time.monotonic() < deadline:
@@ -310,11 +377,16 @@ class Bench:
             self.broken.append(f"{name}: {error}")
             say(f"{name} broke off: {error}")
 
-    async def idle_fleet(self, target: Target, backend: str, run: int) -> None:
-        """Scenario A on a fresh server."""
-        with self._server(target, backend, "idle", run) as server:
-            await self.fleet.attach(server.fleet_address)
-            session = IdleSession(target.label, backend, run, server.memory_mib()[0])
+    async def idle_fleet(
+        self, target: Target, backend: str, run: int, replicas: int | None = None
+    ) -> None:
+        """Scenario A on a fresh server, or D's search on ``replicas`` fresh ones."""
+        scenario = "idle" if replicas is None else "replicas"
+        with self._servers(target, backend, scenario, run, replicas or 1) as servers:
+            await self.fleet.attach(servers.fleet_addresses)
+            session = IdleSession(
+                target.label, backend, run, servers.memory_mib()[0], replicas=replicas or 1
+            )
             deadline = time.monotonic() + self.settings.idle_budget
             registered = 0
             try:
@@ -325,7 +397,7 @@ class Bench:
                         session.stopped = f"time budget reached before {size} nodes"
                         break
                     step = await self._grow_and_measure(
-                        server, size, registered, session.baseline_rss_mib, REGISTER_TIMEOUT
+                        servers, size, registered, session.baseline_rss_mib, REGISTER_TIMEOUT
                     )
                     registered = step.registered
                     session.steps.append(step)
@@ -340,24 +412,31 @@ class Bench:
                     session.stopped = "every size sustained"
             finally:
                 await self.fleet.detach()
-        self.idle.append(session)
+        (self.idle if replicas is None else self.replica_idle).append(session)
 
-    async def one_round(self, target: Target, backend: str, run: int) -> None:
+    async def one_round(
+        self, target: Target, backend: str, run: int, replicas: int | None = None
+    ) -> None:
         """Scenario B on a fresh server: every round, smallest fleet first.
 
         A server that cannot register every node still gets its round, over the nodes it
         lists as online, as a ServerApp would do; the report shows how many there were.
+        With ``replicas`` (scenario D), ``replica_round`` alone on that many servers; the
+        driver talks to the first one, which created the run after all of them started.
         """
-        with self._server(target, backend, "round", run) as server:
-            await self.fleet.attach(server.fleet_address)
+        scenario = "round" if replicas is None else "replicas"
+        specs = self.settings.rounds if replicas is None else (self.settings.replica_round,)
+        results = self.rounds if replicas is None else self.replica_rounds
+        with self._servers(target, backend, scenario, run, replicas or 1) as servers:
+            await self.fleet.attach(servers.fleet_addresses)
             try:
                 async with ServerAppDriver(
-                    server.exec_address,
-                    server.serverappio_address,
+                    servers.first.exec_address,
+                    servers.first.serverappio_address,
                     self.settings.driver_pull_period,
                 ) as driver:
                     registered = 0
-                    for spec in sorted(self.settings.rounds, key=lambda spec: spec.nodes):
+                    for spec in sorted(specs, key=lambda spec: spec.nodes):
                         grown = await self.fleet.grow(
                             spec.nodes, self._spread(spec.nodes), REGISTER_TIMEOUT
                         )
@@ -365,12 +444,18 @@ class Bench:
                         if not await driver.wait_for_nodes(registered, ONLINE_TIMEOUT):
                             raise RuntimeError(f"no node of {spec.nodes} came online")
                         await asyncio.sleep(self.settings.settle)
-                        cpu_before = server.cpu_seconds()
+                        cpu_before = servers.cpu_seconds()
+                        database_before = servers.database_cpu_seconds()
+                        start = time.monotonic()
                         outcome = await driver.round(
                             spec.payload_bytes, spec.reply_bytes, self.settings.round_timeout
                         )
+                        end = time.monotonic()
+                        cpu = _minus(servers.cpu_seconds(), cpu_before)
+                        database = _minus_or_none(servers.database_cpu_seconds(), database_before)
+                        window = await self.fleet.collect(start, end, COLLECT_GRACE)
                         say(f"  round {spec.label}: {outcome}")
-                        self.rounds.append(
+                        results.append(
                             RoundResult(
                                 target.label,
                                 backend,
@@ -380,10 +465,15 @@ class Bench:
                                 outcome.wall_seconds,
                                 outcome.replies,
                                 outcome.failures,
-                                server.cpu_seconds() - cpu_before,
-                                server.memory_mib()[1],
+                                sum(cpu),
+                                servers.memory_mib()[1],
                                 outcome.push_seconds,
                                 outcome.push_timed_out,
+                                replicas=replicas or 1,
+                                calls=sum(window.replica_calls.values()),
+                                replica_cpu_per_1k=_per_1k(cpu, window.replica_calls),
+                                replica_calls=_in_order(window.replica_calls, len(cpu)),
+                                database_cpu_seconds=database,
                             )
                         )
             finally:
@@ -396,15 +486,17 @@ class Bench:
         """
         settings = self.settings
         wait = settings.edge_register_wait
-        with self._server(target, backend, "edge", run) as server:
-            await self.fleet.attach(server.fleet_address)
-            session = EdgeSession(target.label, backend, run, server.memory_mib()[0])
+        with self._servers(target, backend, "edge", run) as servers:
+            await self.fleet.attach(servers.fleet_addresses)
+            session = EdgeSession(target.label, backend, run, servers.memory_mib()[0])
             self.edge.append(session)
             try:
                 async with ServerAppDriver(
-                    server.exec_address, server.serverappio_address, settings.driver_pull_period
+                    servers.first.exec_address,
+                    servers.first.serverappio_address,
+                    settings.driver_pull_period,
                 ) as driver:
-                    registered = await self._saturate(server, session)
+                    registered = await self._saturate(servers, session)
                     for factor in settings.edge_factors:
                         size = max(1, round(factor * session.n_sat))
                         grown = await self.fleet.grow(size, self._spread(size), wait)
@@ -429,7 +521,7 @@ class Bench:
             finally:
                 await self.fleet.detach()
 
-    async def _saturate(self, server: SuperLinkProcess, session: EdgeSession) -> int:
+    async def _saturate(self, servers: Replicas, session: EdgeSession) -> int:
         """Grow the idle fleet until the server is ``edge_busy`` or its p99 is past the limit.
 
         Returns the nodes registered.
@@ -437,7 +529,11 @@ class Bench:
         registered = 0
         for size in self.settings.edge_sizes():
             step = await self._grow_and_measure(
-                server, size, registered, session.baseline_rss_mib, self.settings.edge_register_wait
+                servers,
+                size,
+                registered,
+                session.baseline_rss_mib,
+                self.settings.edge_register_wait,
             )
             registered = step.registered
             session.probes.append(step)
@@ -455,37 +551,64 @@ class Bench:
         return max(self.settings.min_spread, (size - self.fleet.size) / self.settings.ramp_rate)
 
     @contextlib.contextmanager
-    def _server(
-        self, target: Target, backend: str, scenario: str, run: int
-    ) -> Iterator[SuperLinkProcess]:
-        """A fresh server in a scratch directory; sampled with py-spy when profiling it.
+    def _servers(
+        self, target: Target, backend: str, scenario: str, run: int, replicas: int = 1
+    ) -> Iterator[Replicas]:
+        """Fresh servers on one fresh state, in a scratch directory; sampled when profiling.
 
         ``--profile DIR`` samples every session of the first target into DIR. Otherwise,
         with ``profile_last_run``, its last run of each scenario is sampled (GIL holders
         only, at a low rate: the cost counts against that target's figures) for the report.
+        Scenario D is never sampled: its figures are CPU per call, which sampling inflates.
         """
-        first = target == self.targets[0]
+        first = target == self.targets[0] and scenario != "replicas"
         last_run = self.settings.profile_last_run and run == self.runs_of(scenario) - 1
-        with tempfile.TemporaryDirectory(prefix="superlink-bench-") as scratch:
-            server = SuperLinkProcess(target, Path(scratch), database=backend == "sqlite")
+        with (
+            tempfile.TemporaryDirectory(prefix="superlink-bench-") as scratch,
+            self._state(backend, Path(scratch)) as database,
+        ):
+            servers = Replicas(
+                [
+                    SuperLinkProcess(
+                        target, Path(scratch) / f"replica-{index + 1}", database=database
+                    )
+                    for index in range(replicas)
+                ],
+                database_pid=self.postgres.pid if self.postgres and backend == "postgres" else None,
+            )
             stacks = Path(scratch) / "stacks.txt"
-            with server, contextlib.ExitStack() as stack:
+            with servers, contextlib.ExitStack() as stack:
+                pid = servers.first.pid
                 if self.profile_dir is not None and first:
                     self.profile_dir.mkdir(parents=True, exist_ok=True)
                     output = self.profile_dir / f"{scenario}-{backend}-run{run + 1}.txt"
-                    stack.enter_context(Sampler(server.pid, output))
+                    stack.enter_context(Sampler(pid, output))
                 elif first and last_run and find_py_spy() is not None:
-                    stack.enter_context(
-                        Sampler(server.pid, stacks, rate=PROFILE_RATE, gil_only=True)
-                    )
-                yield server
+                    stack.enter_context(Sampler(pid, stacks, rate=PROFILE_RATE, gil_only=True))
+                yield servers
             if stacks.exists():
                 summary = ProfileSummary.read([stacks])
                 self.profiles.append(ProfiledSession.of(scenario, backend, run, summary))
 
+    @contextlib.contextmanager
+    def _state(self, backend: str, scratch: Path) -> Iterator[str | None]:
+        """The ``--database`` value of a session: none, a new SQLite file or a new database."""
+        if backend == "memory":
+            yield None
+        elif backend == "sqlite":
+            yield str(scratch / "state.db")
+        elif self.postgres is None:
+            raise RuntimeError("the postgres backend needs a PostgreSQL server")
+        else:
+            name = self.postgres.create_database("bench")
+            try:
+                yield self.postgres.url(name)
+            finally:
+                self.postgres.drop_database(name)
+
     async def _grow_and_measure(
         self,
-        server: SuperLinkProcess,
+        servers: Replicas,
         size: int,
         registered: int,
         baseline_rss: float,
@@ -494,21 +617,24 @@ class Bench:
         """Grow the fleet to ``size`` (``registered`` so far), settle, measure one window."""
         grown = await self.fleet.grow(size, self._spread(size), register_timeout)
         await asyncio.sleep(self.settings.settle)
-        return await self._measure(server, size, registered + grown.created, baseline_rss)
+        return await self._measure(servers, size, registered + grown.created, baseline_rss)
 
     async def _measure(
-        self, server: SuperLinkProcess, size: int, registered: int, baseline_rss: float
+        self, servers: Replicas, size: int, registered: int, baseline_rss: float
     ) -> IdleStep:
         """One window over the current fleet: latencies, rates, CPU and memory."""
         start = time.monotonic()
-        server_cpu, loadgen_cpu = server.cpu_seconds(), self.fleet.cpu_seconds()
+        cpu_before, loadgen_cpu = servers.cpu_seconds(), self.fleet.cpu_seconds()
+        database_cpu = servers.database_cpu_seconds()
         await asyncio.sleep(self.settings.window)
         end = time.monotonic()
-        server_cpu = server.cpu_seconds() - server_cpu
+        cpu = _minus(servers.cpu_seconds(), cpu_before)
+        server_cpu = sum(cpu)
+        database_cpu = _minus_or_none(servers.database_cpu_seconds(), database_cpu)
         loadgen_cpu = self.fleet.cpu_seconds() - loadgen_cpu
         seconds = end - start
         window = await self.fleet.collect(start, end, COLLECT_GRACE)
-        rss, hwm = server.memory_mib()
+        rss, hwm = servers.memory_mib()
         every = sorted(latency for values in window.latencies.values() for latency in values)
         methods = {}
         for method, values in sorted(window.latencies.items()):
@@ -544,4 +670,32 @@ class Bench:
                 and not window.lost_nodes
                 and p99 < self.settings.p99_limit
             ),
+            replica_cpu_per_1k=_per_1k(cpu, window.replica_calls),
+            replica_calls=_in_order(window.replica_calls, len(cpu)),
+            database_cpu_per_1k=(
+                1000 * database_cpu / calls if calls and database_cpu is not None else None
+            ),
         )
+
+
+def _minus(after: list[float], before: list[float]) -> list[float]:
+    return [late - early for late, early in zip(after, before, strict=True)]
+
+
+def _in_order(calls: Counter[int], replicas: int) -> list[int]:
+    return [calls[index] for index in range(replicas)]
+
+
+def _minus_or_none(after: float | None, before: float | None) -> float | None:
+    return None if after is None or before is None else after - before
+
+
+def _per_1k(cpu: list[float], calls: Counter[int]) -> list[float]:
+    """Each replica's CPU seconds per 1,000 of the calls it served (NaN: it served none)."""
+    return [
+        1000 * used / calls[index] if calls[index] else math.nan for index, used in enumerate(cpu)
+    ]
+
+
+def _replicas(count: int) -> str:
+    return f"{count} replica" if count == 1 else f"{count} replicas"

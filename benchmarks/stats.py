@@ -30,9 +30,9 @@ class Spread:
     runs: int
 
     @classmethod
-    def of(cls, values: Iterable[float]) -> Spread | None:
-        """The spread of the finite values, or ``None`` when there are none."""
-        finite = sorted(value for value in values if math.isfinite(value))
+    def of(cls, values: Iterable[float | None]) -> Spread | None:
+        """The spread of the finite values (``None``: not measured), or ``None`` if none are."""
+        finite = sorted(value for value in values if value is not None and math.isfinite(value))
         if not finite:
             return None
         return cls(statistics.median(finite), finite[0], finite[-1], len(finite))

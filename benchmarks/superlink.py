@@ -2,7 +2,8 @@
 
 The started process is measured with every process it started (ours checks signatures
 in worker processes): CPU and RSS are sums over that tree. With ``--isolation process``
-no ``flwr-serverapp`` is among them: the driver plays it.
+no ``flwr-serverapp`` is among them: the driver plays it. :class:`Replicas` is one or more
+such processes on one database, measured each on its own.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class Target:
 
     label: str
     command: tuple[str, ...]
+    #: Whether it accepts ``--database postgresql://…`` (flower-superlink 1.18.0 does not).
+    postgres: bool = True
 
 
 def cpu_seconds(pid: int) -> float:
@@ -57,6 +60,11 @@ def memory_mib(pid: int) -> tuple[float, float]:
         if key in ("VmRSS", "VmHWM"):
             values[key] = int(rest.split()[0]) / 1024
     return values["VmRSS"], values["VmHWM"]
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and of its live descendants (a PostgreSQL server's backends)."""
+    return sum(_readings(pid, cpu_seconds))
 
 
 def _readings(pid: int, measure: Callable[[int], Reading]) -> list[Reading]:
@@ -87,10 +95,11 @@ def raise_open_files_limit(wanted: int) -> int:
 class SuperLinkProcess:
     """One SuperLink with ``--isolation process`` on fresh ports; a context manager.
 
-    Its state (``--database``), FAB store and log live in ``workdir``.
+    Its FAB store and log live in ``workdir``; ``database`` is its ``--database`` value
+    (none: state in memory).
     """
 
-    def __init__(self, target: Target, workdir: Path, *, database: bool) -> None:
+    def __init__(self, target: Target, workdir: Path, *, database: str | None) -> None:
         self.target = target
         self.workdir = workdir
         self.log_path = workdir / "superlink.log"
@@ -113,8 +122,8 @@ class SuperLinkProcess:
             "--storage-dir",
             str(workdir / "ffs"),
         ]
-        if database:
-            self.argv += ["--database", str(workdir / "state.db")]
+        if database is not None:
+            self.argv += ["--database", database]
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -162,7 +171,7 @@ class SuperLinkProcess:
 
     def cpu_seconds(self) -> float:
         """CPU time the server and its live children have used so far."""
-        return sum(_readings(self.pid, cpu_seconds))
+        return tree_cpu_seconds(self.pid)
 
     def memory_mib(self) -> tuple[float, float]:
         """RSS and peak RSS, each summed over the server and its children."""
@@ -188,3 +197,55 @@ class SuperLinkProcess:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class Replicas:
+    """One or more SuperLink processes on one ``--database``; a context manager.
+
+    All of them are started before the first caller gets them: a process that starts on a
+    database fails the runs it finds running, so no run may exist yet. ``database_pid`` is
+    the PostgreSQL server's, when the state is there, to read its CPU too.
+    """
+
+    def __init__(self, processes: list[SuperLinkProcess], database_pid: int | None = None) -> None:
+        self.processes = processes
+        self.database_pid = database_pid
+
+    @property
+    def first(self) -> SuperLinkProcess:
+        """The replica the ServerApp driver talks to."""
+        return self.processes[0]
+
+    @property
+    def fleet_addresses(self) -> tuple[str, ...]:
+        """Every replica's Fleet API, in replica order."""
+        return tuple(process.fleet_address for process in self.processes)
+
+    def cpu_seconds(self) -> list[float]:
+        """Each replica's CPU time so far (its process tree), in replica order."""
+        return [process.cpu_seconds() for process in self.processes]
+
+    def database_cpu_seconds(self) -> float | None:
+        """The PostgreSQL server's CPU time so far (all its processes); None without one."""
+        return None if self.database_pid is None else tree_cpu_seconds(self.database_pid)
+
+    def memory_mib(self) -> tuple[float, float]:
+        """RSS and peak RSS summed over every replica."""
+        readings = [process.memory_mib() for process in self.processes]
+        return sum(rss for rss, _ in readings), sum(peak for _, peak in readings)
+
+    def __enter__(self) -> Replicas:
+        with contextlib.ExitStack() as started:
+            for process in self.processes:
+                started.enter_context(process)
+            started.pop_all()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for process in self.processes:
+            process.stop()

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from superlink_async.testing.balancer import BalancerUnavailableError, find_haproxy
+from superlink_async.testing.postgres import PostgresServer, PostgresUnavailableError
 from superlink_async.tls import CertificateFiles
 from tests.certificates import make_certificates
 from tests.logged import recorded
-from tests.postgres_server import PostgresServer, PostgresUnavailableError
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

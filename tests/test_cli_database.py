@@ -27,8 +27,8 @@ import pytest
 from superlink_async.state.factory import open_state
 from superlink_async.state.postgres import SCHEMA_VERSION
 from superlink_async.state.sqlite import SqliteLinkState
+from superlink_async.testing.postgres import PASSWORD, PostgresServer
 from tests.ports import free_port, loopback
-from tests.postgres_server import PASSWORD, PostgresServer
 from tests.state.conftest import corrupt_a_page
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -169,7 +169,7 @@ def test_a_corrupted_database_is_refused_with_the_way_to_recover(corrupted: Path
     assert 'Restore it from a backup (docs/persistence.md, "Backups")' in message
 
 
-# --- PostgreSQL: the real server of tests/postgres_server.py --------------------------------
+# --- PostgreSQL: the real server of superlink_async/testing/postgres.py ---------------------
 
 
 def postgres_refusal(url: str, **environ: str) -> str:

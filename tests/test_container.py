@@ -34,10 +34,10 @@ from superlink_async.probe import is_serving
 from superlink_async.state.postgres.connect import PostgresTarget
 from superlink_async.testing import ManagedProcess, SuperLinkPorts, WaitTimeout
 from superlink_async.testing.balancer import Balancer, Frontend, render_config
+from superlink_async.testing.postgres import PostgresServer
 from superlink_async.wire import exec_grpc, exec_pb2
 from superlink_async.wire.fab_pb2 import Fab
 from tests.fabs import make_fab
-from tests.postgres_server import PostgresServer
 from tests.test_examples import assert_cli_accepts
 
 if sys.version_info >= (3, 11):

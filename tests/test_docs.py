@@ -31,9 +31,9 @@ from flwr.client.supernode.app import _parse_args_run_supernode
 from superlink_async.exit_codes import ExitCode
 from superlink_async.probe import argument_parser as probe_parser
 from superlink_async.state.factory import fab_store_for, open_state
+from superlink_async.testing.postgres import PASSWORD, SUPERUSER, PostgresServer
 from superlink_async.wire.recorddict_pb2 import ConfigRecord
 from tests.fabs import make_fab
-from tests.postgres_server import PASSWORD, SUPERUSER, PostgresServer
 from tests.test_examples import assert_cli_accepts
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,8 @@ import pytest
 
 from superlink_async.state.base import StateError
 from superlink_async.state.postgres.connect import create_pool, unavailable
-from tests.postgres_server import PASSWORD, PostgresServer, free_port
+from superlink_async.testing import free_port
+from superlink_async.testing.postgres import PASSWORD, PostgresServer
 
 pytestmark = pytest.mark.anyio
 

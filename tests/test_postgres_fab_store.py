@@ -19,9 +19,8 @@ from superlink_async.state.base import StateUnavailableError
 from superlink_async.state.fab_store import InvalidFabHashError
 from superlink_async.state.factory import fab_store_for, open_state
 from superlink_async.state.postgres.fab_store import PostgresFabStore
+from superlink_async.testing.postgres import PostgresServer, running_postgres_server
 from tests.fabs import make_fab
-from tests.postgres_own import own_postgres_server
-from tests.postgres_server import PostgresServer
 
 pytestmark = pytest.mark.anyio
 
@@ -65,7 +64,7 @@ async def test_another_process_reads_a_fab_at_once_and_a_reopen_keeps_it(
 
 @pytest.fixture
 def own_server() -> Iterator[PostgresServer]:
-    with own_postgres_server() as server:
+    with running_postgres_server() as server:
         yield server
 
 

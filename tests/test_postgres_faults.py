@@ -27,6 +27,7 @@ from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 from superlink_async import SuperLink
 from superlink_async.config import Address
 from superlink_async.state.base import SUPERLINK_NODE_ID
+from superlink_async.testing.postgres import PASSWORD, PostgresServer, running_postgres_server
 from superlink_async.transports.rest import PROTOBUF
 from superlink_async.wire import (
     exec_grpc,
@@ -46,8 +47,6 @@ from tests.fabs import make_fab
 from tests.logged import assert_no_traceback
 from tests.node_keys import NodeKey
 from tests.ports import loopback, loopback_config
-from tests.postgres_own import own_postgres_server
-from tests.postgres_server import PASSWORD, PostgresServer
 
 pytestmark = pytest.mark.anyio
 
@@ -77,7 +76,7 @@ async def health_becomes(address: str, status: int) -> None:
 
 @pytest.fixture
 def own_server() -> Iterator[PostgresServer]:
-    with own_postgres_server() as server:
+    with running_postgres_server() as server:
         yield server
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests import postgres_server
-from tests.postgres_server import PostgresServer, PostgresUnavailableError, find_bindir
+from superlink_async.testing import postgres
+from superlink_async.testing.postgres import PostgresServer, PostgresUnavailableError, find_bindir
 
 pytestmark = pytest.mark.anyio
 
@@ -63,7 +63,7 @@ def test_no_server_binaries_is_one_line_saying_what_to_install(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr("shutil.which", lambda name: None)
-    monkeypatch.setattr(postgres_server, "DEBIAN_SERVERS", tmp_path)
+    monkeypatch.setattr(postgres, "DEBIAN_SERVERS", tmp_path)
     with pytest.raises(PostgresUnavailableError) as missing:
         find_bindir()
     message = str(missing.value)
@@ -80,7 +80,7 @@ def test_the_newest_debian_server_is_found_when_nothing_is_on_path(
         for name in ("initdb", "postgres", "psql"):
             (bindir / name).touch()
     monkeypatch.setattr("shutil.which", lambda name: None)
-    monkeypatch.setattr(postgres_server, "DEBIAN_SERVERS", tmp_path)
+    monkeypatch.setattr(postgres, "DEBIAN_SERVERS", tmp_path)
     assert find_bindir() == tmp_path / "16" / "bin"
 
 
@@ -104,7 +104,7 @@ def test_root_without_a_postgres_user_is_one_line_and_creates_nothing(
 def test_a_killed_test_run_leaves_no_server_running(tmp_path: Path) -> None:
     script = (
         "import time\n"
-        "from tests.postgres_server import PostgresServer\n"
+        "from superlink_async.testing.postgres import PostgresServer\n"
         "server = PostgresServer.create()\n"
         "server.start()\n"
         "assert server._process is not None\n"

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from superlink_async.testing.postgres import PASSWORD, PostgresServer, running_postgres_server
 from tests.e2e.harness import (
     COMPLETED,
     FAILED,
@@ -25,8 +26,6 @@ from tests.e2e.harness import (
     Timeouts,
     start_long_run,
 )
-from tests.postgres_own import own_postgres_server
-from tests.postgres_server import PASSWORD, PostgresServer
 
 pytestmark = pytest.mark.e2e
 
@@ -91,7 +90,7 @@ def test_a_superlink_killed_mid_run_fails_that_run_and_completes_the_next(
 
 @pytest.fixture
 def own_server() -> Iterator[PostgresServer]:
-    with own_postgres_server() as server:
+    with running_postgres_server() as server:
         yield server
 
 

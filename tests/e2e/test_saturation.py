@@ -74,9 +74,9 @@ async def test_a_large_serverappio_push_arrives_while_polling_saturates_the_flee
 ) -> None:
     raise_open_files_limit(2 * max(SIZES) + 1000)
     target = Target("superlink-async", (sys.executable, "-m", "superlink_async"))
-    with SuperLinkProcess(target, tmp_path, database=False) as server:
+    with SuperLinkProcess(target, tmp_path, database=None) as server:
         async with Fleet(workers=2, max_connections=max(SIZES)) as fleet:
-            await fleet.attach(server.fleet_address)
+            await fleet.attach((server.fleet_address,))
             async with ServerAppDriver(
                 server.exec_address, server.serverappio_address, pull_period=0.25
             ) as driver:

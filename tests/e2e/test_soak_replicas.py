@@ -105,7 +105,7 @@ class CountingNode(SimNode):
         delivered: Counter[str],
         acknowledged: set[str],
     ) -> None:
-        super().__init__(stub, recorder)
+        super().__init__(stub, 0, recorder)
         self._delivered = delivered
         self._acknowledged = acknowledged
 

@@ -39,6 +39,7 @@ from superlink_async.state.base import (
 )
 from superlink_async.state.factory import fab_store_for
 from superlink_async.testing import descendants
+from superlink_async.testing.postgres import running_postgres_server
 from superlink_async.wire import (
     exec_grpc,
     exec_pb2,
@@ -57,7 +58,6 @@ from tests.fabs import make_fab
 from tests.node_keys import NodeKey
 from tests.polling import eventually, process_gone
 from tests.ports import loopback_config
-from tests.postgres_own import own_postgres_server
 from tests.runtime.test_shutdown import stage_took
 
 pytestmark = pytest.mark.anyio
@@ -428,7 +428,7 @@ async def test_a_database_outage_neither_crashes_the_lease_nor_holds_up_the_shut
     serving, no code-100 exit); it renews again once the database is back. A shutdown
     during an outage hands over within the handover stage's bound. (A server of the test's
     own: it is stopped.)"""
-    with own_postgres_server() as server:
+    with running_postgres_server() as server:
         config = replica(tmp_path, "link-a", server.url())
         async with SuperLink(config) as link:
             await anyio.to_thread.run_sync(server.stop)

@@ -32,9 +32,9 @@ from superlink_async.state.postgres import SCHEMA_VERSION, PostgresLinkState
 from superlink_async.state.postgres.rows import is_online, ttl_lapsed
 from superlink_async.state.postgres.schema import SCHEMA_LOCK_KEY, VERSION_1_SCHEMA, prepare_schema
 from superlink_async.testing.clock import FakeClock
+from superlink_async.testing.postgres import PASSWORD
 from superlink_async.wire.message_pb2 import Context
 from superlink_async.wire.recorddict_pb2 import ConfigRecord, RecordDict
-from tests.postgres_server import PASSWORD
 from tests.state.conftest import opened
 from tests.state.test_sqlite import instruction, reply
 

@@ -28,9 +28,8 @@ from superlink_async.state.postgres import PostgresLinkState
 from superlink_async.state.postgres.notices import CHANNEL
 from superlink_async.state.postgres.rows import claim_rank, lease_lapsed
 from superlink_async.testing.clock import FakeClock
+from superlink_async.testing.postgres import PostgresServer, running_postgres_server
 from tests.polling import eventually
-from tests.postgres_own import own_postgres_server
-from tests.postgres_server import PostgresServer
 from tests.state.conftest import opened
 from tests.state.test_postgres import new_run
 from tests.state.test_replicas import LEASE, replica_gone, running, status_of
@@ -280,7 +279,7 @@ async def test_listen_survives_the_server_restarting_and_hears_again(
     clock: FakeClock, log_records: list[logging.LogRecord]
 ) -> None:
     """The lost connection is warned about once, retried, and notices flow again."""
-    with own_postgres_server() as own_server:
+    with running_postgres_server() as own_server:
         await listen_through_a_restart(own_server, clock, log_records)
 
 

@@ -30,7 +30,7 @@ from superlink_async.testing.balancer import (
     find_haproxy,
     health_check_request,
 )
-from tests.postgres_own import own_postgres_server
+from superlink_async.testing.postgres import running_postgres_server
 
 CALLS = 10
 #: Two failed checks a second apart take a replica out; allow for a loaded machine.
@@ -93,7 +93,7 @@ def test_a_replica_whose_database_is_down_leaves_the_rotation(
 ) -> None:
     """A replica still listening but NOT_SERVING (its PostgreSQL stopped) is taken out by the
     health check, and back in once the database is back."""
-    with own_postgres_server() as database:
+    with running_postgres_server() as database:
         link = replica(tmp_path / "r1", "--database", database.url())
         try:
             servers = {"r1": fleet_address(link)}

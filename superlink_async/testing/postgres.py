@@ -1,11 +1,12 @@
-"""A throwaway PostgreSQL server for the tests: initdb into a temp dir, loopback only.
+"""A throwaway PostgreSQL server for tests and benchmarks: initdb into a temp dir, loopback only.
 
 The server binaries come from PATH, ``pg_config --bindir`` or ``/usr/lib/postgresql/*/bin``
 (newest first). PostgreSQL refuses to run as root, so when we are root the data directory
 belongs to, and the server runs as, the ``postgres`` system user (Debian's package creates it);
 without one, or without a server at all, :class:`PostgresUnavailableError` says in one line
-what to install or create. Durability is traded for speed (``fsync=off``): the data lives as
-long as the test session.
+what to install or create. For tests durability is traded for speed (``fsync=off``): the data
+lives as long as the test session; a benchmark asks for a ``durable`` server, one with
+PostgreSQL's own defaults, so that its commits cost what they cost in production.
 
 pytest-postgresql was considered: it starts ``pg_ctl`` as the current user, which root cannot
 do, and brings psycopg along; this module is small and needs neither.
@@ -20,16 +21,18 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from subprocess import Popen
 from typing import IO
 from urllib.parse import quote
+
+from superlink_async.testing.processes import LOOPBACK, free_port
 
 INSTALL_HINT = "install a PostgreSQL server, e.g. `apt-get install postgresql`"
 SUPERUSER = "superlink"
@@ -92,33 +95,27 @@ def _terminate_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @dataclass
 class PostgresServer:
     """One server process over one data directory; stop and start it again at will."""
 
     bindir: Path
     root: Path
+    #: PostgreSQL's defaults (fsync on) instead of the tests' fast, crash-unsafe settings.
+    durable: bool = False
     port: int = 0
     _user: pwd.struct_passwd | None = None
     _process: Popen[bytes] | None = None
     _names: itertools.count[int] = field(default_factory=itertools.count)
 
     @classmethod
-    def create(cls) -> PostgresServer:
-        """initdb into a fresh temp dir (owned by the server's user); not started yet."""
+    def create(cls, *, durable: bool = False) -> PostgresServer:
+        """Initdb into a fresh temp dir (owned by the server's user); not started yet."""
         bindir = find_bindir()
         user = _server_user()
         # Under /tmp, not pytest's tmp_path: the server's user must be able to reach it.
         root = Path(tempfile.mkdtemp(prefix="superlink-pg-"))
-        server = cls(bindir=bindir, root=root, _user=user)
+        server = cls(bindir=bindir, root=root, durable=durable, _user=user)
         (root / "data").mkdir()
         (root / "password").write_text(PASSWORD + "\n")
         if user is not None:
@@ -146,19 +143,33 @@ class PostgresServer:
 
     @property
     def data_directory(self) -> Path:
+        """The cluster's files (``PGDATA``), owned by the server's user."""
         return self.root / "data"
 
     @property
     def log_file(self) -> Path:
+        """The server's combined stdout and stderr, kept for failures that need reading."""
         return self.root / "server.log"
 
     def url(self, database: str = "postgres", *, password: str | None = PASSWORD) -> str:
         """A ``postgresql://`` URL for ``database`` as the test superuser."""
         secret = "" if password is None else ":" + quote(password, safe="")
-        return f"postgresql://{SUPERUSER}{secret}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://{SUPERUSER}{secret}@{LOOPBACK}:{self.port}/{database}"
+
+    @property
+    def pid(self) -> int:
+        """The postmaster's process id (its children are the connections' backends)."""
+        assert self._process is not None, "not started"
+        return self._process.pid
+
+    @property
+    def version(self) -> str:
+        """The server's version, e.g. ``15.14``."""
+        return self.psql("SHOW server_version").strip().split()[0]
 
     @property
     def running(self) -> bool:
+        """Whether the server process is alive."""
         return self._process is not None and self._process.poll() is None
 
     def start(self) -> None:
@@ -171,14 +182,13 @@ class PostgresServer:
         if self._user is not None:
             os.chown(self.log_file, self._user.pw_uid, self._user.pw_gid)
         settings = {
-            "listen_addresses": "127.0.0.1",
+            "listen_addresses": LOOPBACK,
             "port": str(self.port),
             "unix_socket_directories": str(self.data_directory),
-            "fsync": "off",
-            "full_page_writes": "off",
-            "shared_buffers": "16MB",
             "max_connections": "200",
         }
+        if not self.durable:
+            settings.update(fsync="off", full_page_writes="off", shared_buffers="16MB")
         command = [str(self.bindir / "postgres"), "-D", str(self.data_directory)]
         for name, value in settings.items():
             command += ["-c", f"{name}={value}"]
@@ -278,3 +288,14 @@ class PostgresServer:
         output, _ = process.communicate()
         if process.returncode != 0:
             raise RuntimeError(f"{command[0]} failed: {output.decode(errors='replace').strip()}")
+
+
+@contextlib.contextmanager
+def running_postgres_server(*, durable: bool = False) -> Iterator[PostgresServer]:
+    """A fresh, started server (its own data directory and port), destroyed afterwards."""
+    server = PostgresServer.create(durable=durable)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
