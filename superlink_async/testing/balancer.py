@@ -23,12 +23,12 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import urlsplit
 
 from superlink_async.testing.processes import (
     LOOPBACK,
     ManagedProcess,
+    StartsAndCloses,
     WaitTimeout,
     free_port,
     wait_for,
@@ -218,7 +218,7 @@ class Route:
 _HTTPLOG = re.compile(r'^(\S+) \[[^\]]+\] (\S+) [^/\s]+/(\S+) .*?"\S+ (\S+) HTTP/2\.0"')
 
 
-class Balancer:
+class Balancer(StartsAndCloses):
     """HAProxy on 127.0.0.1 balancing each frontend over the given replica addresses.
 
     Each frontend maps its name to the replicas' ``host:port`` (by server name); HAProxy
@@ -320,19 +320,3 @@ class Balancer:
     def tail(self) -> str:
         """The end of HAProxy's log, for failure reports."""
         return "" if self.process is None else self.process.tail()
-
-    def __enter__(self) -> Balancer:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -23,7 +23,6 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from superlink_async.config import (
@@ -41,6 +40,7 @@ from superlink_async.testing.processes import (
     STOP_GRACE,
     ManagedProcess,
     ProcessInfo,
+    StartsAndCloses,
     SuperLinkPorts,
     WaitTimeout,
     descendants,
@@ -364,7 +364,7 @@ def _toml(value: int | float | str | bool) -> str:
 # The federation
 
 
-class LocalFederation:
+class LocalFederation(StartsAndCloses):
     """One SuperLink and N SuperNodes on 127.0.0.1, each with its own ``FLWR_HOME`` and log.
 
     Plaintext (``--insecure``) unless ``tls`` is given: then the SuperLink serves with those
@@ -411,22 +411,6 @@ class LocalFederation:
         workdir.mkdir(parents=True, exist_ok=True)
 
     # -- lifecycle ------------------------------------------------------------------------
-
-    def __enter__(self) -> LocalFederation:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def start(self) -> None:
         """Start the SuperLink, wait until it listens, then start the SuperNodes."""

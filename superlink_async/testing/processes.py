@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import IO, TYPE_CHECKING, TypeVar
 
 from superlink_async.runtime.children import DIE_WITH_PARENT
@@ -34,6 +35,41 @@ LOOPBACK = "127.0.0.1"
 
 #: How long a process gets to exit after SIGTERM before its process group is killed.
 STOP_GRACE = 10.0
+
+
+class StartsAndCloses:
+    """A context manager over ``start()`` and ``close()``.
+
+    A start that fails half-way closes what it had begun, so a failed fixture leaves no
+    process behind.
+    """
+
+    def start(self) -> None:
+        """Bring everything up; subclasses say what."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """End everything ``start`` began, even half of it; safe to call twice."""
+        raise NotImplementedError
+
+    def __enter__(self: StartedT) -> StartedT:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+StartedT = TypeVar("StartedT", bound=StartsAndCloses)
 
 
 class WaitTimeout(TimeoutError):

@@ -17,6 +17,7 @@ from grpclib.client import Channel
 
 from superlink_async.testing import FlowerApp, FlowerCli, LocalFederation, ManagedProcess
 from superlink_async.testing.balancer import Balancer
+from superlink_async.testing.processes import StartsAndCloses
 from superlink_async.wire import exec_grpc, exec_pb2
 
 #: What our scheduler logs each time it starts a ServerApp child.
@@ -26,7 +27,7 @@ REGISTERED_LINE = "[Fleet.CreateNode] Created node_id="
 FLEET = "fleet"
 
 
-class Replicas:
+class Replicas(StartsAndCloses):
     """Replicas by id (each started with its own extra flags), the balancer and SuperNodes.
 
     Use it as a context manager: afterwards every process it started is gone.
@@ -128,14 +129,3 @@ class Replicas:
                 federation.close()
         finally:
             self.balancer.close()
-
-    def __enter__(self) -> Replicas:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
