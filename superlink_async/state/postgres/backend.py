@@ -8,14 +8,14 @@ the database, and a write through one process is seen by the next read of any ot
 
 Transactions: a method that writes more than once, or reads before it writes, runs in one
 transaction (``READ COMMITTED``) and holds row locks for what it decided on: a run's status
-row (``FOR UPDATE``) for its transition, the instructions a ServerApp takes (``FOR UPDATE``),
-the destination nodes of stored instructions (``FOR KEY SHARE``, so they are not deleted
-under them), the runs a lost replica held (``FOR UPDATE``, in creation order). The rest are
-one statement each, atomic by themselves: the node pull is one ``UPDATE ... RETURNING`` over
-rows picked ``FOR UPDATE SKIP LOCKED``, so two pulls, from any processes, never hand out one
-instruction twice, and a run reservation or claim the same. Races that a constraint settles
-(a key taken, a reply stored, by another process meanwhile) are told as the rule's own
-refusal.
+row (``FOR UPDATE``) for its transition, the instructions a ServerApp takes (``FOR NO KEY
+UPDATE``, so replies can still be stored under them), the destination nodes of stored
+instructions (``FOR KEY SHARE``, so they are not deleted under them), the runs a lost
+replica held (``FOR UPDATE``, in creation order). The rest are one statement each, atomic
+by themselves: the node pull is one ``UPDATE ... RETURNING`` over rows picked ``FOR UPDATE
+SKIP LOCKED``, so two pulls, from any processes, never hand out one instruction twice, and
+a run reservation or claim the same. Races that a constraint settles (a key taken, a reply
+stored, by another process meanwhile) are told as the rule's own refusal.
 
 Replicas: each process's lease is a row of ``replica``, on this backend's clock (replicas on
 several machines need synchronised clocks; their skew adds to the time a lost replica goes
@@ -854,8 +854,11 @@ class PostgresLinkState(BackendBase):
                 f"SELECT {MESSAGE_METADATA_FIELDS}, node.online_until FROM message_ins "
                 "LEFT JOIN node ON node.node_id = message_ins.dst_node_id "
                 # In storage order: two takes of overlapping ids lock them in one order.
+                # NO KEY: a reply being stored (its key share on the instruction) does not
+                # wait for a take that may not delete that instruction; the DELETE below
+                # takes the full lock on just the rows it removes.
                 "WHERE message_id = ANY($1::text[]) ORDER BY message_ins.seq "
-                "FOR UPDATE OF message_ins",
+                "FOR NO KEY UPDATE OF message_ins",
                 wanted,
             )
             instructions, online_until = instructions_of_run(run_id, ins_rows)

@@ -138,7 +138,13 @@ async def create_pool(url: str, *, max_size: int, **options: Any) -> asyncpg.Poo
     database is down, logging a traceback each time; calls open what they need.
     """
     target = PostgresTarget.parse(url)
-    pool = asyncpg.create_pool(min_size=0, max_size=max_size, **connection_options(url), **options)
+    pool = asyncpg.create_pool(
+        min_size=0,
+        max_size=max_size,
+        reset=_keep_session,
+        **connection_options(url),
+        **options,
+    )
     try:
         await pool
         async with pool.acquire():
@@ -147,6 +153,17 @@ async def create_pool(url: str, *, max_size: int, **options: Any) -> asyncpg.Poo
         pool.terminate()
         raise connection_error(target, exc) from exc
     return pool
+
+
+async def _keep_session(connection: asyncpg.Connection[Any]) -> None:
+    """Give a connection back to the pool as it is, with no reset round trip.
+
+    asyncpg rolls back an open transaction before it calls this either way. Its default
+    reset also drops session state (settings, LISTEN, session advisory locks, cursors),
+    one more round trip per call; our pool connections never create any (``listen`` has a
+    connection of its own; the schema's advisory lock is a transaction's), so that trip is
+    pure cost.
+    """
 
 
 def connection_error(target: PostgresTarget, exc: BaseException) -> StateError:
