@@ -1,13 +1,13 @@
 """The SuperLink process as one of the replicas sharing a database: its lease and its runs.
 
 Each replica holds a lease in the state, renewed every quarter of ``--replica-lease``. A
-replica that stops renewing (killed, its machine lost) is reaped by whichever replica ticks
-next after the lease lapsed: its starting and running runs are finished as failed, naming
-it, and the runs it had reserved go back to the queue. So a lost replica's runs are failed
-at most ``lease + renew interval of the reaper`` (1.25 leases with equal leases) after its
-last renewal. A replica shutting down hands its runs over at once instead
-(``hand_over``). Memory and SQLite states are one process's own, so their leases only ever
-name this one.
+replica that stops renewing (killed, its machine lost) is reaped by whichever other replica
+ticks next after the lease lapsed (never by itself: a replica that ticks is alive): its
+starting and running runs are finished as failed, naming it, and the runs it had reserved
+go back to the queue. So a lost replica's runs are failed at most ``lease + renew interval
+of the reaper`` (1.25 leases with equal leases) after its last renewal. A replica shutting
+down hands its runs over at once instead (``hand_over``). Memory and SQLite states are one
+process's own, so their leases only ever name this one.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class ReplicaLease:
             if self._on_retaken is not None:
                 self._on_retaken()
             self._events.notify()
-        lost = await self._state.reap_lost_replicas(lost_run_details)
+        lost = await self._state.reap_lost_replicas(lost_run_details, reaper=self.replica_id)
         for replica in lost:
             logger.warning(
                 "SuperLink replica %s was lost (its lease expired): failed run(s) %s, "

@@ -262,14 +262,18 @@ class LinkState(Protocol):
         A lost lease is not renewed: the caller re-registers (its runs are finished already).
         """
 
-    async def reap_lost_replicas(self, details: Callable[[str], str]) -> list[LostReplica]:
+    async def reap_lost_replicas(
+        self, details: Callable[[str], str], *, reaper: str | None = None
+    ) -> list[LostReplica]:
         """Drop every lease that lapsed, finish its runs as ``failed`` and release its reservations.
 
         ``details(replica_id)`` is the text the failed runs get. Each lapsed lease is reaped
         by exactly one caller, however many replicas reap at once. Runs and reservations of
         replicas holding no lease (one whose claim raced its own reaping) go the same way,
         under their holder's name. One entry per replica, by replica id; a lapsed replica
-        that held nothing has empty lists.
+        that held nothing has empty lists. The ``reaper``'s own lease is never dropped: a
+        replica that reaps is alive, and a renewal held up behind a busy state must not fail
+        its own runs (another replica may still reap it).
         """
 
     async def release_replica(self, replica_id: str, details: str) -> list[int]:

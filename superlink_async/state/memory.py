@@ -259,12 +259,16 @@ class InMemoryLinkState(BackendBase):
         leases[replica_id] = rules.lease_until(self._clock(), lease_seconds)
         return True
 
-    async def reap_lost_replicas(self, details: Callable[[str], str]) -> list[LostReplica]:
-        """Drop the lapsed leases, then what no lease holds any more."""
+    async def reap_lost_replicas(
+        self, details: Callable[[str], str], *, reaper: str | None = None
+    ) -> list[LostReplica]:
+        """Drop the lapsed leases but the reaper's, then what no lease holds any more."""
         leases = self._tables.leases
         now = self._clock()
         dropped = [
-            replica_id for replica_id, until in leases.items() if rules.lease_lapsed(until, now)
+            replica_id
+            for replica_id, until in leases.items()
+            if replica_id != reaper and rules.lease_lapsed(until, now)
         ]
         for replica_id in dropped:
             del leases[replica_id]

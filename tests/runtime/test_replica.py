@@ -78,6 +78,22 @@ async def test_a_tick_renews_the_lease(state: LinkState, clock: FakeClock) -> No
     assert (await state.get_replica_leases())[REPLICA] == clock.now + LEASE
 
 
+async def test_a_late_tick_of_a_lone_replica_keeps_its_runs(
+    state: LinkState, clock: FakeClock, log_records: list[logging.LogRecord]
+) -> None:
+    """A tick held up past the lease (the loop or the state saturated) renews and goes on:
+    the replica does not reap itself, so its running runs survive the overload."""
+    lease = ReplicaLease(state, RunEvents(), REPLICA, LEASE)
+    await lease.register()
+    run_id = await pending_run(state)
+    assert await state.claim_pending_run(REPLICA) is not None
+    clock.advance(3 * LEASE)
+    await lease.tick()
+    assert (await state.get_replica_leases())[REPLICA] == clock.now + LEASE
+    assert (await status_of(state, run_id))[0] == "starting"
+    assert [record for record in log_records if record.levelno >= logging.WARNING] == []
+
+
 async def test_a_lost_lease_is_an_error_line_and_is_taken_again(
     state: LinkState, clock: FakeClock, log_records: list[logging.LogRecord]
 ) -> None:

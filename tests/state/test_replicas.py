@@ -240,6 +240,21 @@ async def test_reaping_a_lapsed_lease_fails_its_runs_and_frees_its_reservations(
     assert await state.reap_lost_replicas(replica_gone) == []  # each lapse is reaped once
 
 
+async def test_a_reaper_never_drops_its_own_lapsed_lease_but_another_replica_does(
+    state: LinkState, clock: FakeClock
+) -> None:
+    """A replica that reaps is alive: a renewal held up past its lease (a saturated state)
+    must not fail its own runs; a lapse is still another replica's to reap."""
+    lost_running, lost_starting, reserved = await holdings(state, clock, "a")
+    clock.advance(LEASE + 1)
+    assert await state.reap_lost_replicas(replica_gone, reaper="a") == []
+    assert await status_of(state, lost_running) == RunStatus(RUNNING)
+    assert await state.renew_replica_lease("a", LEASE)  # still held: the renewal lands
+    clock.advance(LEASE)
+    reaped = await state.reap_lost_replicas(replica_gone, reaper="b")
+    assert reaped == [LostReplica("a", [lost_running, lost_starting], [reserved])]
+
+
 async def test_reaping_a_lapsed_replica_that_held_nothing_reports_it_with_no_runs(
     state: LinkState, clock: FakeClock
 ) -> None:

@@ -591,31 +591,39 @@ class PostgresLinkState(BackendBase):
         return rules.oldest_first(await self._transaction(register))
 
     async def renew_replica_lease(self, replica_id: str, lease_seconds: float) -> bool:
-        """Extend a lease still held, in one statement (a reaped one is gone: False)."""
-        until = rules.lease_until(self._clock(), lease_seconds)
+        """Extend a lease still held, in one statement (a reaped one is gone: False).
+
+        The new term counts from when the statement runs, not from a wait for a connection.
+        """
         status = await self._call(
             lambda db: db.execute(
-                "UPDATE replica SET lease_until = $2 WHERE replica_id = $1", replica_id, until
+                "UPDATE replica SET lease_until = $2 WHERE replica_id = $1",
+                replica_id,
+                rules.lease_until(self._clock(), lease_seconds),
             )
         )
         return row_count(status) > 0
 
-    async def reap_lost_replicas(self, details: Callable[[str], str]) -> list[LostReplica]:
-        """Drop the lapsed leases and what no lease holds any more, in one transaction.
+    async def reap_lost_replicas(
+        self, details: Callable[[str], str], *, reaper: str | None = None
+    ) -> list[LostReplica]:
+        """Drop the lapsed leases but the reaper's and what no lease holds, in one transaction.
 
         A lease another reaper (or a renewal) holds is skipped, so each lapsed lease is
         dropped, and its runs failed, by one reaper only; a run another reaper finished
-        meanwhile no longer matches.
+        meanwhile no longer matches. "Now" is when the transaction starts.
         """
-        now = self._clock()
-        stamp = rules.iso_timestamp(now)
 
         async def reap(db: Connection) -> list[LostReplica]:
+            now = self._clock()
+            stamp = rules.iso_timestamp(now)
             rows = await db.fetch(
                 "DELETE FROM replica WHERE replica_id IN (SELECT replica_id FROM replica "
-                f"WHERE {lease_lapsed('lease_until', '$1')} FOR UPDATE SKIP LOCKED) "
+                f"WHERE {lease_lapsed('lease_until', '$1')} "
+                "AND replica_id IS DISTINCT FROM $2 FOR UPDATE SKIP LOCKED) "
                 "RETURNING replica_id",
                 now,
+                reaper,
             )
             orphans = await _drop_orphans(db, details, stamp)
             return rules.lost_replicas((row["replica_id"] for row in rows), *orphans)

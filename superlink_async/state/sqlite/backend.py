@@ -453,24 +453,27 @@ class SqliteLinkState(BackendBase):
         return rules.oldest_first(await self._transaction(register))
 
     async def renew_replica_lease(self, replica_id: str, lease_seconds: float) -> bool:
-        """Extend a lease still held, in one statement."""
-        until = rules.lease_until(self._clock(), lease_seconds)
+        """Extend a lease still held, in one statement, from when that statement runs."""
         changed = await self._call(
             lambda db: db.change(
-                "UPDATE replica SET lease_until = ? WHERE replica_id = ?", (until, replica_id)
+                "UPDATE replica SET lease_until = ? WHERE replica_id = ?",
+                (rules.lease_until(self._clock(), lease_seconds), replica_id),
             )
         )
         return changed > 0
 
-    async def reap_lost_replicas(self, details: Callable[[str], str]) -> list[LostReplica]:
-        """Drop the lapsed leases and what no lease holds any more, in one transaction."""
-        now = self._clock()
-        stamp = rules.iso_timestamp(now)
+    async def reap_lost_replicas(
+        self, details: Callable[[str], str], *, reaper: str | None = None
+    ) -> list[LostReplica]:
+        """Drop the lapsed leases but the reaper's and what no lease holds, in one transaction."""
 
         def reap(db: Session) -> list[LostReplica]:
+            now = self._clock()
+            stamp = rules.iso_timestamp(now)
             rows = db.rows(
-                "DELETE FROM replica WHERE lease_lapsed(lease_until, ?) RETURNING replica_id",
-                (now,),
+                "DELETE FROM replica WHERE lease_lapsed(lease_until, ?) "
+                "AND replica_id IS NOT ? RETURNING replica_id",
+                (now, reaper),
             )
             orphans = self._drop_orphans(db, details, stamp)
             return rules.lost_replicas((row["replica_id"] for row in rows), *orphans)
