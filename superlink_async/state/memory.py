@@ -268,7 +268,7 @@ class InMemoryLinkState(BackendBase):
         dropped = [
             replica_id
             for replica_id, until in leases.items()
-            if replica_id != reaper and rules.lease_lapsed(until, now)
+            if rules.reapable(replica_id, until, now, reaper)
         ]
         for replica_id in dropped:
             del leases[replica_id]

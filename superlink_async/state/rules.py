@@ -244,6 +244,15 @@ def lease_lapsed(until: float, now: float) -> bool:
     return until <= now
 
 
+def reapable(replica_id: str, until: float, now: float, reaper: str | None) -> bool:
+    """Whether a reap by ``reaper`` (None: by no replica in particular) drops this lease.
+
+    A lapsed lease is dropped, but never the reaper's own: a replica that reaps is alive,
+    and a renewal of its own held up behind a busy state must not fail its runs.
+    """
+    return replica_id != reaper and lease_lapsed(until, now)
+
+
 def claim_rank(reserved_by: str, replica_id: str) -> int | None:
     """Where a pending run reserved by ``reserved_by`` ("" if nobody) stands in a claim.
 

@@ -26,7 +26,7 @@ from superlink_async.state.base import (
 from superlink_async.state.columns import to_db
 from superlink_async.state.postgres import PostgresLinkState
 from superlink_async.state.postgres.notices import CHANNEL
-from superlink_async.state.postgres.rows import claim_rank, lease_lapsed
+from superlink_async.state.postgres.rows import claim_rank, reapable
 from superlink_async.testing.clock import FakeClock
 from superlink_async.testing.postgres import PostgresServer, running_postgres_server
 from tests.polling import eventually
@@ -179,13 +179,18 @@ async def test_a_lease_renewed_by_its_replica_is_not_reaped(
 async def test_the_sql_lease_and_claim_rules_give_the_rules_answers_on_the_server(
     first: PostgresLinkState, postgres_url: str
 ) -> None:
-    cases = [(100.0, 99.0), (100.0, 100.0), (100.0, 100.5)]
+    cases = [
+        ("a", until, now, reaper)
+        for until, now in [(100.0, 99.0), (100.0, 100.0), (100.0, 100.5)]
+        for reaper in (None, "a", "b")
+    ]
     ranks = [("", "a"), ("a", "a"), ("b", "a"), ("", "")]
     connection = await asyncpg.connect(postgres_url)
     try:
-        lapsed = await connection.fetch(
-            f"SELECT {lease_lapsed('u', 'n')} AS lapsed FROM unnest($1::float8[], "
-            "$2::float8[]) WITH ORDINALITY AS cases (u, n, i) ORDER BY i",
+        reaped = await connection.fetch(
+            f"SELECT {reapable('r', 'u', 'n', 'x')} AS reaped FROM unnest($1::text[], "
+            "$2::float8[], $3::float8[], $4::text[]) WITH ORDINALITY AS cases (r, u, n, x, i) "
+            "ORDER BY i",
             *(list(column) for column in zip(*cases, strict=True)),
         )
         ranked = await connection.fetch(
@@ -195,7 +200,7 @@ async def test_the_sql_lease_and_claim_rules_give_the_rules_answers_on_the_serve
         )
     finally:
         await connection.close()
-    assert [row["lapsed"] for row in lapsed] == [rules.lease_lapsed(*case) for case in cases]
+    assert [row["reaped"] for row in reaped] == [rules.reapable(*case) for case in cases]
     assert [row["rank"] for row in ranked] == [rules.claim_rank(*case) for case in ranks]
 
 

@@ -340,6 +340,13 @@ def test_a_lease_lapses_at_its_end_and_not_before(now: float, lease: float) -> N
     assert not rules.lease_lapsed(until, until - max(lease, 1.0))
 
 
+def test_a_reap_drops_lapsed_leases_but_never_the_reapers_own() -> None:
+    assert rules.reapable("a", 100.0, 100.0, None)
+    assert rules.reapable("a", 100.0, 100.0, "b")
+    assert not rules.reapable("a", 100.0, 100.0, "a")
+    assert not rules.reapable("a", 100.0, 99.0, "b")
+
+
 def test_a_claim_ranks_its_own_reservation_first_then_unreserved_runs_never_others() -> None:
     assert rules.claim_rank("a", "a") == 0
     assert rules.claim_rank("", "a") == 1

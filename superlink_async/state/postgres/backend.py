@@ -107,7 +107,7 @@ from superlink_async.state.postgres.rows import (
     MESSAGE_PLACEHOLDERS,
     claim_rank,
     is_online,
-    lease_lapsed,
+    reapable,
     row_count,
     ttl_lapsed,
 )
@@ -619,8 +619,8 @@ class PostgresLinkState(BackendBase):
             stamp = rules.iso_timestamp(now)
             rows = await db.fetch(
                 "DELETE FROM replica WHERE replica_id IN (SELECT replica_id FROM replica "
-                f"WHERE {lease_lapsed('lease_until', '$1')} "
-                "AND replica_id IS DISTINCT FROM $2 FOR UPDATE SKIP LOCKED) "
+                f"WHERE {reapable('replica_id', 'lease_until', '$1', '$2')} "
+                "FOR UPDATE SKIP LOCKED) "
                 "RETURNING replica_id",
                 now,
                 reaper,

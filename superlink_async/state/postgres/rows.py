@@ -27,9 +27,9 @@ def ttl_lapsed(created_at: str, ttl: str, now: str) -> str:
     return f"({created_at} + {ttl} <= {now})"
 
 
-def lease_lapsed(until: str, now: str) -> str:
-    """``rules.lease_lapsed`` as a SQL condition on two float8 expressions."""
-    return f"({until} <= {now})"
+def reapable(replica_id: str, until: str, now: str, reaper: str) -> str:
+    """``rules.reapable`` as a SQL condition on text, float8, float8 and text expressions."""
+    return f"({replica_id} IS DISTINCT FROM {reaper} AND {until} <= {now})"
 
 
 def claim_rank(reserved_by: str, replica_id: str) -> str:

@@ -471,8 +471,8 @@ class SqliteLinkState(BackendBase):
             now = self._clock()
             stamp = rules.iso_timestamp(now)
             rows = db.rows(
-                "DELETE FROM replica WHERE lease_lapsed(lease_until, ?) "
-                "AND replica_id IS NOT ? RETURNING replica_id",
+                "DELETE FROM replica WHERE reapable(replica_id, lease_until, ?, ?) "
+                "RETURNING replica_id",
                 (now, reaper),
             )
             orphans = self._drop_orphans(db, details, stamp)

@@ -19,7 +19,7 @@ T = TypeVar("T")
 _RULES_IN_SQL: tuple[tuple[str, int, Callable[..., object]], ...] = (
     ("is_online", 2, rules.is_online),
     ("ttl_lapsed", 3, rules.ttl_lapsed),
-    ("lease_lapsed", 2, rules.lease_lapsed),
+    ("reapable", 4, rules.reapable),
     ("claim_rank", 2, rules.claim_rank),
 )
 
