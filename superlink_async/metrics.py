@@ -159,6 +159,12 @@ class Metrics:
             ["method"],
             registry=self.registry,
         )
+        self.fleet_held = Counter(
+            "superlink_fleet_reads_held_seconds",
+            "Seconds for which the Fleet listeners' connections were not read, while a "
+            "ServerApp's or the CLI's request body arrived.",
+            registry=self.registry,
+        )
         self.accept_pauses = Counter(
             "superlink_accept_paused",
             "Times a listener stopped accepting connections for a while because the "

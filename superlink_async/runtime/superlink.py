@@ -312,7 +312,7 @@ class SuperLink:
         elif listener.api_type == FLEET_REST:
             await self._require_supervisor().start(
                 "fleet-rest-api",
-                _serve_http,
+                partial(_serve_http, yields=True),
                 fleet_rest_app(parts.fleet, self._gate, parts.health.healthy),
                 listener.address,
                 "Starting Flower REST server",

@@ -8,7 +8,8 @@ CPU. Past what the loop can serve, a fleet that polls every few seconds keeps a 
 every node queued, each loop iteration grows to seconds, and a ServerApp's upload, which
 needs many iterations to arrive, starves. While the loop runs late (``behind``), idle
 polls are answered early, without their signature check; while too many Fleet calls are
-in flight (``crowded``), polls and registrations are refused with ``UNAVAILABLE``.
+in flight (``crowded``), polls and registrations are refused with ``UNAVAILABLE``; while a
+ServerApp's upload arrives, the fleet's connections are not read (``precedence``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from superlink_async.config import (
 )
 from superlink_async.loop_lag import LoopLag
 from superlink_async.metrics import Metrics
+from superlink_async.transports.precedence import Precedence
 
 #: Connections the kernel may queue before we accept them (it caps this at somaxconn).
 #: asyncio's default of 100 drops SYNs when a fleet (re)connects at once, and a SuperNode
@@ -89,6 +91,8 @@ class CallGate:
         #: Without a measured lag, only the in-flight bound can shed.
         self.lag = lag or LoopLag()
         self.admission = admission or Admission()
+        #: Bulk listeners' uploads hold the reading of the Fleet listeners' connections.
+        self.precedence = Precedence(lambda: self.behind, metrics)
         self._in_flight = 0
         self._fleet_in_flight = 0
         self._draining = False

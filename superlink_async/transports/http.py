@@ -23,10 +23,12 @@ class _PausingSite(web.BaseSite):
         address: Address,
         gate: CallGate,
         tls: ssl.SSLContext | None,
+        yields: bool,
     ) -> None:
         super().__init__(runner, ssl_context=tls)
         self._address = address
         self._gate = gate
+        self._yields = yields
 
     @property
     def name(self) -> str:
@@ -42,6 +44,7 @@ class _PausingSite(web.BaseSite):
             self._runner.server,
             self._gate,
             self._ssl_context,
+            yields=self._yields,
         )
 
 
@@ -53,6 +56,7 @@ async def serve_http(
     gate: CallGate | None = None,
     *,
     shutdown_timeout: float,
+    yields: bool = False,
     task_status: TaskStatus[None],
 ) -> None:
     """Serve an aiohttp ``app`` until cancelled: the site stops, then the runner cleans up.
@@ -60,14 +64,15 @@ async def serve_http(
     A request still running when it is cancelled gets ``shutdown_timeout`` seconds, then
     is cancelled (aiohttp then waits up to that long again for it to end); aiohttp's own
     default of 60 s would hold a shutdown that long. The ``gate``'s metrics count the
-    listener's pauses (out of file descriptors).
+    listener's pauses (out of file descriptors). With ``yields`` (the REST Fleet API) its
+    connections are not read while a bulk upload arrives (``CallGate.precedence``).
     """
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout
     )
     await runner.setup()
     try:
-        await _PausingSite(runner, address, gate or CallGate(), tls).start()
+        await _PausingSite(runner, address, gate or CallGate(), tls, yields).start()
         logger.info("%s on %s", banner, address)
         task_status.started()
         await anyio.sleep_forever()

@@ -72,7 +72,8 @@ async def bind(address: Address) -> list[socket.socket]:
 class PausingListener:
     """Accepts on ``sockets`` for ``protocol_factory``; the ``asyncio.Server`` calls it needs.
 
-    ``name`` labels its log lines and its pause count.
+    ``name`` labels its log lines and its pause count. With ``yields`` (a Fleet listener)
+    its connections stop being read while a bulk upload arrives (``CallGate.precedence``).
     """
 
     def __init__(
@@ -82,8 +83,11 @@ class PausingListener:
         protocol_factory: ProtocolFactory,
         gate: CallGate,
         tls: _ssl.SSLContext | None = None,
+        *,
+        yields: bool = False,
     ) -> None:
         self._name = name
+        self._yields = yields
         self._sockets = sockets
         self._factory = protocol_factory
         self._gate = gate
@@ -168,7 +172,7 @@ class PausingListener:
     async def _connect(self, connection: socket.socket) -> object:
         """Hand the socket to a new protocol (after the TLS handshake, with ``tls``)."""
         try:
-            return await self._loop.connect_accepted_socket(
+            transport, protocol = await self._loop.connect_accepted_socket(
                 self._factory, connection, ssl=self._tls
             )
         except (OSError, asyncio.TimeoutError) as exc:
@@ -176,3 +180,6 @@ class PausingListener:
             logger.debug("%s: connection not established: %s", self._name, exc)
             connection.close()
             return None
+        if self._yields:
+            self._gate.precedence.enlist(transport)
+        return transport, protocol

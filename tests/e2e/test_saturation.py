@@ -42,9 +42,9 @@ PLATEAU = 0.02
 SETTLE = 2.0
 WINDOW = 3.0
 #: One PushMessages of 100 KB to each of this many nodes (50 MB) must arrive within the
-#: bound: 1-4 s measured on a quiet machine of this class; a full `make test` on a busier
-#: moment once took over 20 s. Before bulk connections and early answers, 100 MB had not
-#: arrived in 120 s.
+#: bound. Before bulk connections and early answers, 100 MB had not arrived in 120 s; with
+#: them, 11-39 s alone and over 45 s in CI, one read per multi-second iteration; with the
+#: fleet held while it arrives (transports.precedence), 1.7-14 s over eight runs.
 PUSHED_NODES = 500
 PAYLOAD = 100_000
 PUSH_BOUND = 45.0

@@ -24,6 +24,8 @@ of asyncio's 256 KiB, open 64 MiB HTTP/2 windows instead of grpclib's 4 MiB, and
 of a response queue in the transport instead of 64 KiB. A busy loop takes each socket's
 turn once per iteration, so with the defaults a 100 MB push needed 400 iterations to
 arrive (and waited for a window update every 4 MiB), however fast the iterations were.
+While a request body arrives on one of them, the Fleet connections are not read
+(``transports.precedence``), so that those iterations are short.
 
 It also answers peers that break the rules, which grpclib alone answered with silence and
 a traceback in our log:
@@ -60,7 +62,14 @@ from grpclib.protocol import H2Protocol, Stream
 from grpclib.server import Handler, Server
 from h2.config import H2Configuration
 from h2.errors import ErrorCodes
-from h2.events import SettingsAcknowledged, UnknownFrameReceived
+from h2.events import (
+    Event,
+    RequestReceived,
+    SettingsAcknowledged,
+    StreamEnded,
+    StreamReset,
+    UnknownFrameReceived,
+)
 from h2.exceptions import ProtocolError as H2ProtocolError
 
 from superlink_async._internals import asyncio as asyncio_internals
@@ -70,6 +79,7 @@ from superlink_async.config import Address
 from superlink_async.logs import logger
 from superlink_async.transports.gate import CallGate
 from superlink_async.transports.listener import PausingListener, bind
+from superlink_async.transports.precedence import Precedence
 
 #: Closed streams h2 remembers per connection (it answers late frames on them politely).
 CLOSED_STREAMS_REMEMBERED = 64
@@ -91,10 +101,13 @@ class ConnectionProfile:
     #: Response bytes that may wait in the transport before writers pause; 0: asyncio's
     #: own (64 KiB).
     write_buffer_bytes: int
+    #: Fleet connections: not read while a bulk connection's request body arrives
+    #: (``transports.precedence``); bulk connections (read_bytes set) hold them.
+    yields: bool = False
 
 
 #: SuperNodes: thousands of connections, small calls; grpclib's and asyncio's defaults.
-FLEET = ConnectionProfile(window_bytes=4 * MiB, read_bytes=0, write_buffer_bytes=0)
+FLEET = ConnectionProfile(window_bytes=4 * MiB, read_bytes=0, write_buffer_bytes=0, yields=True)
 #: ServerApps and the ``flwr`` CLI: few connections that carry whole models.
 BULK = ConnectionProfile(window_bytes=64 * MiB, read_bytes=16 * MiB, write_buffer_bytes=16 * MiB)
 
@@ -229,10 +242,13 @@ class _LeanProtocol(H2Protocol):
             self._handshake_timer.cancel()
             self._handshake_timer = None
         self.connection.flush()
+        self._events_received(events)
+        self.connection.flush()
+
+    def _events_received(self, events: list[Event]) -> None:
         for event in events:
             if type(event) is not UnknownFrameReceived:  # HTTP/2: ignore; grpclib raises
                 self.processor.process(event)
-        self.connection.flush()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._handshake_timer is not None:
@@ -265,12 +281,21 @@ class _BulkProtocol(_LeanProtocol, asyncio.BufferedProtocol):
     allocated at the first read (its pages are committed only as far as data reaches).
     It is a memoryview because asyncio's TLS layer fills slices of it, and a slice of a
     bytearray would be a copy.
+
+    A call whose request body did not arrive in one read is a large one: each read of its
+    body holds the fleet's reading (``precedence``), and the hold is released when the
+    call has answered, so that its response is not written behind the fleet's backlog.
     """
 
-    def __init__(self, profile: ConnectionProfile, *args: Any) -> None:
+    def __init__(self, profile: ConnectionProfile, precedence: Precedence, *args: Any) -> None:
         super().__init__(*args)
         self._profile = profile
+        self._precedence = precedence
         self._buffer: memoryview | None = None
+        #: Streams whose request body is still arriving (no END_STREAM or reset yet).
+        self._receiving: set[int] = set()
+        #: The tasks of the large calls that have not answered yet.
+        self._large_calls: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -287,6 +312,33 @@ class _BulkProtocol(_LeanProtocol, asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         assert self._buffer is not None
         self.data_received(bytes(self._buffer[:nbytes]))
+        if not self._receiving:
+            return
+        for stream, task in grpclib_internals.call_tasks(cast(Handler, self.handler)).items():
+            if stream.id in self._receiving and task not in self._large_calls:
+                self._large_calls.add(task)
+                task.add_done_callback(self._large_call_answered)
+        if self._large_calls:
+            self._precedence.hold(self)
+
+    def _events_received(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, RequestReceived) and event.stream_ended is None:
+                self._receiving.add(event.stream_id)
+            elif isinstance(event, (StreamEnded, StreamReset)):
+                self._receiving.discard(event.stream_id)
+        super()._events_received(events)
+
+    def _large_call_answered(self, task: asyncio.Task[None]) -> None:
+        self._large_calls.discard(task)
+        if not self._large_calls:
+            self._precedence.release(self)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._receiving.clear()
+        self._large_calls.clear()
+        self._precedence.release(self)
+        super().connection_lost(exc)
 
 
 class LeanServer(Server):
@@ -318,6 +370,8 @@ class LeanServer(Server):
         self.handshake_timeout = handshake_timeout
         self._configs = grpclib_internals.connection_configs(self)
         self._protocols: weakref.WeakSet[_LeanProtocol] = weakref.WeakSet()
+        #: The listening gate's, once ``listen`` is called.
+        self._precedence = CallGate().precedence
         # grpclib has h2 decode headers as ASCII, and a byte beyond it escaped h2 and
         # grpclib as UnicodeDecodeError (asyncio logged a fatal error with a traceback and
         # dropped the connection). Latin-1 decodes every byte, ASCII as ASCII, so such a
@@ -332,10 +386,16 @@ class LeanServer(Server):
         if grpclib_internals.started(self):
             raise RuntimeError("Server is already started")
         sockets = await bind(address)
+        self._precedence = gate.precedence
         grpclib_internals.serve_on(
             self,
             lambda protocols: PausingListener(
-                f"Listener on {address}", sockets, protocols, gate, ssl
+                f"Listener on {address}",
+                sockets,
+                protocols,
+                gate,
+                ssl,
+                yields=self._profile.yields,
             ),
         )
 
@@ -357,7 +417,12 @@ class LeanServer(Server):
         protocol: _LeanProtocol
         if self._profile.read_bytes:
             protocol = _BulkProtocol(
-                self._profile, handler, config, h2_config, self.handshake_timeout
+                self._profile,
+                self._precedence,
+                handler,
+                config,
+                h2_config,
+                self.handshake_timeout,
             )
         else:
             protocol = _LeanProtocol(handler, config, h2_config, self.handshake_timeout)

@@ -11,9 +11,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import closing
 from functools import partial
 
+import aiohttp
 import anyio
 import pytest
 from aiohttp import web
+from anyio.abc import TaskStatus
 from grpclib import GRPCError, Status
 from grpclib.client import Channel
 from grpclib.health.service import Health
@@ -26,6 +28,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from superlink_async.config import Address
+from superlink_async.loop_lag import LoopLag
+from superlink_async.transports.gate import CallGate
 from superlink_async.transports.grpc.server import (
     BULK,
     CLOSED_STREAMS_REMEMBERED,
@@ -346,3 +350,110 @@ def test_undecodable_metadata_is_exactly_what_grpclib_cannot_decode(
     else:
         decodable = True
     assert (_undecodable_metadata(headers) is None) == decodable
+
+
+def late_gate() -> CallGate:
+    """A gate whose loop counts as late, so that uploads hold the fleet."""
+    gate = CallGate(lag=LoopLag())
+    gate.lag.level = 1.0
+    return gate
+
+
+async def test_a_large_upload_holds_the_fleet_until_its_call_has_answered() -> None:
+    """While a bulk call's body arrives at a late loop, the Fleet connections are not read;
+    they are read again once that call has answered, not already when its body is in."""
+    gate = late_gate()
+    bulk, fleet = LeanServer([Health()], BULK), LeanServer([Health()], FLEET)
+    fleet_protocols = record_protocols(fleet)
+    at_reads: list[tuple[bool, bool]] = []  # (held, a fleet connection read) after each read
+
+    def record_holds(protocol: H2Protocol) -> None:
+        updated = protocol.buffer_updated  # type: ignore[attr-defined]
+
+        def record(nbytes: int) -> None:
+            updated(nbytes)
+            fleet_transport = fleet_protocols[0].connection._transport
+            at_reads.append((gate.precedence.held, fleet_transport.is_reading()))
+
+        protocol.buffer_updated = record  # type: ignore[attr-defined]
+
+    record_protocols(bulk, record_holds)
+    bulk_port, fleet_port = free_port(), free_port()
+    await bulk.listen(Address("127.0.0.1", bulk_port), gate)
+    await fleet.listen(Address("127.0.0.1", fleet_port), gate)
+    try:
+        with (
+            closing(Channel("127.0.0.1", fleet_port)) as fleet_channel,
+            closing(Channel("127.0.0.1", bulk_port)) as bulk_channel,
+        ):
+            await HealthStub(fleet_channel).Check(HealthCheckRequest())
+            with pytest.raises(GRPCError):  # an unknown service: read whole, then refused
+                await HealthStub(bulk_channel).Check(HealthCheckRequest(service="x" * (20 * MiB)))
+            assert (True, False) in at_reads
+            assert at_reads[-1] == (True, False)  # the body is in; the answer is not out yet
+            assert not gate.precedence.held
+            assert fleet_protocols[0].connection._transport.is_reading()
+            await HealthStub(fleet_channel).Check(HealthCheckRequest())
+    finally:
+        for server in (bulk, fleet):
+            server.close()
+            await server.wait_closed()
+
+
+async def _health_over_grpc(port: int) -> None:
+    with closing(Channel("127.0.0.1", port)) as channel:
+        await HealthStub(channel).Check(HealthCheckRequest())
+
+
+async def _health_over_rest(port: int) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/health") as response,
+    ):
+        assert response.status == 200
+
+
+async def _serve_health_over_rest(
+    address: Address, gate: CallGate, yields: bool, *, task_status: TaskStatus[None]
+) -> None:
+    async def health(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    serve = partial(serve_http, shutdown_timeout=0.25, yields=yields)
+    await serve(app, address, "test listener", None, gate, task_status=task_status)
+
+
+@pytest.mark.parametrize(
+    ("transport", "fleet"),
+    [("grpc", True), ("grpc", False), ("rest", True), ("rest", False)],
+    ids=["grpc-fleet", "grpc-bulk", "rest-fleet", "rest-metrics"],
+)
+async def test_during_a_hold_only_fleet_listeners_wait(transport: str, fleet: bool) -> None:
+    """A call to a Fleet listener (gRPC or REST) is answered once the hold ends; a bulk or
+    metrics listener is served all along."""
+    gate = late_gate()
+    address = Address("127.0.0.1", free_port())
+    call = _health_over_grpc if transport == "grpc" else _health_over_rest
+    async with anyio.create_task_group() as tasks:
+        if transport == "grpc":
+            serve = partial(serve_grpc, profile=FLEET if fleet else BULK)
+            await tasks.start(serve, [Health()], address, "test listener", None, gate)
+        else:
+            await tasks.start(_serve_health_over_rest, address, gate, fleet)
+        gate.precedence.hold(upload := object())
+        answered = anyio.Event()
+
+        async def call_and_note() -> None:
+            await call(address.port)
+            answered.set()
+
+        tasks.start_soon(call_and_note)
+        with anyio.move_on_after(0.5):
+            await answered.wait()
+        assert answered.is_set() is not fleet
+        gate.precedence.release(upload)
+        with anyio.fail_after(5):
+            await answered.wait()
+        tasks.cancel_scope.cancel()
