@@ -136,12 +136,16 @@ async def create_pool(url: str, *, max_size: int, **options: Any) -> asyncpg.Poo
     ``asyncpg.create_pool`` as they are. The pool keeps no floor of connections
     (``min_size=0``): asyncpg would otherwise try to restore it in the background while the
     database is down, logging a traceback each time; calls open what they need.
+
+    A connection goes back through asyncpg's own reset, a round trip that also finds a
+    connection an outage left mid-protocol (an error read, its end never): that one is
+    closed, not handed to the next call. Without the reset, the next call on it failed
+    "another operation is in progress" (seen once, in tests/runtime's database outage).
     """
     target = PostgresTarget.parse(url)
     pool = asyncpg.create_pool(
         min_size=0,
         max_size=max_size,
-        reset=_keep_session,
         **connection_options(url),
         **options,
     )
@@ -153,17 +157,6 @@ async def create_pool(url: str, *, max_size: int, **options: Any) -> asyncpg.Poo
         pool.terminate()
         raise connection_error(target, exc) from exc
     return pool
-
-
-async def _keep_session(connection: asyncpg.Connection[Any]) -> None:
-    """Give a connection back to the pool as it is, with no reset round trip.
-
-    asyncpg rolls back an open transaction before it calls this either way. Its default
-    reset also drops session state (settings, LISTEN, session advisory locks, cursors),
-    one more round trip per call; our pool connections never create any (``listen`` has a
-    connection of its own; the schema's advisory lock is a transaction's), so that trip is
-    pure cost.
-    """
 
 
 def connection_error(target: PostgresTarget, exc: BaseException) -> StateError:
