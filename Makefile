@@ -64,7 +64,7 @@ proto: install
 	$(BIN)/python -m superlink_async.wire.relocate build/proto/flwr/proto $(WIRE_DIR)
 
 ## Ours against flower-superlink 1.18.0, alternating, and ours on PostgreSQL with one and two
-## replicas; rewrites docs/benchmarks.md (~40 min).
+## replicas; rewrites docs/benchmarks.md (~42 min).
 bench: install
 	$(BIN)/python -m benchmarks --preset full --output docs/benchmarks.md --json build/benchmarks.json
 
