@@ -29,6 +29,7 @@ from superlink_async.state.base import (
     StateError,
 )
 from superlink_async.state.postgres import SCHEMA_VERSION, PostgresLinkState
+from superlink_async.state.postgres.connect import borrow_connection, create_pool
 from superlink_async.state.postgres.rows import is_online, ttl_lapsed
 from superlink_async.state.postgres.schema import SCHEMA_LOCK_KEY, VERSION_1_SCHEMA, prepare_schema
 from superlink_async.testing.clock import FakeClock
@@ -288,6 +289,30 @@ async def test_a_failing_transaction_leaves_nothing_behind_and_the_pool_serves_o
     assert await first.get_known_public_keys() == set()
     await first.replace_known_public_keys([b"key"])
     assert await first.get_known_public_keys() == {b"key"}
+
+
+async def test_a_connection_a_failure_broke_is_closed_and_one_a_statement_refused_is_kept(
+    postgres_url: str,
+) -> None:
+    """Pool connections go back with no reset round trip, so ``borrow_connection`` closes one
+    whose call failed as an outage or an out-of-step protocol does (asyncpg's reset would
+    have failed on it); a statement's own error leaves the connection in the pool."""
+    pool = await create_pool(postgres_url, max_size=1)
+    try:
+        async with borrow_connection(pool) as db:
+            first_pid = await db.fetchval("SELECT pg_backend_pid()")
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            async with borrow_connection(pool) as db:
+                await db.execute("SELECT 1 / 0")
+        async with borrow_connection(pool) as db:
+            assert await db.fetchval("SELECT pg_backend_pid()") == first_pid
+        with pytest.raises(asyncpg.InternalClientError):
+            async with borrow_connection(pool) as db:
+                raise asyncpg.InternalClientError("another operation is in progress")
+        async with borrow_connection(pool) as db:
+            assert await db.fetchval("SELECT pg_backend_pid()") != first_pid
+    finally:
+        await pool.close()
 
 
 async def test_closed_state_refuses_calls_and_closes_once(first: PostgresLinkState) -> None:

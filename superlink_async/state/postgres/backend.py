@@ -90,6 +90,7 @@ from superlink_async.state.columns import (
 from superlink_async.state.common import BackendBase, NewRun
 from superlink_async.state.postgres.connect import (
     PostgresTarget,
+    borrow_connection,
     create_pool,
     translated,
     unavailable,
@@ -316,7 +317,7 @@ class PostgresLinkState(BackendBase):
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _attempt(self, work: Work[T], *, transaction: bool) -> T:
-        async with self._pool.acquire() as db:
+        async with borrow_connection(self._pool) as db:
             if not transaction:
                 return await work(db)
             async with db.transaction():

@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import os
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from superlink_async.state.base import StateError, StateUnavailableError
 
@@ -137,15 +139,14 @@ async def create_pool(url: str, *, max_size: int, **options: Any) -> asyncpg.Poo
     (``min_size=0``): asyncpg would otherwise try to restore it in the background while the
     database is down, logging a traceback each time; calls open what they need.
 
-    A connection goes back through asyncpg's own reset, a round trip that also finds a
-    connection an outage left mid-protocol (an error read, its end never): that one is
-    closed, not handed to the next call. Without the reset, the next call on it failed
-    "another operation is in progress" (seen once, in tests/runtime's database outage).
+    A connection goes back as it is, with no reset round trip (``_keep_session``): take
+    connections through ``borrow_connection``, which closes one an outage broke.
     """
     target = PostgresTarget.parse(url)
     pool = asyncpg.create_pool(
         min_size=0,
         max_size=max_size,
+        reset=_keep_session,
         **connection_options(url),
         **options,
     )
@@ -157,6 +158,46 @@ async def create_pool(url: str, *, max_size: int, **options: Any) -> asyncpg.Poo
         pool.terminate()
         raise connection_error(target, exc) from exc
     return pool
+
+
+async def _keep_session(connection: asyncpg.Connection[Any]) -> None:
+    """Give a connection back to the pool as it is, with no reset round trip.
+
+    asyncpg rolls back an open transaction before it calls this either way. Its default
+    reset also drops session state (settings, LISTEN, session advisory locks, cursors),
+    one more round trip per call; our pool connections never create any (``listen`` has a
+    connection of its own; the schema's advisory lock is a transaction's), so that trip is
+    pure cost.
+    """
+
+
+@asynccontextmanager
+async def borrow_connection(pool: asyncpg.Pool) -> AsyncIterator[PoolConnectionProxy[Any]]:
+    """One of ``pool``'s connections, closed instead of reused if a failure broke it.
+
+    An outage can leave a connection mid-protocol (the server's error read, the end of
+    that exchange never): asyncpg's reset round trip would have failed on it and closed
+    it, but ``_keep_session`` hands it back, and the next call on it failed "another
+    operation is in progress" (seen once, in tests/runtime's database outage). So a
+    connection that raised a ``broken`` error is closed here before it goes back.
+    """
+    async with pool.acquire() as db:
+        try:
+            yield db
+        except BaseException as exc:
+            if broken(exc):
+                db.terminate()
+            raise
+
+
+def broken(exc: BaseException) -> bool:
+    """Whether ``exc`` may have left its connection unfit for the next call.
+
+    An outage (``unavailable``), or asyncpg's own view that the connection is closed or
+    out of step (``InterfaceError``, ``InternalClientError``). A statement's own error (a
+    constraint, a serialization failure) leaves the connection ready.
+    """
+    return unavailable(exc) or isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError)
 
 
 def connection_error(target: PostgresTarget, exc: BaseException) -> StateError:

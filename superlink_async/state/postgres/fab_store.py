@@ -14,7 +14,7 @@ import anyio.to_thread
 import asyncpg
 
 from superlink_async.state.fab_store import validate_hash
-from superlink_async.state.postgres.connect import translated
+from superlink_async.state.postgres.connect import borrow_connection, translated
 
 
 class PostgresFabStore:
@@ -30,11 +30,12 @@ class PostgresFabStore:
         # Hashing 10 MB takes milliseconds: off the event loop, as the directory store does.
         fab_hash = await anyio.to_thread.run_sync(_sha256, content)
         try:
-            await self._pool.execute(
-                "INSERT INTO fab (hash, content) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING",
-                fab_hash,
-                content,
-            )
+            async with borrow_connection(self._pool) as db:
+                await db.execute(
+                    "INSERT INTO fab (hash, content) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING",
+                    fab_hash,
+                    content,
+                )
         except Exception as exc:
             raise translated(exc) from exc
         self._last = (fab_hash, content)
@@ -46,7 +47,8 @@ class PostgresFabStore:
         if self._last is not None and self._last[0] == fab_hash:
             return self._last[1]
         try:
-            content = await self._pool.fetchval("SELECT content FROM fab WHERE hash = $1", fab_hash)
+            async with borrow_connection(self._pool) as db:
+                content = await db.fetchval("SELECT content FROM fab WHERE hash = $1", fab_hash)
         except Exception as exc:
             raise translated(exc) from exc
         if content is None:
