@@ -137,6 +137,33 @@ async def test_pulls_racing_on_two_pools_never_deliver_one_instruction_twice(
     assert sorted(pulled) == sorted(str(message_id) for message_id in stored)
 
 
+async def test_a_serverapp_taking_replies_hides_no_waiting_instruction_from_its_node(
+    first: PostgresLinkState, second: PostgresLinkState, clock: FakeClock
+) -> None:
+    """A node's pull skips the instructions another transaction locks. A take that locked
+    every instruction it was asked about, 4 times a second, made the nodes of a 1,000-node
+    round miss theirs (and wait 3 s to poll again): here, with a take running all along,
+    every node's one pull gets its instruction."""
+    run_id = await new_run(first)
+    nodes = [await first.create_node(PING) for _ in range(30)]
+    stored = await first.store_messages_ins([instruction(run_id, node, clock) for node in nodes])
+    ids = [str(message_id) for message_id in stored]
+    pulling = True
+
+    async def take_all_along() -> None:
+        while pulling:
+            assert await second.take_replies(run_id, ids) == []
+
+    taking = asyncio.ensure_future(take_all_along())
+    try:
+        await asyncio.sleep(0.05)  # the takes are under way
+        for node in nodes:
+            assert len(await first.pull_message_ins(node)) == 1, "the node's pull came back empty"
+    finally:
+        pulling = False
+        await taking
+
+
 async def test_claims_racing_on_two_pools_start_each_run_once(
     first: PostgresLinkState, second: PostgresLinkState
 ) -> None:

@@ -852,8 +852,13 @@ class PostgresLinkState(BackendBase):
         instructions, offline or deleted destinations and expired replies produce synthetic
         error replies (``rules.result_for``). Every instruction and reply returned is deleted.
         Raises ``RunMismatchError`` (and changes nothing) if an id belongs to another run.
-        The instructions are locked until the commit, so two takes never both hand out one
-        reply.
+
+        Only the instructions answered are locked, by their DELETE; a take hands out no
+        result for an instruction another take deleted first, so two takes never both hand
+        out one reply. The others are read unlocked: a node's pull skips locked instructions, and a
+        take locking the whole round 4 times a second (the ServerApp's pull period) made
+        nodes miss theirs and wait 3 s for the next poll, so a 1,000-node round ran out of
+        time with most replies stored but not handed out.
         """
         wanted = list(dict.fromkeys(message_ids))
         now = self._clock()
@@ -862,12 +867,7 @@ class PostgresLinkState(BackendBase):
             ins_rows = await db.fetch(
                 f"SELECT {MESSAGE_METADATA_FIELDS}, node.online_until FROM message_ins "
                 "LEFT JOIN node ON node.node_id = message_ins.dst_node_id "
-                # In storage order: two takes of overlapping ids lock them in one order.
-                # NO KEY: a reply being stored (its key share on the instruction) does not
-                # wait for a take that may not delete that instruction; the DELETE below
-                # takes the full lock on just the rows it removes.
-                "WHERE message_id = ANY($1::text[]) ORDER BY message_ins.seq "
-                "FOR NO KEY UPDATE OF message_ins",
+                "WHERE message_id = ANY($1::text[])",
                 wanted,
             )
             instructions, online_until = instructions_of_run(run_id, ins_rows)
@@ -877,11 +877,17 @@ class PostgresLinkState(BackendBase):
                 list(instructions),
             )
             results = take_results(wanted, instructions, online_until, res_rows, now)
-            await db.execute(
-                "DELETE FROM message_ins WHERE message_id = ANY($1::text[])",
+            deleted = await db.fetch(
+                # In storage order: two takes of overlapping ids lock them in one order.
+                "DELETE FROM message_ins WHERE seq IN (SELECT seq FROM message_ins "
+                "WHERE message_id = ANY($1::text[]) ORDER BY seq FOR UPDATE) "
+                "RETURNING message_id",
                 [reply.metadata.reply_to_message_id for reply in results],
             )
-            return results
+            # An instruction another take deleted meanwhile is that take's to answer; one
+            # that was absent already gets its error reply each time, as on every backend.
+            lost = set(instructions) - {row["message_id"] for row in deleted}
+            return [reply for reply in results if reply.metadata.reply_to_message_id not in lost]
 
         return await self._transaction(take)
 
