@@ -7,7 +7,7 @@ most what the kernel buffered (about 4-6 MB here): a ServerApp's 50 MB PushMessa
 3,000 polling nodes took 13 such iterations, 17 s.
 
 So while the loop runs late (``CallGate.behind``), a ServerApp's or the CLI's request
-body that is arriving holds the Fleet listeners' connections: they are not read
+body still arriving past 1 MiB holds the Fleet listeners' connections: they are not read
 (``pause_reading``). The calls already admitted finish, the loop's iterations shorten to
 what the upload needs, and the polls wait in the kernel's socket buffers, to be read once
 the body is in. A SuperNode notices only a slower answer; its poll was asking for the work

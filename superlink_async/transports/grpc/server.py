@@ -63,6 +63,7 @@ from grpclib.server import Handler, Server
 from h2.config import H2Configuration
 from h2.errors import ErrorCodes
 from h2.events import (
+    DataReceived,
     Event,
     RequestReceived,
     SettingsAcknowledged,
@@ -88,6 +89,9 @@ CLOSED_STREAMS_REMEMBERED = 64
 HANDSHAKE_TIMEOUT = 20.0
 
 MiB = 1 << 20
+#: A request body still arriving past this many bytes makes its call a large one, whose
+#: upload holds the fleet's reading (``transports.precedence``).
+LARGE_BODY = 1 * MiB
 
 
 @dataclass(frozen=True)
@@ -282,9 +286,11 @@ class _BulkProtocol(_LeanProtocol, asyncio.BufferedProtocol):
     It is a memoryview because asyncio's TLS layer fills slices of it, and a slice of a
     bytearray would be a copy.
 
-    A call whose request body did not arrive in one read is a large one: each read of its
-    body holds the fleet's reading (``precedence``), and the hold is released when the
-    call has answered, so that its response is not written behind the fleet's backlog.
+    A call whose request body is still arriving after ``LARGE_BODY`` bytes is a large one:
+    each read of its body holds the fleet's reading (``precedence``), and the hold is
+    released when the call has answered, so that its response is not written behind the
+    fleet's backlog. A small call (a ServerApp's pull of replies: ids only) holds nothing,
+    even when its body spans two reads.
     """
 
     def __init__(self, profile: ConnectionProfile, precedence: Precedence, *args: Any) -> None:
@@ -292,8 +298,9 @@ class _BulkProtocol(_LeanProtocol, asyncio.BufferedProtocol):
         self._profile = profile
         self._precedence = precedence
         self._buffer: memoryview | None = None
-        #: Streams whose request body is still arriving (no END_STREAM or reset yet).
-        self._receiving: set[int] = set()
+        #: Streams whose request body is still arriving (no END_STREAM or reset yet), and
+        #: the bytes of it received so far.
+        self._receiving: dict[int, int] = {}
         #: The tasks of the large calls that have not answered yet.
         self._large_calls: set[asyncio.Task[None]] = set()
 
@@ -315,7 +322,8 @@ class _BulkProtocol(_LeanProtocol, asyncio.BufferedProtocol):
         if not self._receiving:
             return
         for stream, task in grpclib_internals.call_tasks(cast(Handler, self.handler)).items():
-            if stream.id in self._receiving and task not in self._large_calls:
+            large = self._receiving.get(cast(int, stream.id), 0) >= LARGE_BODY
+            if large and task not in self._large_calls:
                 self._large_calls.add(task)
                 task.add_done_callback(self._large_call_answered)
         if self._large_calls:
@@ -324,9 +332,11 @@ class _BulkProtocol(_LeanProtocol, asyncio.BufferedProtocol):
     def _events_received(self, events: list[Event]) -> None:
         for event in events:
             if isinstance(event, RequestReceived) and event.stream_ended is None:
-                self._receiving.add(event.stream_id)
+                self._receiving[event.stream_id] = 0
+            elif isinstance(event, DataReceived) and event.stream_id in self._receiving:
+                self._receiving[event.stream_id] += len(event.data)
             elif isinstance(event, (StreamEnded, StreamReset)):
-                self._receiving.discard(event.stream_id)
+                self._receiving.pop(event.stream_id, None)
         super()._events_received(events)
 
     def _large_call_answered(self, task: asyncio.Task[None]) -> None:
