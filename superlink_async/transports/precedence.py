@@ -10,7 +10,7 @@ So while the loop runs late (``CallGate.behind``), a ServerApp's or the CLI's re
 body still arriving past 1 MiB holds the Fleet listeners' connections: they are not read
 (``pause_reading``). The calls already admitted finish, the loop's iterations shorten to
 what the upload needs, and the polls wait in the kernel's socket buffers, to be read once
-the body is in. A SuperNode notices only a slower answer; its poll was asking for the work
+that call has answered. A SuperNode notices only a slower answer; its poll was asking for the work
 that body carries. At 3,750 polling nodes the 50 MB push arrived after one held iteration
 of 3.1 s (the calls admitted before it) and 0.3 s of transfer. A loop that is not late reads both
 fast enough, and holds nothing.
