@@ -10,10 +10,10 @@ So while the loop runs late (``CallGate.behind``), a ServerApp's or the CLI's re
 body still arriving past 1 MiB holds the Fleet listeners' connections: they are not read
 (``pause_reading``). The calls already admitted finish, the loop's iterations shorten to
 what the upload needs, and the polls wait in the kernel's socket buffers, to be read once
-that call has answered. A SuperNode notices only a slower answer; its poll was asking for the work
-that body carries. At 3,750 polling nodes the 50 MB push arrived after one held iteration
-of 3.1 s (the calls admitted before it) and 0.3 s of transfer. A loop that is not late reads both
-fast enough, and holds nothing.
+that call has answered. A SuperNode notices only a slower answer; its poll was asking for
+the work that body carries. At 3,750 polling nodes the 50 MB push arrived after one held
+iteration of 3.1 s (the calls admitted before it) and 0.3 s of transfer. A loop that is
+not late reads both fast enough, and holds nothing.
 
 A hold lasts at most ``MAX_HOLD`` seconds; then the fleet is read for at least ``REST``
 seconds before the next, so a body that takes longer (or a peer that opens one and never
@@ -85,7 +85,7 @@ class Precedence:
         self._timer = asyncio.get_running_loop().call_later(self._max_hold, self._held_too_long)
 
     def release(self, holder: object) -> None:
-        """``holder``'s bodies have arrived (or its connection is gone)."""
+        """``holder``'s large calls have answered (or its connection is gone)."""
         self._holders.discard(holder)
         if not self._holders and self.held:
             self._resume()

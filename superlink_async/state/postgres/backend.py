@@ -855,10 +855,10 @@ class PostgresLinkState(BackendBase):
 
         Only the instructions answered are locked, by their DELETE; a take hands out no
         result for an instruction another take deleted first, so two takes never both hand
-        out one reply. The others are read unlocked: a node's pull skips locked instructions, and a
-        take locking the whole round 4 times a second (the ServerApp's pull period) made
-        nodes miss theirs and wait 3 s for the next poll, so a 1,000-node round ran out of
-        time with most replies stored but not handed out.
+        out one reply. The others are read unlocked: a node's pull skips locked
+        instructions, and a take locking the whole round 4 times a second (the ServerApp's
+        pull period) made nodes miss theirs and wait 3 s for the next poll, so a 1,000-node
+        round ran out of time with most replies stored but not handed out.
         """
         wanted = list(dict.fromkeys(message_ids))
         now = self._clock()

@@ -380,8 +380,8 @@ class LeanServer(Server):
         self.handshake_timeout = handshake_timeout
         self._configs = grpclib_internals.connection_configs(self)
         self._protocols: weakref.WeakSet[_LeanProtocol] = weakref.WeakSet()
-        #: The listening gate's, once ``listen`` is called.
-        self._precedence = CallGate().precedence
+        #: The listening gate's, once ``listen`` is called; until then one that never holds.
+        self._precedence = Precedence(lambda: False)
         # grpclib has h2 decode headers as ASCII, and a byte beyond it escaped h2 and
         # grpclib as UnicodeDecodeError (asyncio logged a fatal error with a traceback and
         # dropped the connection). Latin-1 decodes every byte, ASCII as ASCII, so such a
