@@ -98,9 +98,7 @@ class NodeAuthenticator:
             return False
         if self._known is not None and public_key not in self._known:
             return False
-        if node_id != await self._state.get_node_id(public_key):
-            return False
-        return not await self._state.has_instructions_waiting(node_id)
+        return await self._state.is_idle_node(public_key, node_id)
 
     def now(self) -> float:
         """The time on the authenticator's clock: stamp a call's arrival with it."""

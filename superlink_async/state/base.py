@@ -348,6 +348,13 @@ class LinkState(Protocol):
         until a pull finds nothing.
         """
 
+    async def is_idle_node(self, public_key: bytes, node_id: int) -> bool:
+        """Whether ``public_key`` is bound to ``node_id`` and nothing may wait for that node.
+
+        The question an idle poll asks before it is answered early; one database read on
+        PostgreSQL instead of ``get_node_id`` and ``has_instructions_waiting`` one by one.
+        """
+
     async def pull_message_ins(self, node_id: int, limit: int = 1) -> list[Message]:
         """Hand out up to ``limit`` undelivered, unexpired instructions for a node, oldest first.
 

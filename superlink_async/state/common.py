@@ -72,9 +72,23 @@ class BackendBase(ABC):
             return False
         return True
 
+    async def is_idle_node(self, public_key: bytes, node_id: int) -> bool:
+        """Whether the key is bound to the node and nothing may wait for it: two lookups."""
+        return await self.get_node_id(public_key) == node_id and not (
+            await self.has_instructions_waiting(node_id)
+        )
+
     async def listen(self, on_change: Callable[[], None]) -> None:
         """Wait until cancelled: a store only this process opens has no other writer to hear."""
         await anyio.sleep_forever()
+
+    @abstractmethod
+    async def get_node_id(self, public_key: bytes) -> int | None:
+        """The node a key is bound to, if any."""
+
+    @abstractmethod
+    async def has_instructions_waiting(self, node_id: int) -> bool:
+        """Whether an instruction may be waiting for ``node_id`` (see ``LinkState``)."""
 
     @abstractmethod
     async def _transition_run(self, run_id: int, new_status: RunStatus) -> str | None:

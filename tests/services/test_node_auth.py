@@ -364,7 +364,7 @@ async def test_a_poll_in_another_nodes_name_is_never_answered_early(
 
 
 class SlowLookups:
-    """The link's state, but every ``has_instructions_waiting`` takes 20 s of clock time.
+    """The link's state, but every ``is_idle_node`` takes 20 s of clock time.
 
     That is what a node sees when its poll queues behind a thousand others at a busy state
     store: the lookup an early answer needs is slow.
@@ -376,9 +376,9 @@ class SlowLookups:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._link.state, name)
 
-    async def has_instructions_waiting(self, node_id: int) -> bool:
+    async def is_idle_node(self, public_key: bytes, node_id: int) -> bool:
         self._link.clock.now += 20.0
-        return bool(await self._link.state.has_instructions_waiting(node_id))
+        return bool(await self._link.state.is_idle_node(public_key, node_id))
 
 
 async def test_a_timestamp_is_judged_when_the_call_arrived_not_after_our_own_queues(

@@ -668,6 +668,24 @@ async def test_a_node_has_instructions_waiting_from_their_storing_until_their_pu
     assert not await state.has_instructions_waiting(node_id)
 
 
+async def test_a_node_is_idle_while_its_key_is_bound_to_it_and_nothing_waits(
+    state: LinkState, clock: FakeClock
+) -> None:
+    """The idle-poll question: the key names this node, and no instruction waits for it."""
+    run_id = await new_run(state)
+    node_id, _ = await state.create_keyed_node(PING, b"key")
+    other, _ = await state.create_keyed_node(PING, b"other")
+    assert await state.is_idle_node(b"key", node_id)
+    assert not await state.is_idle_node(b"other", node_id)
+    assert not await state.is_idle_node(b"unbound", node_id)
+    await state.store_message_ins(instruction(run_id, node_id, clock.now))
+    assert not await state.is_idle_node(b"key", node_id)
+    assert await state.is_idle_node(b"other", other)
+    assert len(await state.pull_message_ins(node_id)) == 1
+    assert await state.pull_message_ins(node_id) == []
+    assert await state.is_idle_node(b"key", node_id)
+
+
 async def test_pull_only_returns_the_pulling_nodes_instructions(
     state: LinkState, clock: FakeClock
 ) -> None:

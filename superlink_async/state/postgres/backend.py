@@ -820,6 +820,20 @@ class PostgresLinkState(BackendBase):
             )
         )
 
+    async def is_idle_node(self, public_key: bytes, node_id: int) -> bool:
+        """Whether the key is bound to the node and nothing undelivered waits for it: one read."""
+        return bool(
+            await self._call(
+                lambda db: db.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM node WHERE node_id = $1 AND public_key = $2) "
+                    "AND NOT EXISTS (SELECT 1 FROM message_ins WHERE dst_node_id = $1 "
+                    "AND delivered_at IS NULL)",
+                    to_db(node_id),
+                    public_key,
+                )
+            )
+        )
+
     async def pull_message_ins(self, node_id: int, limit: int = 1) -> list[Message]:
         """Hand out up to ``limit`` undelivered, unexpired instructions for a node, oldest first.
 
