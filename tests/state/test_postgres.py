@@ -96,8 +96,12 @@ async def test_a_write_through_one_process_is_read_at_once_through_the_other(
     # Key bindings.
     keyed, _ = await first.create_keyed_node(PING, b"key")
     assert await first.get_node_id(b"key") == keyed
+    assert await first.is_idle_node(b"key", keyed)
+    await second.store_message_ins(instruction(run_id, keyed, clock))
+    assert not await first.is_idle_node(b"key", keyed)
     await second.delete_node(keyed)
     assert await first.get_node_id(b"key") is None
+    assert not await first.is_idle_node(b"key", keyed)
     rejoined, displaced = await second.create_keyed_node(PING, b"key")
     assert displaced is None
     assert await first.get_node_id(b"key") == rejoined
@@ -192,6 +196,33 @@ async def test_replies_racing_on_two_pools_store_one_and_refuse_the_other(
     assert len(refusals) == 5
     assert all(isinstance(refusal, MessageRejectedError) for refusal in refusals)
     assert all("already has a reply" in str(refusal) for refusal in refusals)
+
+
+async def test_a_reply_whose_instruction_is_taken_between_its_read_and_insert_is_refused(
+    first: PostgresLinkState, db: asyncpg.Connection, clock: FakeClock
+) -> None:
+    """A reply is stored without a transaction: the foreign key settles a take meanwhile.
+
+    The instruction's row is held by another connection, so the reply reads it (plain reads
+    do not wait) and its insert waits; the other connection deletes the instruction, as a
+    ServerApp's take would. The reply is refused as for an unknown instruction, not a crash.
+    """
+    node_id = await first.create_node(PING)
+    run_id = await new_run(first)
+    sent = instruction(run_id, node_id, clock)
+    sent.metadata.message_id = await first.store_message_ins(sent)
+    await first.pull_message_ins(node_id)
+    async with db.transaction():
+        await db.execute(
+            "SELECT 1 FROM message_ins WHERE message_id = $1 FOR UPDATE", sent.metadata.message_id
+        )
+        storing = asyncio.ensure_future(first.store_message_res(reply(sent, clock)))
+        await asyncio.sleep(0.3)
+        assert not storing.done()  # read the instruction, waits on its row to insert
+        await db.execute("DELETE FROM message_ins WHERE message_id = $1", sent.metadata.message_id)
+    with pytest.raises(MessageRejectedError, match="does not exist"):
+        await storing
+    assert await db.fetchval("SELECT count(*) FROM message_res") == 0
 
 
 async def test_keyed_nodes_racing_on_two_pools_bind_the_key_once(

@@ -15,7 +15,10 @@ replica held (``FOR UPDATE``, in creation order). The rest are one statement eac
 by themselves: the node pull is one ``UPDATE ... RETURNING`` over rows picked ``FOR UPDATE
 SKIP LOCKED``, so two pulls, from any processes, never hand out one instruction twice, and
 a run reservation or claim the same. Races that a constraint settles (a key taken, a reply
-stored, by another process meanwhile) are told as the rule's own refusal.
+stored, by another process meanwhile) are told as the rule's own refusal. A node's reply is
+the one read-then-write without a transaction: its read decides, its insert alone writes,
+and the constraints settle every race in between, so BEGIN and COMMIT would only add two
+round trips to the call every node makes each round.
 
 Replicas: each process's lease is a row of ``replica``, on this backend's clock (replicas on
 several machines need synchronised clocks; their skew adds to the time a lost replica goes
@@ -774,7 +777,7 @@ class PostgresLinkState(BackendBase):
         ``MessageRejectedError`` if the instruction is unknown or expired, was sent to another
         node or run, already has a reply, or the reply's TTL outlives the instruction's. A
         reply stored, or the instruction taken, by another process meanwhile (the
-        constraints) is refused as the rule refuses it.
+        constraints) is refused as the rule refuses it: no transaction is needed.
         """
         message_id = rules.new_message_id()
         params = message_params(message, message_id)
@@ -805,7 +808,7 @@ class PostgresLinkState(BackendBase):
             if rejection is not None:
                 raise rejection
 
-        await self._transaction(store)
+        await self._call(store)
         return message_id
 
     async def has_instructions_waiting(self, node_id: int) -> bool:
