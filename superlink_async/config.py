@@ -58,8 +58,13 @@ EXECUTORS = (DEPLOYMENT_EXECUTOR, SIMULATION_EXECUTOR)
 IN_MEMORY_DATABASE = ":flwr-in-memory-state:"
 #: ``--database`` values starting so are PostgreSQL connection URLs (``state.postgres``).
 POSTGRES_URL_PREFIXES = ("postgresql://", "postgres://")
-#: ``--database-pool-size`` default: connections one process keeps open to PostgreSQL.
-DEFAULT_DATABASE_POOL_SIZE = 10
+#: ``--database-pool-size`` default: the most connections one process keeps open to
+#: PostgreSQL. A connection stays busy for an event-loop turn per statement, and turns grow
+#: long on a busy loop: at 500 polling SuperNodes 10 connections made calls queue for them
+#: (p99 3.7 s against 0.6 s with 40, at the same CPU). Connections open only as calls need
+#: them, so an idle server keeps few; two replicas at 40 stay within PostgreSQL's default
+#: ``max_connections`` of 100.
+DEFAULT_DATABASE_POOL_SIZE = 40
 #: What a password is shown as wherever a database URL is written out.
 MASKED_PASSWORD = "***"
 #: ``--event-loop`` choices of the command line (see runtime/process.py).

@@ -39,7 +39,7 @@ Failures that mean the database cannot serve right now (``connect.translated``: 
 down, restarting, unreachable) become ``StateUnavailableError``, which clients are told as
 UNAVAILABLE and may retry.
 
-The pool (``DEFAULT_POOL_SIZE``, ``--database-pool-size``): at most 10 connections, opened as
+The pool (``DEFAULT_POOL_SIZE``, ``--database-pool-size``): at most 40 connections, opened as
 calls need them and closed after 5 minutes unused (``IDLE_CONNECTION_LIFETIME``); the
 connect and statement timeouts are ``connect``'s (10 s to connect, 60 s a statement). A
 call waits for a free connection while all are busy; each operation holds one for its
@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import asyncpg
 
+from superlink_async.config import DEFAULT_DATABASE_POOL_SIZE
 from superlink_async.logs import logger
 from superlink_async.state import rules
 from superlink_async.state.base import (
@@ -121,10 +122,8 @@ from superlink_async.wire.recorddict_pb2 import ConfigRecord
 
 T = TypeVar("T")
 
-#: Connections one process keeps open at most: enough for the event loop's concurrent
-#: operations to overlap their round trips, few enough for many processes on one server
-#: (PostgreSQL's default ``max_connections`` is 100).
-DEFAULT_POOL_SIZE = 10
+#: Connections one process keeps open at most (why this many: ``config``).
+DEFAULT_POOL_SIZE = DEFAULT_DATABASE_POOL_SIZE
 #: Seconds an unused connection stays open.
 IDLE_CONNECTION_LIFETIME = 300.0
 #: Times an operation runs at most when PostgreSQL rolls it back to break a deadlock
