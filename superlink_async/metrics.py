@@ -28,7 +28,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from superlink_async.logs import logger
-from superlink_async.state.base import FINISHED, LinkState, StateStats, StateUnavailableError
+from superlink_async.state.base import (
+    FINISHED,
+    LinkState,
+    PoolUsage,
+    StateStats,
+    StateUnavailableError,
+)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -52,6 +58,34 @@ class _Snapshot:
     launches: int = 0
     launch_failures: int = 0
     replicas: int = 0
+    pool: PoolUsage | None = None
+
+
+def _pool_metrics(pool: PoolUsage) -> Iterator[Metric]:
+    """The database connection pool's series: how full it is, and how long calls waited."""
+    connections = GaugeMetricFamily(
+        "superlink_database_connections",
+        "Connections to the PostgreSQL database: open, and busy (handed to an operation).",
+        labels=["state"],
+    )
+    connections.add_metric(["open"], pool.open)
+    connections.add_metric(["busy"], pool.busy)
+    yield connections
+    yield GaugeMetricFamily(
+        "superlink_database_connections_max",
+        "Most connections this process opens (--database-pool-size).",
+        value=pool.max_size,
+    )
+    yield CounterMetricFamily(
+        "superlink_database_connection_acquisitions",
+        "Connections handed to state operations.",
+        value=pool.acquisitions,
+    )
+    yield CounterMetricFamily(
+        "superlink_database_connection_wait_seconds",
+        "Seconds state operations waited for a connection (a free one, or a new one opened).",
+        value=pool.waited_seconds,
+    )
 
 
 class _SnapshotCollector(Collector):
@@ -114,6 +148,8 @@ class _SnapshotCollector(Collector):
             "lease lapsed but was not reaped yet).",
             value=snapshot.replicas,
         )
+        if snapshot.pool is not None:
+            yield from _pool_metrics(snapshot.pool)
 
 
 class Metrics:
@@ -223,6 +259,7 @@ class Metrics:
             launches=scheduler.launches if scheduler else 0,
             launch_failures=scheduler.launch_failures if scheduler else 0,
             replicas=len(await state.get_replica_leases()),
+            pool=state.connection_pool,
         )
 
     def exposition(self) -> bytes:

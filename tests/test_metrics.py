@@ -99,3 +99,28 @@ async def test_the_replica_and_the_leases_held_are_series(tmp_path: Path) -> Non
     }
     assert {"register_replica", "get_replica_leases"} <= operations
     assert "listen" not in operations
+
+
+async def test_the_database_pool_is_a_series_on_postgresql_only(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """How full the pool is and how long operations waited for a connection, so an operator
+    can tell calls queueing for the pool from a slow database (``--database-pool-size``).
+    Memory and SQLite have no pool, so no such series."""
+    metrics_address = loopback()
+    config = loopback_config(
+        tmp_path, metrics_address=metrics_address, database=postgres_url, database_pool_size=7
+    )
+    async with SuperLink(config):
+        scraped = await scrape(metrics_address)
+    assert scraped[("superlink_database_connections_max", ())] == 7
+    open_connections = scraped[("superlink_database_connections", (("state", "open"),))]
+    assert 1 <= open_connections <= 7
+    busy_connections = scraped[("superlink_database_connections", (("state", "busy"),))]
+    assert 0 <= busy_connections <= open_connections
+    assert scraped[("superlink_database_connection_acquisitions_total", ())] > 0
+    assert scraped[("superlink_database_connection_wait_seconds_total", ())] >= 0
+    memory_address = loopback()
+    async with SuperLink(loopback_config(tmp_path, metrics_address=memory_address)):
+        in_memory = await scrape(memory_address)
+    assert not {name for name, _ in in_memory if name.startswith("superlink_database_")}

@@ -82,6 +82,21 @@ class StateStats:
     messages_expired: int
 
 
+@dataclass(frozen=True)
+class PoolUsage:
+    """How a store's database connections are used: for metrics, read without a round trip.
+
+    ``waited_seconds`` over ``acquisitions`` is the mean time a call waited for its
+    connection; when it grows, calls queue for the pool, not for the database.
+    """
+
+    max_size: int
+    open: int
+    busy: int
+    acquisitions: int
+    waited_seconds: float
+
+
 class StateError(Exception):
     """Base of every error a backend raises on purpose; its text is safe to show a client."""
 
@@ -375,6 +390,10 @@ class LinkState(Protocol):
 
     async def get_stats(self) -> StateStats:
         """Node and message counts, for metrics."""
+
+    @property
+    def connection_pool(self) -> PoolUsage | None:
+        """How the pool of database connections is used; None for a store without one."""
 
     async def purge_expired_messages(self) -> int:
         """Delete instructions and replies whose TTL has lapsed; return how many rows went."""

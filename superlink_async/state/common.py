@@ -15,7 +15,7 @@ import anyio
 
 from superlink_async.logs import logger
 from superlink_async.state import rules
-from superlink_async.state.base import MessageRejectedError, RunStatus, UserConfig
+from superlink_async.state.base import MessageRejectedError, PoolUsage, RunStatus, UserConfig
 from superlink_async.wire.message_pb2 import Message
 from superlink_async.wire.recorddict_pb2 import ConfigRecord
 
@@ -77,6 +77,11 @@ class BackendBase(ABC):
         return await self.get_node_id(public_key) == node_id and not (
             await self.has_instructions_waiting(node_id)
         )
+
+    @property
+    def connection_pool(self) -> PoolUsage | None:
+        """None: memory and SQLite keep no pool of connections."""
+        return None
 
     async def listen(self, on_change: Callable[[], None]) -> None:
         """Wait until cancelled: a store only this process opens has no other writer to hear."""

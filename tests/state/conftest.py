@@ -13,7 +13,7 @@ import pytest
 
 from superlink_async.state.base import LinkState
 from superlink_async.state.factory import open_state
-from superlink_async.state.postgres import PostgresLinkState
+from superlink_async.state.postgres import DEFAULT_POOL_SIZE, PostgresLinkState
 from superlink_async.testing.clock import FakeClock
 
 
@@ -46,9 +46,11 @@ async def state(
 # Two backend objects on one PostgreSQL database, each with its own pool, stand for two
 # SuperLink processes (replicas); they share the test's clock, as synchronised machines do.
 @asynccontextmanager
-async def opened(url: str, clock: FakeClock) -> AsyncIterator[PostgresLinkState]:
+async def opened(
+    url: str, clock: FakeClock, pool_size: int = DEFAULT_POOL_SIZE
+) -> AsyncIterator[PostgresLinkState]:
     """A PostgreSQL backend on ``url``, closed afterwards."""
-    state = await PostgresLinkState.open(url, clock=clock)
+    state = await PostgresLinkState.open(url, clock=clock, pool_size=pool_size)
     try:
         yield state
     finally:

@@ -28,6 +28,7 @@ from superlink_async.state.base import (
     SchemaVersionError,
     StateError,
 )
+from superlink_async.state.columns import to_db
 from superlink_async.state.postgres import SCHEMA_VERSION, PostgresLinkState
 from superlink_async.state.postgres.connect import borrow_connection, create_pool
 from superlink_async.state.postgres.rows import is_online, ttl_lapsed
@@ -371,6 +372,40 @@ async def test_a_connection_a_failure_broke_is_closed_and_one_a_statement_refuse
             assert await db.fetchval("SELECT pg_backend_pid()") != first_pid
     finally:
         await pool.close()
+
+
+async def test_the_pool_tells_how_full_it_is_and_how_long_operations_waited(
+    postgres_url: str, clock: FakeClock
+) -> None:
+    """With one connection, a second operation waits for the first to give it back.
+
+    The first holds its connection in a transaction blocked on a row another connection
+    locked; the pool is then full (1 open, 1 busy) and the waits add up to the hold.
+    """
+    async with opened(postgres_url, clock, pool_size=1) as state:
+        run_id = await new_run(state)
+        assert state.connection_pool.max_size == 1
+        before = state.connection_pool
+        assert before.busy == 0
+        blocker = await asyncpg.connect(postgres_url)
+        try:
+            async with blocker.transaction():
+                await blocker.execute(
+                    "SELECT 1 FROM run WHERE run_id = $1 FOR UPDATE", to_db(run_id)
+                )
+                held = asyncio.ensure_future(state.update_run_status(run_id, RunStatus(STARTING)))
+                await asyncio.sleep(0.1)
+                assert (state.connection_pool.open, state.connection_pool.busy) == (1, 1)
+                waiting = asyncio.ensure_future(state.get_run(run_id))
+                await asyncio.sleep(0.4)
+            assert await held
+            assert await waiting is not None
+        finally:
+            await blocker.close()
+        after = state.connection_pool
+    assert after.acquisitions == before.acquisitions + 2
+    assert after.waited_seconds - before.waited_seconds >= 0.3
+    assert after.busy == 0
 
 
 async def test_closed_state_refuses_calls_and_closes_once(first: PostgresLinkState) -> None:

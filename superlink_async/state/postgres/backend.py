@@ -42,8 +42,9 @@ UNAVAILABLE and may retry.
 The pool (``DEFAULT_POOL_SIZE``, ``--database-pool-size``): at most 40 connections, opened as
 calls need them and closed after 5 minutes unused (``IDLE_CONNECTION_LIFETIME``); the
 connect and statement timeouts are ``connect``'s (10 s to connect, 60 s a statement). A
-call waits for a free connection while all are busy; each operation holds one for its
-statements only, never across an await of its caller.
+call waits for a free connection while all are busy (``connection_pool`` adds up those
+waits, for metrics); each operation holds one for its statements only, never across an
+await of its caller.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from superlink_async.state.base import (
     LostReplica,
     MessageRejectedError,
     NodeNotFoundError,
+    PoolUsage,
     PublicKeyInUseError,
     RunNotFoundError,
     RunRecord,
@@ -228,6 +230,9 @@ class PostgresLinkState(BackendBase):
         self._url = url
         self._running: set[asyncio.Task[Any]] = set()
         self._closed = False
+        #: Connections handed out, and the seconds operations waited for them in all.
+        self._acquisitions = 0
+        self._waited_seconds = 0.0
 
     @classmethod
     async def open(
@@ -319,11 +324,29 @@ class PostgresLinkState(BackendBase):
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _attempt(self, work: Work[T], *, transaction: bool) -> T:
+        asked = time.perf_counter()
         async with borrow_connection(self._pool) as db:
+            self._acquisitions += 1
+            self._waited_seconds += time.perf_counter() - asked
             if not transaction:
                 return await work(db)
             async with db.transaction():
                 return await work(db)
+
+    @property
+    def connection_pool(self) -> PoolUsage:
+        """The pool's connections now, and the time operations waited for one so far.
+
+        The wait includes opening a connection when none was open to spare.
+        """
+        open_connections = self._pool.get_size()
+        return PoolUsage(
+            max_size=self._pool.get_max_size(),
+            open=open_connections,
+            busy=open_connections - self._pool.get_idle_size(),
+            acquisitions=self._acquisitions,
+            waited_seconds=self._waited_seconds,
+        )
 
     async def probe(self) -> None:
         """A read of one row: raises ``StateUnavailableError`` while the database cannot serve."""
