@@ -31,14 +31,16 @@ MAX_AGE = 15.0
 ResponseT = TypeVar("ResponseT")
 
 
-def _names_only(request: Any, node_id: int) -> bool:
-    """Whether the request speaks for ``node_id`` alone: as its node and as its replies' source.
+def _replies_are_its_own(request: Any) -> bool:
+    """Whether every reply the request carries comes from the node the request names.
 
     The reference checked ``request.node`` only, so a node could push replies in another's
     name; a 1.18 SuperNode's replies always come from its own node.
     """
-    sources = {message.metadata.src_node_id for message in getattr(request, "messages_list", ())}
-    return request.node.node_id == node_id and sources <= {node_id}
+    node_id = request.node.node_id
+    return all(
+        message.metadata.src_node_id == node_id for message in getattr(request, "messages_list", ())
+    )
 
 
 class StaleTimestampError(ServiceError):
@@ -80,8 +82,9 @@ class NodeAuthenticator:
         public_key = await self.verify(metadata, arrived_at)
         if method == "CreateNode":
             return await handler(request, public_key)
-        node_id = await self._state.get_node_id(public_key)
-        if node_id is None or not _names_only(request, node_id):
+        if not _replies_are_its_own(request) or not await self._state.is_key_bound(
+            public_key, request.node.node_id
+        ):
             raise _unauthenticated("Invalid node ID")
         return await handler(request)
 

@@ -206,6 +206,13 @@ class LinkState(Protocol):
     async def get_node_id(self, public_key: bytes) -> int | None:
         """The node a key is bound to, if any."""
 
+    async def is_key_bound(self, public_key: bytes, node_id: int) -> bool:
+        """Whether ``public_key`` is bound to ``node_id``: the check of every signed Fleet call.
+
+        On PostgreSQL a binding read once is answered from memory while the backend hears
+        every node deletion (``listen``), and read again otherwise.
+        """
+
     async def replace_known_public_keys(self, public_keys: Sequence[bytes]) -> None:
         """Make ``public_keys`` the complete list of keys allowed to authenticate."""
 

@@ -78,6 +78,10 @@ class BackendBase(ABC):
             await self.has_instructions_waiting(node_id)
         )
 
+    async def is_key_bound(self, public_key: bytes, node_id: int) -> bool:
+        """Whether the key is bound to the node: one lookup of ``get_node_id``."""
+        return await self.get_node_id(public_key) == node_id
+
     @property
     def connection_pool(self) -> PoolUsage | None:
         """None: memory and SQLite keep no pool of connections."""

@@ -235,6 +235,28 @@ async def test_a_keyed_node_is_online_and_found_by_its_key(state: LinkState) -> 
     assert await state.get_node_id(b"other") is None
 
 
+async def test_a_key_is_bound_to_its_node_only_until_that_node_is_deleted_or_displaced(
+    state: LinkState, clock: FakeClock
+) -> None:
+    """The check of every signed Fleet call: this key, this node; asked twice, as a backend
+    that keeps bindings would answer the second time from what it kept."""
+    node_id, _ = await state.create_keyed_node(PING, b"key")
+    other = await state.create_node(PING)
+    for _ in range(2):
+        assert await state.is_key_bound(b"key", node_id)
+        assert not await state.is_key_bound(b"key", other)
+        assert not await state.is_key_bound(b"unbound", node_id)
+    await state.delete_node(node_id)
+    assert not await state.is_key_bound(b"key", node_id)
+    holder, _ = await state.create_keyed_node(PING, b"key")
+    assert await state.is_key_bound(b"key", holder)
+    clock.advance(2 * PING)  # the holder goes offline: a rejoin displaces it
+    newcomer, displaced = await state.create_keyed_node(PING, b"key")
+    assert displaced == holder
+    assert not await state.is_key_bound(b"key", holder)
+    assert await state.is_key_bound(b"key", newcomer)
+
+
 async def test_a_key_held_by_an_online_node_creates_no_node(state: LinkState) -> None:
     """Creating and binding are one step: a refused key leaves no keyless node behind."""
     first, _ = await state.create_keyed_node(PING, b"key")

@@ -533,4 +533,4 @@ async def test_a_version_1_database_is_migrated_keeping_its_runs(
         assert await state.register_replica("a", 10.0, "restarted") == [12]
         assert await state.reserve_pending_run("a") == 11
         assert await state.get_replica_leases() == {"a": clock.now + 10.0}
-    assert await db.fetchval("SELECT version FROM superlink_schema") == SCHEMA_VERSION == 2
+    assert await db.fetchval("SELECT version FROM superlink_schema") == SCHEMA_VERSION == 3

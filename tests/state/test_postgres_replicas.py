@@ -25,13 +25,14 @@ from superlink_async.state.base import (
 )
 from superlink_async.state.columns import to_db
 from superlink_async.state.postgres import PostgresLinkState
-from superlink_async.state.postgres.notices import CHANNEL
+from superlink_async.state.postgres.bindings import KeyBindings
+from superlink_async.state.postgres.notices import CHANNEL, NODE
 from superlink_async.state.postgres.rows import claim_rank, reapable
 from superlink_async.testing.clock import FakeClock
 from superlink_async.testing.postgres import PostgresServer, running_postgres_server
 from tests.polling import eventually
 from tests.state.conftest import opened
-from tests.state.test_postgres import new_run
+from tests.state.test_postgres import PING, new_run
 from tests.state.test_replicas import LEASE, replica_gone, running, status_of
 
 pytestmark = pytest.mark.anyio
@@ -331,3 +332,109 @@ async def retried(writer: PostgresLinkState) -> None:
         except StateUnavailableError:
             await anyio.sleep(0.1)
     raise AssertionError("the writer never reached the restarted server")
+
+
+# --- Key bindings kept while notices are heard ---------------------------------------------
+async def test_every_statement_that_may_end_key_bindings_sends_a_node_notice(
+    first: PostgresLinkState, postgres_url: str
+) -> None:
+    """The schema's trigger announces a deleted node, a rewritten key and a truncated table,
+    whoever ran the statement: ours, or an operator's in psql."""
+    notices: asyncio.Queue[str] = asyncio.Queue()
+    connection = await asyncpg.connect(postgres_url)
+    await connection.add_listener(CHANNEL, lambda *notice: notices.put_nowait(notice[3]))
+
+    async def heard() -> str:
+        return await asyncio.wait_for(notices.get(), 10)
+
+    try:
+        node_id, _ = await first.create_keyed_node(PING, b"key")
+        await first.delete_node(node_id)
+        assert await heard() == NODE
+        await first.create_keyed_node(PING, b"key")
+        await connection.execute("UPDATE node SET public_key = 'other'")
+        assert await heard() == NODE
+        await connection.execute("DELETE FROM node")
+        assert await heard() == NODE
+        await first.create_keyed_node(PING, b"key")
+        await connection.execute("TRUNCATE node")
+        assert await heard() == NODE
+        await first.acknowledge_ping(node_id, PING)  # liveness leaves bindings as they are
+        await first.create_node(PING)
+        run_id = await new_run(first)
+        await first.add_serverapp_log(run_id, "line")
+        assert [await heard(), await heard()] == [f"run {to_db(run_id)}", f"log {to_db(run_id)}"]
+    finally:
+        await connection.close()
+
+
+async def test_a_binding_read_is_kept_while_listening_and_read_again_after_a_deletion(
+    first: PostgresLinkState, second: PostgresLinkState, postgres_url: str
+) -> None:
+    """While ``second`` listens, a binding it read is answered without the database; a node
+    deleted through ``first`` or by an operator is heard, and the binding is read again.
+    Without listening, every check reads the database."""
+
+    def reads() -> int:
+        return second.connection_pool.acquisitions
+
+    node_id, _ = await first.create_keyed_node(PING, b"key")
+    assert await second.is_key_bound(b"key", node_id)
+    before = reads()
+    assert await second.is_key_bound(b"key", node_id)
+    assert reads() == before + 1  # not listening: nothing kept
+    wakes = Wakes()
+    async with anyio.create_task_group() as group:
+        group.start_soon(second.listen, wakes)
+        await wakes.next()
+        assert await second.is_key_bound(b"key", node_id)
+        before = reads()
+        assert await second.is_key_bound(b"key", node_id)
+        assert not await second.is_key_bound(b"other-key", node_id)  # never kept: read
+        assert reads() == before + 1
+
+        await first.delete_node(node_id)
+        await eventually_unbound(second, b"key", node_id)
+        rejoined, _ = await first.create_keyed_node(PING, b"key")
+        assert await second.is_key_bound(b"key", rejoined)
+        assert not await second.is_key_bound(b"key", node_id)
+
+        connection = await asyncpg.connect(postgres_url)
+        try:
+            await connection.execute("DELETE FROM node")
+        finally:
+            await connection.close()
+        await eventually_unbound(second, b"key", rejoined)
+        group.cancel_scope.cancel()
+
+    again, _ = await first.create_keyed_node(PING, b"key")
+    assert await second.is_key_bound(b"key", again)
+    before = reads()
+    assert await second.is_key_bound(b"key", again)
+    assert reads() == before + 1  # listening ended: nothing kept
+
+
+async def eventually_unbound(state: PostgresLinkState, key: bytes, node_id: int) -> None:
+    """Wait (up to ~5 s) until ``state`` no longer finds ``key`` bound to ``node_id``."""
+    for _ in range(500):
+        if not await state.is_key_bound(key, node_id):
+            return
+        await anyio.sleep(0.01)
+    raise AssertionError(f"{key!r} is still found bound to node {node_id}")
+
+
+def test_a_read_under_way_when_a_deletion_is_heard_is_not_kept() -> None:
+    """The read may have seen the node before it went: keeping it would keep it for ever."""
+    bindings = KeyBindings()
+    bindings.listening(True)
+    read_at = bindings.generation
+    bindings.forget()
+    bindings.keep(b"key", 7, read_at)
+    assert not bindings.holds(b"key", 7)
+    bindings.keep(b"key", 7, bindings.generation)
+    assert bindings.holds(b"key", 7)
+    assert not bindings.holds(b"key", 8)
+    bindings.listening(False)
+    assert not bindings.holds(b"key", 7)
+    bindings.keep(b"key", 7, bindings.generation)  # not heard: not kept
+    assert not bindings.holds(b"key", 7)

@@ -3,8 +3,11 @@
 Open it with ``await PostgresLinkState.open(url)``: the URL (and libpq's environment
 variables) as ``connect`` reads them, the schema created or migrated (``schema``).
 
-Several processes may share the database, so nothing is cached in memory: every read asks
-the database, and a write through one process is seen by the next read of any other.
+Several processes may share the database, so every read asks the database, and a write
+through one process is seen by the next read of any other. The one exception is key
+bindings (``bindings``): a binding lasts until its node is deleted, the database announces
+every deletion (the schema's trigger), and bindings read are kept only while this process
+hears those announcements.
 
 Transactions: a method that writes more than once, or reads before it writes, runs in one
 transaction (``READ COMMITTED``) and holds row locks for what it decided on: a run's status
@@ -27,7 +30,8 @@ finish the runs and give back the reservations that no lease holds any more; a r
 (``SKIP LOCKED``) a lease another reaper is dropping, so each is reaped once.
 
 Change notices (``notices``): every transaction that changes a run or appends a log sends
-one, delivered at its commit; ``listen`` hears them on a connection of its own.
+one, as does every statement that deletes nodes, delivered at its commit; ``listen`` hears
+them on a connection of its own.
 
 An operation PostgreSQL rolls back to break a deadlock runs again (``_ATTEMPTS``).
 
@@ -94,6 +98,7 @@ from superlink_async.state.columns import (
     transition_params,
 )
 from superlink_async.state.common import BackendBase, NewRun
+from superlink_async.state.postgres.bindings import KeyBindings
 from superlink_async.state.postgres.connect import (
     PostgresTarget,
     borrow_connection,
@@ -104,8 +109,10 @@ from superlink_async.state.postgres.connect import (
 from superlink_async.state.postgres.notices import (
     CHANNEL,
     LOG,
+    NODE,
     RUN,
     RUNS,
+    kind_of,
     listen_for_changes,
     notify,
 )
@@ -233,6 +240,8 @@ class PostgresLinkState(BackendBase):
         #: Connections handed out, and the seconds operations waited for them in all.
         self._acquisitions = 0
         self._waited_seconds = 0.0
+        #: Key bindings read, kept while ``listen`` hears every deletion.
+        self._bindings = KeyBindings()
 
     @classmethod
     async def open(
@@ -367,6 +376,7 @@ class PostgresLinkState(BackendBase):
         status = await self._call(
             lambda db: db.execute("DELETE FROM node WHERE node_id = $1", to_db(node_id))
         )
+        self._bindings.forget()  # at once here; other processes hear the trigger's notice
         if not row_count(status):
             raise NodeNotFoundError(node_id)
 
@@ -429,9 +439,12 @@ class PostgresLinkState(BackendBase):
             return node_id, displaced
 
         try:
-            return await self._transaction(create)
+            node_id, displaced = await self._transaction(create)
         except asyncpg.UniqueViolationError as exc:
             raise PublicKeyInUseError from exc
+        if displaced is not None:
+            self._bindings.forget()
+        return node_id, displaced
 
     async def get_node_id(self, public_key: bytes) -> int | None:
         """The node a key is bound to, if any."""
@@ -439,6 +452,24 @@ class PostgresLinkState(BackendBase):
             lambda db: db.fetchval("SELECT node_id FROM node WHERE public_key = $1", public_key)
         )
         return None if node_id is None else from_db(node_id)
+
+    async def is_key_bound(self, public_key: bytes, node_id: int) -> bool:
+        """Whether the key is bound to the node: from memory if read before (``bindings``)."""
+        if self._bindings.holds(public_key, node_id):
+            return True
+        read_at = self._bindings.generation
+        bound = bool(
+            await self._call(
+                lambda db: db.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM node WHERE node_id = $1 AND public_key = $2)",
+                    to_db(node_id),
+                    public_key,
+                )
+            )
+        )
+        if bound:
+            self._bindings.keep(public_key, node_id, read_at)
+        return bound
 
     async def replace_known_public_keys(self, public_keys: Sequence[bytes]) -> None:
         """Make ``public_keys`` the complete list of keys allowed to authenticate."""
@@ -676,9 +707,26 @@ class PostgresLinkState(BackendBase):
         """Call ``on_change`` for every change notice (``notices``), on a connection of its own.
 
         Notices of this process's own changes come too. ``on_change`` runs on the event
-        loop, called by asyncpg; it is also called once whenever listening (re)starts.
+        loop, called by asyncpg; it is also called once whenever listening (re)starts. A
+        ``node`` notice only makes the key bindings read so far be read again; while this
+        runs and listens, bindings read are kept.
         """
-        await listen_for_changes(self._url, self._where, on_change)
+
+        def heard(notice: str) -> None:
+            if kind_of(notice) == NODE:
+                self._bindings.forget()
+            else:
+                on_change()
+
+        def listening(now: bool) -> None:
+            self._bindings.listening(now)
+            if now:
+                on_change()  # for what changed while nobody listened
+
+        try:
+            await listen_for_changes(self._url, self._where, heard, listening)
+        finally:
+            self._bindings.listening(False)
 
     async def get_federation_options(self, run_id: int) -> ConfigRecord | None:
         """The run's federation options, or None for an unknown run."""

@@ -5,12 +5,13 @@ failed with a lost replica) or appends a ServerApp log sends a notice on ``CHANN
 the same transaction: PostgreSQL delivers it at the commit, to every listening connection,
 its sender's included, and never for a transaction that rolled back. The payload is tiny
 (``run <id>``, ``log <id>``, ``runs``); listeners only learn that something changed and read
-what they wait for again.
+what they wait for again. A trigger of the schema sends ``node`` whenever a statement may
+have ended key bindings (``schema``, version 3), whoever ran it.
 
 ``listen_for_changes`` holds one connection of its own (not from the pool: a listening
 connection must stay open, and a pool hands its connections around). Notices sent while it
-is not connected are lost; it says so by calling ``on_change`` once each time it connects,
-and waiters poll as well.
+is not connected are lost; it says when listening starts and when it stops, so that what
+was read meanwhile is read again, and waiters poll as well.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ if TYPE_CHECKING:
 
 #: The channel every notice goes to (LISTEN/NOTIFY channels are per database).
 CHANNEL = "superlink_async_changes"
-#: Payload kinds: one run changed, a log line appended to one run, several runs changed.
+#: Payload kinds: one run changed, a log line appended to one run, several runs changed,
+#: key bindings may have ended (sent by the schema's trigger).
 RUN = "run"
 LOG = "log"
 RUNS = "runs"
+NODE = "node"
 
 #: Seconds before reconnecting after the listening connection failed, doubled after each
 #: failure up to ``RETRY_MAX``.
@@ -59,17 +62,28 @@ def _retryable(exc: Exception) -> bool:
     return unavailable(exc) or isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError)
 
 
-async def listen_for_changes(url: str, where: str, on_change: Callable[[], None]) -> None:
-    """Call ``on_change`` for every notice on ``CHANNEL``, until cancelled.
+def kind_of(notice: str) -> str:
+    """A notice's kind (``RUN``, ``LOG``, ``RUNS``, ``NODE``), without the run it names."""
+    return notice.partition(" ")[0]
 
-    A lost or refused connection is retried (``RETRY_FIRST`` .. ``RETRY_MAX``), with one
-    warning per outage and a line when notices are heard again. Cancelling closes the
-    connection.
+
+async def listen_for_changes(
+    url: str,
+    where: str,
+    on_notice: Callable[[str], None],
+    on_listening: Callable[[bool], None],
+) -> None:
+    """Call ``on_notice`` with every notice's payload on ``CHANNEL``, until cancelled.
+
+    ``on_listening(True)`` once each connection listens (notices sent before were missed),
+    ``on_listening(False)`` once it is lost or listening ends. A lost or refused connection
+    is retried (``RETRY_FIRST`` .. ``RETRY_MAX``), with one warning per outage and a line
+    when notices are heard again. Cancelling closes the connection.
     """
     outage = _Outage(where)
     while True:
         try:
-            await _listen_until_lost(url, on_change, outage.over)
+            await _listen_until_lost(url, on_notice, on_listening, outage.over)
             reason = "the connection closed"
         except Exception as exc:
             if not _retryable(exc):
@@ -108,20 +122,28 @@ class _Outage:
 
 
 async def _listen_until_lost(
-    url: str, on_change: Callable[[], None], listening: Callable[[], None]
+    url: str,
+    on_notice: Callable[[str], None],
+    on_listening: Callable[[bool], None],
+    heard_again: Callable[[], None],
 ) -> None:
     """Listen on one connection; return when the server closes it, raise if it fails."""
     connection: asyncpg.Connection[Any] = await asyncpg.connect(**connection_options(url))
     try:
         closed = anyio.Event()
         connection.add_termination_listener(lambda _connection: closed.set())
-        await connection.add_listener(CHANNEL, lambda *_notice: on_change())
-        listening()
-        on_change()  # what changed while nobody listened
-        while not closed.is_set():
-            with anyio.move_on_after(KEEPALIVE):
-                await closed.wait()
-            if not closed.is_set():
-                await connection.execute("SELECT 1", timeout=KEEPALIVE)
+        await connection.add_listener(
+            CHANNEL, lambda _connection, _pid, _channel, notice: on_notice(notice)
+        )
+        heard_again()
+        on_listening(True)
+        try:
+            while not closed.is_set():
+                with anyio.move_on_after(KEEPALIVE):
+                    await closed.wait()
+                if not closed.is_set():
+                    await connection.execute("SELECT 1", timeout=KEEPALIVE)
+        finally:
+            on_listening(False)
     finally:
         connection.terminate()

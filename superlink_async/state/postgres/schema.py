@@ -23,6 +23,7 @@ import asyncpg
 
 from superlink_async.logs import logger
 from superlink_async.state.base import SchemaVersionError, StateError
+from superlink_async.state.postgres.notices import CHANNEL, NODE
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 #: The schema this module writes. Bump it (and add the step from the previous version to
 #: ``MIGRATIONS``) whenever a table changes shape.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: The key of the advisory lock that serialises schema changes (any fixed bigint; this one
 #: spells "superlnk" in ASCII), so other applications on the database are unlikely to share it.
@@ -166,8 +167,27 @@ _TO_VERSION_2 = (
     """,
 )
 
+#: Version 3: the database itself announces every end of a key binding (a node deleted,
+#: the table truncated, a key rewritten), however it happened, with a ``node`` notice
+#: (``notices``), so that processes may keep the bindings they read (``bindings``).
+_TO_VERSION_3 = (
+    f"""
+    CREATE FUNCTION superlink_async_bindings_changed() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('{CHANNEL}', '{NODE}');
+        RETURN NULL;
+    END
+    $$
+    """,
+    """
+    CREATE TRIGGER bindings_changed AFTER DELETE OR UPDATE OF public_key OR TRUNCATE ON node
+    FOR EACH STATEMENT EXECUTE FUNCTION superlink_async_bindings_changed()
+    """,
+)
+
 #: How each older schema version becomes the next one: statements run in the one transaction.
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: _TO_VERSION_2}
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _TO_VERSION_2, 2: _TO_VERSION_3}
 
 #: A new database: version 1, then every migration in turn.
 SCHEMA: tuple[str, ...] = (
