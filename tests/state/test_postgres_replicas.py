@@ -25,15 +25,17 @@ from superlink_async.state.base import (
 )
 from superlink_async.state.columns import to_db
 from superlink_async.state.postgres import PostgresLinkState
-from superlink_async.state.postgres.bindings import KeyBindings
-from superlink_async.state.postgres.notices import CHANNEL, NODE
+from superlink_async.state.postgres.kept import Kept
+from superlink_async.state.postgres.notices import CHANNEL, INSTRUCTIONS, NODE
 from superlink_async.state.postgres.rows import claim_rank, reapable
 from superlink_async.testing.clock import FakeClock
 from superlink_async.testing.postgres import PostgresServer, running_postgres_server
+from superlink_async.wire.message_pb2 import Message
 from tests.polling import eventually
 from tests.state.conftest import opened
 from tests.state.test_postgres import PING, new_run
 from tests.state.test_replicas import LEASE, replica_gone, running, status_of
+from tests.state.test_sqlite import instruction
 
 pytestmark = pytest.mark.anyio
 
@@ -334,12 +336,13 @@ async def retried(writer: PostgresLinkState) -> None:
     raise AssertionError("the writer never reached the restarted server")
 
 
-# --- Key bindings kept while notices are heard ---------------------------------------------
-async def test_every_statement_that_may_end_key_bindings_sends_a_node_notice(
-    first: PostgresLinkState, postgres_url: str
+# --- Facts kept while notices are heard ----------------------------------------------------
+async def test_every_statement_that_may_end_a_kept_fact_sends_a_notice(
+    first: PostgresLinkState, postgres_url: str, clock: FakeClock
 ) -> None:
-    """The schema's trigger announces a deleted node, a rewritten key and a truncated table,
-    whoever ran the statement: ours, or an operator's in psql."""
+    """The schema's triggers announce a deleted node, a rewritten key and a truncated table
+    (``node``) and stored instructions (``ins``), whoever ran the statement: ours, or an
+    operator's in psql."""
     notices: asyncio.Queue[str] = asyncio.Queue()
     connection = await asyncpg.connect(postgres_url)
     await connection.add_listener(CHANNEL, lambda *notice: notices.put_nowait(notice[3]))
@@ -364,6 +367,11 @@ async def test_every_statement_that_may_end_key_bindings_sends_a_node_notice(
         run_id = await new_run(first)
         await first.add_serverapp_log(run_id, "line")
         assert [await heard(), await heard()] == [f"run {to_db(run_id)}", f"log {to_db(run_id)}"]
+        node_id = await first.create_node(PING)
+        await first.store_message_ins(instruction(run_id, node_id, clock))
+        assert await heard() == INSTRUCTIONS
+        await first.pull_message_ins(node_id)  # a delivery keeps "nothing waits" true
+        assert notices.empty()
     finally:
         await connection.close()
 
@@ -423,9 +431,10 @@ async def eventually_unbound(state: PostgresLinkState, key: bytes, node_id: int)
     raise AssertionError(f"{key!r} is still found bound to node {node_id}")
 
 
-def test_a_read_under_way_when_a_deletion_is_heard_is_not_kept() -> None:
-    """The read may have seen the node before it went: keeping it would keep it for ever."""
-    bindings = KeyBindings()
+def test_a_read_under_way_when_a_notice_is_heard_is_not_kept() -> None:
+    """The read may have seen the database before the change: keeping what it found would
+    keep it for ever."""
+    bindings: Kept[bytes, int] = Kept()
     bindings.listening(True)
     read_at = bindings.generation
     bindings.forget()
@@ -438,3 +447,67 @@ def test_a_read_under_way_when_a_deletion_is_heard_is_not_kept() -> None:
     assert not bindings.holds(b"key", 7)
     bindings.keep(b"key", 7, bindings.generation)  # not heard: not kept
     assert not bindings.holds(b"key", 7)
+
+
+async def test_a_node_with_nothing_waiting_is_answered_from_memory_until_instructions_come(
+    first: PostgresLinkState, second: PostgresLinkState, postgres_url: str, clock: FakeClock
+) -> None:
+    """While ``second`` listens, a node it found with nothing deliverable is polled without
+    the database (pulls and idle checks alike); instructions stored through ``first`` are
+    heard and pulled, those stored through ``second`` at once. An instruction a pull passed
+    over because another transaction held it is pulled once it is let go: an empty pull is
+    kept only after a read that waits for no lock."""
+
+    def reads() -> int:
+        return second.connection_pool.acquisitions
+
+    run_id = await new_run(first)
+    node_id, _ = await first.create_keyed_node(PING, b"key")
+    wakes = Wakes()
+    async with anyio.create_task_group() as group:
+        group.start_soon(second.listen, wakes)
+        await wakes.next()
+        assert await second.pull_message_ins(node_id) == []
+        assert await second.is_key_bound(b"key", node_id)
+        before = reads()
+        assert await second.pull_message_ins(node_id) == []
+        assert await second.is_idle_node(b"key", node_id)
+        assert reads() == before
+
+        sent = instruction(run_id, node_id, clock)
+        sent.metadata.message_id = await first.store_message_ins(sent)
+        assert await eventually_pulled(second, node_id) == [sent]
+        own = instruction(run_id, node_id, clock)
+        own.metadata.message_id = await second.store_message_ins(own)
+        assert await second.pull_message_ins(node_id) == [own]
+
+        held = instruction(run_id, node_id, clock)
+        held.metadata.message_id = await first.store_message_ins(held)
+        holder = await asyncpg.connect(postgres_url)
+        try:
+            hold = holder.transaction()
+            await hold.start()
+            await holder.execute(
+                "SELECT 1 FROM message_ins WHERE message_id = $1 FOR UPDATE",
+                held.metadata.message_id,
+            )
+            for _ in range(500):  # until the notice came and a pull read the database
+                before = reads()
+                assert await second.pull_message_ins(node_id) == []
+                if reads() > before:
+                    break
+                await anyio.sleep(0.01)
+            await hold.rollback()
+        finally:
+            await holder.close()
+        assert await second.pull_message_ins(node_id) == [held]
+        group.cancel_scope.cancel()
+
+
+async def eventually_pulled(state: PostgresLinkState, node_id: int) -> list[Message]:
+    """Pull (up to ~5 s) until ``state`` hands the node something."""
+    for _ in range(500):
+        if pulled := await state.pull_message_ins(node_id):
+            return pulled
+        await anyio.sleep(0.01)
+    raise AssertionError(f"nothing was pulled for node {node_id}")

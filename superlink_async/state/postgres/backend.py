@@ -4,10 +4,10 @@ Open it with ``await PostgresLinkState.open(url)``: the URL (and libpq's environ
 variables) as ``connect`` reads them, the schema created or migrated (``schema``).
 
 Several processes may share the database, so every read asks the database, and a write
-through one process is seen by the next read of any other. The one exception is key
-bindings (``bindings``): a binding lasts until its node is deleted, the database announces
-every deletion (the schema's trigger), and bindings read are kept only while this process
-hears those announcements.
+through one process is seen by the next read of any other. Two facts are the exception
+(``kept``): a key's binding to its node, and that nothing deliverable waits for a node.
+The database announces every change that may end them (the schema's triggers), and what
+was read is kept only while this process hears those announcements.
 
 Transactions: a method that writes more than once, or reads before it writes, runs in one
 transaction (``READ COMMITTED``) and holds row locks for what it decided on: a run's status
@@ -98,7 +98,6 @@ from superlink_async.state.columns import (
     transition_params,
 )
 from superlink_async.state.common import BackendBase, NewRun
-from superlink_async.state.postgres.bindings import KeyBindings
 from superlink_async.state.postgres.connect import (
     PostgresTarget,
     borrow_connection,
@@ -106,8 +105,10 @@ from superlink_async.state.postgres.connect import (
     translated,
     unavailable,
 )
+from superlink_async.state.postgres.kept import Kept
 from superlink_async.state.postgres.notices import (
     CHANNEL,
+    INSTRUCTIONS,
     LOG,
     NODE,
     RUN,
@@ -240,8 +241,10 @@ class PostgresLinkState(BackendBase):
         #: Connections handed out, and the seconds operations waited for them in all.
         self._acquisitions = 0
         self._waited_seconds = 0.0
-        #: Key bindings read, kept while ``listen`` hears every deletion.
-        self._bindings = KeyBindings()
+        #: Read from the database and kept while ``listen`` hears the notices (``kept``):
+        #: key -> the node it is bound to; node -> True when nothing deliverable waits.
+        self._bindings: Kept[bytes, int] = Kept()
+        self._nothing_waiting: Kept[int, bool] = Kept()
 
     @classmethod
     async def open(
@@ -454,7 +457,7 @@ class PostgresLinkState(BackendBase):
         return None if node_id is None else from_db(node_id)
 
     async def is_key_bound(self, public_key: bytes, node_id: int) -> bool:
-        """Whether the key is bound to the node: from memory if read before (``bindings``)."""
+        """Whether the key is bound to the node: from memory if read before (``kept``)."""
         if self._bindings.holds(public_key, node_id):
             return True
         read_at = self._bindings.generation
@@ -707,26 +710,31 @@ class PostgresLinkState(BackendBase):
         """Call ``on_change`` for every change notice (``notices``), on a connection of its own.
 
         Notices of this process's own changes come too. ``on_change`` runs on the event
-        loop, called by asyncpg; it is also called once whenever listening (re)starts. A
-        ``node`` notice only makes the key bindings read so far be read again; while this
-        runs and listens, bindings read are kept.
+        loop, called by asyncpg; it is also called once whenever listening (re)starts.
+        ``node`` and ``ins`` notices only make what was kept of their kind be read again;
+        while this runs and listens, what is read is kept (``kept``).
         """
+        kinds: dict[str, Kept[Any, Any]] = {
+            NODE: self._bindings,
+            INSTRUCTIONS: self._nothing_waiting,
+        }
 
         def heard(notice: str) -> None:
-            if kind_of(notice) == NODE:
-                self._bindings.forget()
+            if (kept := kinds.get(kind_of(notice))) is not None:
+                kept.forget()
             else:
                 on_change()
 
         def listening(now: bool) -> None:
-            self._bindings.listening(now)
+            for kept in kinds.values():
+                kept.listening(now)
             if now:
                 on_change()  # for what changed while nobody listened
 
         try:
             await listen_for_changes(self._url, self._where, heard, listening)
         finally:
-            self._bindings.listening(False)
+            listening(False)
 
     async def get_federation_options(self, run_id: int) -> ConfigRecord | None:
         """The run's federation options, or None for an unknown run."""
@@ -839,7 +847,10 @@ class PostgresLinkState(BackendBase):
                 )
             return results
 
-        return await self._transaction(store)
+        try:
+            return await self._transaction(store)
+        finally:
+            self._nothing_waiting.forget()  # at once here; others hear the trigger's notice
 
     async def store_message_res(self, message: Message) -> str:
         """Store a node's reply (already validated); assign and return its id.
@@ -894,26 +905,40 @@ class PostgresLinkState(BackendBase):
         )
 
     async def is_idle_node(self, public_key: bytes, node_id: int) -> bool:
-        """Whether the key is bound to the node and nothing undelivered waits for it: one read."""
-        return bool(
-            await self._call(
-                lambda db: db.fetchval(
-                    "SELECT EXISTS (SELECT 1 FROM node WHERE node_id = $1 AND public_key = $2) "
-                    "AND NOT EXISTS (SELECT 1 FROM message_ins WHERE dst_node_id = $1 "
-                    "AND delivered_at IS NULL)",
-                    to_db(node_id),
-                    public_key,
-                )
+        """Whether the key is bound to the node and nothing undelivered waits for it.
+
+        From memory when both were read before (``kept``), else one read, which keeps each.
+        """
+        if self._bindings.holds(public_key, node_id) and self._nothing_waiting.holds(node_id, True):
+            return True
+        bindings_at, waiting_at = self._bindings.generation, self._nothing_waiting.generation
+        row = await self._call(
+            lambda db: db.fetchrow(
+                "SELECT EXISTS (SELECT 1 FROM node WHERE node_id = $1 AND public_key = $2) "
+                "AS bound, NOT EXISTS (SELECT 1 FROM message_ins WHERE dst_node_id = $1 "
+                "AND delivered_at IS NULL) AS idle",
+                to_db(node_id),
+                public_key,
             )
         )
+        assert row is not None  # a SELECT with no FROM has one row
+        if row["bound"]:
+            self._bindings.keep(public_key, node_id, bindings_at)
+        if row["idle"]:
+            self._nothing_waiting.keep(node_id, True, waiting_at)
+        return bool(row["bound"] and row["idle"])
 
     async def pull_message_ins(self, node_id: int, limit: int = 1) -> list[Message]:
         """Hand out up to ``limit`` undelivered, unexpired instructions for a node, oldest first.
 
         Choosing and marking happen in one statement; rows another pull holds are skipped,
-        so no instruction is handed out twice.
+        so no instruction is handed out twice. A node found with nothing deliverable is
+        answered from memory until instructions are stored (``kept``).
         """
+        if self._nothing_waiting.holds(node_id, True):
+            return []
         now = self._clock()
+        read_at = self._nothing_waiting.generation
         rows = await self._call(
             lambda db: db.fetch(
                 # A materialised CTE picks once: a subquery under IN may be run again
@@ -930,7 +955,28 @@ class PostgresLinkState(BackendBase):
                 max(limit, 0),
             )
         )
+        # None picked, but SKIP LOCKED may have passed over rows that a pull or a purge
+        # holds and may give back: only a read that waits for no lock says none are there.
+        if (
+            not rows
+            and self._nothing_waiting.trusted
+            and await self._nothing_deliverable(node_id, now)
+        ):
+            self._nothing_waiting.keep(node_id, True, read_at)
         return [message_from_row(row) for row in sorted(rows, key=lambda row: row["seq"])]
+
+    async def _nothing_deliverable(self, node_id: int, now: float) -> bool:
+        """Whether no undelivered, unexpired instruction for the node exists, locked or not."""
+        return bool(
+            await self._call(
+                lambda db: db.fetchval(
+                    "SELECT NOT EXISTS (SELECT 1 FROM message_ins WHERE dst_node_id = $2 "
+                    f"AND delivered_at IS NULL AND NOT {ttl_lapsed('created_at', 'ttl', '$1')})",
+                    now,
+                    to_db(node_id),
+                )
+            )
+        )
 
     async def take_replies(self, run_id: int, message_ids: Sequence[str]) -> list[Message]:
         """Replies for the given instruction ids of ``run_id``, then forget those exchanges.

@@ -5,8 +5,9 @@ failed with a lost replica) or appends a ServerApp log sends a notice on ``CHANN
 the same transaction: PostgreSQL delivers it at the commit, to every listening connection,
 its sender's included, and never for a transaction that rolled back. The payload is tiny
 (``run <id>``, ``log <id>``, ``runs``); listeners only learn that something changed and read
-what they wait for again. A trigger of the schema sends ``node`` whenever a statement may
-have ended key bindings (``schema``, version 3), whoever ran it.
+what they wait for again. Triggers of the schema (``schema``, version 3) send ``node``
+whenever a statement may have ended key bindings and ``ins`` whenever one stored
+instructions, whoever ran it (``kept``).
 
 ``listen_for_changes`` holds one connection of its own (not from the pool: a listening
 connection must stay open, and a pool hands its connections around). Notices sent while it
@@ -30,12 +31,13 @@ if TYPE_CHECKING:
 
 #: The channel every notice goes to (LISTEN/NOTIFY channels are per database).
 CHANNEL = "superlink_async_changes"
-#: Payload kinds: one run changed, a log line appended to one run, several runs changed,
-#: key bindings may have ended (sent by the schema's trigger).
+#: Payload kinds: one run changed, a log line appended to one run, several runs changed;
+#: sent by the schema's triggers: key bindings may have ended, instructions were stored.
 RUN = "run"
 LOG = "log"
 RUNS = "runs"
 NODE = "node"
+INSTRUCTIONS = "ins"
 
 #: Seconds before reconnecting after the listening connection failed, doubled after each
 #: failure up to ``RETRY_MAX``.
@@ -63,7 +65,7 @@ def _retryable(exc: Exception) -> bool:
 
 
 def kind_of(notice: str) -> str:
-    """A notice's kind (``RUN``, ``LOG``, ``RUNS``, ``NODE``), without the run it names."""
+    """A notice's kind (``RUN``, ``LOG``, ``NODE`` ...), without the run it names."""
     return notice.partition(" ")[0]
 
 

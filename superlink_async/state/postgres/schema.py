@@ -23,7 +23,7 @@ import asyncpg
 
 from superlink_async.logs import logger
 from superlink_async.state.base import SchemaVersionError, StateError
-from superlink_async.state.postgres.notices import CHANNEL, NODE
+from superlink_async.state.postgres.notices import CHANNEL, INSTRUCTIONS, NODE
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -167,22 +167,26 @@ _TO_VERSION_2 = (
     """,
 )
 
-#: Version 3: the database itself announces every end of a key binding (a node deleted,
-#: the table truncated, a key rewritten), however it happened, with a ``node`` notice
-#: (``notices``), so that processes may keep the bindings they read (``bindings``).
+#: Version 3: the database itself announces, however it happened, every change that may
+#: end a fact a process keeps (``kept``): key bindings ended (a node deleted, a key
+#: rewritten, the table truncated: a ``node`` notice) and instructions stored (``ins``).
 _TO_VERSION_3 = (
     f"""
-    CREATE FUNCTION superlink_async_bindings_changed() RETURNS trigger
+    CREATE FUNCTION superlink_async_notify_change() RETURNS trigger
     LANGUAGE plpgsql AS $$
     BEGIN
-        PERFORM pg_notify('{CHANNEL}', '{NODE}');
+        PERFORM pg_notify('{CHANNEL}', TG_ARGV[0]);
         RETURN NULL;
     END
     $$
     """,
-    """
+    f"""
     CREATE TRIGGER bindings_changed AFTER DELETE OR UPDATE OF public_key OR TRUNCATE ON node
-    FOR EACH STATEMENT EXECUTE FUNCTION superlink_async_bindings_changed()
+    FOR EACH STATEMENT EXECUTE FUNCTION superlink_async_notify_change('{NODE}')
+    """,
+    f"""
+    CREATE TRIGGER instructions_stored AFTER INSERT ON message_ins
+    FOR EACH STATEMENT EXECUTE FUNCTION superlink_async_notify_change('{INSTRUCTIONS}')
     """,
 )
 
