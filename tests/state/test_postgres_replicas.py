@@ -10,6 +10,9 @@ import asyncio
 import logging
 import statistics
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import asyncpg
@@ -208,43 +211,61 @@ async def test_the_sql_lease_and_claim_rules_give_the_rules_answers_on_the_serve
 
 
 # --- Change notices ------------------------------------------------------------------------
+class Notices:
+    """The notices on ``CHANNEL``, heard on a connection of the test's own (free for raw SQL)."""
+
+    def __init__(self, connection: asyncpg.Connection[Any]) -> None:
+        self.connection = connection
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+
+    def heard(self, _connection: Any, _pid: int, _channel: str, payload: object) -> None:
+        self._queue.put_nowait(str(payload))
+
+    async def next(self) -> str:
+        """The next notice's payload (fail after 10 s)."""
+        return await asyncio.wait_for(self._queue.get(), 10)
+
+
+@asynccontextmanager
+async def heard_notices(url: str) -> AsyncIterator[Notices]:
+    """Listen on ``CHANNEL`` of the database at ``url`` for the block's length."""
+    connection = await asyncpg.connect(url)
+    notices = Notices(connection)
+    try:
+        await connection.add_listener(CHANNEL, notices.heard)
+        yield notices
+    finally:
+        await connection.close()
+
+
 async def test_each_change_to_a_run_or_a_log_sends_a_notice_naming_it(
     first: PostgresLinkState, postgres_url: str, clock: FakeClock
 ) -> None:
     """Creating, reserving, claiming, moving and appending a log each notify; so do the
     register, reap and release that change runs."""
-    notices: asyncio.Queue[str] = asyncio.Queue()
-    connection = await asyncpg.connect(postgres_url)
-    await connection.add_listener(CHANNEL, lambda *notice: notices.put_nowait(notice[3]))
-
-    async def heard() -> str:
-        return await asyncio.wait_for(notices.get(), 10)
-
-    try:
+    async with heard_notices(postgres_url) as notices:
         run_id = await new_run(first)
         stored = to_db(run_id)
-        assert await heard() == f"run {stored}"
+        assert await notices.next() == f"run {stored}"
         await first.reserve_pending_run("a")
-        assert await heard() == f"run {stored}"
+        assert await notices.next() == f"run {stored}"
         await first.claim_pending_run("a")
-        assert await heard() == f"run {stored}"
+        assert await notices.next() == f"run {stored}"
         await first.update_run_status(run_id, RunStatus(RUNNING))
-        assert await heard() == f"run {stored}"
+        assert await notices.next() == f"run {stored}"
         await first.add_serverapp_log(run_id, "line")
-        assert await heard() == f"log {stored}"
+        assert await notices.next() == f"log {stored}"
         await first.register_replica("a", LEASE, "restarted")  # fails the run "a" held
-        assert await heard() == "runs"
+        assert await notices.next() == "runs"
         other = to_db(await new_run(first))
         await running(first, "a")  # a claim, then a status change
-        assert [await heard() for _ in range(3)] == [f"run {other}"] * 3
+        assert [await notices.next() for _ in range(3)] == [f"run {other}"] * 3
         clock.advance(LEASE)
         await first.reap_lost_replicas(replica_gone)
-        assert await heard() == "runs"
+        assert await notices.next() == "runs"
         await first.release_replica("a", "gone")  # nothing left to change: no notice
         await first.add_serverapp_log(run_id, "after")
-        assert await heard() == f"log {stored}"
-    finally:
-        await connection.close()
+        assert await notices.next() == f"log {stored}"
 
 
 async def test_listen_wakes_on_another_replicas_run_status_and_log_changes(
@@ -343,37 +364,32 @@ async def test_every_statement_that_may_end_a_kept_fact_sends_a_notice(
     """The schema's triggers announce a deleted node, a rewritten key and a truncated table
     (``node``) and stored instructions (``ins``), whoever ran the statement: ours, or an
     operator's in psql."""
-    notices: asyncio.Queue[str] = asyncio.Queue()
-    connection = await asyncpg.connect(postgres_url)
-    await connection.add_listener(CHANNEL, lambda *notice: notices.put_nowait(notice[3]))
-
-    async def heard() -> str:
-        return await asyncio.wait_for(notices.get(), 10)
-
-    try:
+    async with heard_notices(postgres_url) as notices:
         node_id, _ = await first.create_keyed_node(PING, b"key")
         await first.delete_node(node_id)
-        assert await heard() == NODE
+        assert await notices.next() == NODE
         await first.create_keyed_node(PING, b"key")
-        await connection.execute("UPDATE node SET public_key = 'other'")
-        assert await heard() == NODE
-        await connection.execute("DELETE FROM node")
-        assert await heard() == NODE
+        await notices.connection.execute("UPDATE node SET public_key = 'other'")
+        assert await notices.next() == NODE
+        await notices.connection.execute("DELETE FROM node")
+        assert await notices.next() == NODE
         await first.create_keyed_node(PING, b"key")
-        await connection.execute("TRUNCATE node")
-        assert await heard() == NODE
+        await notices.connection.execute("TRUNCATE node")
+        assert await notices.next() == NODE
         await first.acknowledge_ping(node_id, PING)  # liveness leaves bindings as they are
         await first.create_node(PING)
         run_id = await new_run(first)
         await first.add_serverapp_log(run_id, "line")
-        assert [await heard(), await heard()] == [f"run {to_db(run_id)}", f"log {to_db(run_id)}"]
+        assert [await notices.next(), await notices.next()] == [
+            f"run {to_db(run_id)}",
+            f"log {to_db(run_id)}",
+        ]
         node_id = await first.create_node(PING)
         await first.store_message_ins(instruction(run_id, node_id, clock))
-        assert await heard() == INSTRUCTIONS
+        assert await notices.next() == INSTRUCTIONS
         await first.pull_message_ins(node_id)  # a delivery keeps "nothing waits" true
-        assert notices.empty()
-    finally:
-        await connection.close()
+        await first.add_serverapp_log(run_id, "after")
+        assert await notices.next() == f"log {to_db(run_id)}"
 
 
 async def test_a_binding_read_is_kept_while_listening_and_read_again_after_a_deletion(
@@ -434,19 +450,19 @@ async def eventually_unbound(state: PostgresLinkState, key: bytes, node_id: int)
 def test_a_read_under_way_when_a_notice_is_heard_is_not_kept() -> None:
     """The read may have seen the database before the change: keeping what it found would
     keep it for ever."""
-    bindings: Kept[bytes, int] = Kept()
+    bindings: Kept[tuple[bytes, int]] = Kept()
     bindings.listening(True)
     read_at = bindings.generation
     bindings.forget()
-    bindings.keep(b"key", 7, read_at)
-    assert not bindings.holds(b"key", 7)
-    bindings.keep(b"key", 7, bindings.generation)
-    assert bindings.holds(b"key", 7)
-    assert not bindings.holds(b"key", 8)
+    bindings.keep((b"key", 7), read_at)
+    assert not bindings.holds((b"key", 7))
+    bindings.keep((b"key", 7), bindings.generation)
+    assert bindings.holds((b"key", 7))
+    assert not bindings.holds((b"key", 8))
     bindings.listening(False)
-    assert not bindings.holds(b"key", 7)
-    bindings.keep(b"key", 7, bindings.generation)  # not heard: not kept
-    assert not bindings.holds(b"key", 7)
+    assert not bindings.holds((b"key", 7))
+    bindings.keep((b"key", 7), bindings.generation)  # not heard: not kept
+    assert not bindings.holds((b"key", 7))
 
 
 async def test_a_node_with_nothing_waiting_is_answered_from_memory_until_instructions_come(

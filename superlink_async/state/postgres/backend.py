@@ -30,8 +30,8 @@ finish the runs and give back the reservations that no lease holds any more; a r
 (``SKIP LOCKED``) a lease another reaper is dropping, so each is reaped once.
 
 Change notices (``notices``): every transaction that changes a run or appends a log sends
-one, as does every statement that deletes nodes, delivered at its commit; ``listen`` hears
-them on a connection of its own.
+one, and the schema's triggers send one for every statement that may end a kept fact, each
+delivered at its commit; ``listen`` hears them on a connection of its own.
 
 An operation PostgreSQL rolls back to break a deadlock runs again (``_ATTEMPTS``).
 
@@ -242,9 +242,9 @@ class PostgresLinkState(BackendBase):
         self._acquisitions = 0
         self._waited_seconds = 0.0
         #: Read from the database and kept while ``listen`` hears the notices (``kept``):
-        #: key -> the node it is bound to; node -> True when nothing deliverable waits.
-        self._bindings: Kept[bytes, int] = Kept()
-        self._nothing_waiting: Kept[int, bool] = Kept()
+        #: (key, the node it is bound to); the nodes nothing deliverable waits for.
+        self._bindings: Kept[tuple[bytes, int]] = Kept()
+        self._nothing_waiting: Kept[int] = Kept()
 
     @classmethod
     async def open(
@@ -458,7 +458,7 @@ class PostgresLinkState(BackendBase):
 
     async def is_key_bound(self, public_key: bytes, node_id: int) -> bool:
         """Whether the key is bound to the node: from memory if read before (``kept``)."""
-        if self._bindings.holds(public_key, node_id):
+        if self._bindings.holds((public_key, node_id)):
             return True
         read_at = self._bindings.generation
         bound = bool(
@@ -471,7 +471,7 @@ class PostgresLinkState(BackendBase):
             )
         )
         if bound:
-            self._bindings.keep(public_key, node_id, read_at)
+            self._bindings.keep((public_key, node_id), read_at)
         return bound
 
     async def replace_known_public_keys(self, public_keys: Sequence[bytes]) -> None:
@@ -714,7 +714,7 @@ class PostgresLinkState(BackendBase):
         ``node`` and ``ins`` notices only make what was kept of their kind be read again;
         while this runs and listens, what is read is kept (``kept``).
         """
-        kinds: dict[str, Kept[Any, Any]] = {
+        kinds: dict[str, Kept[Any]] = {
             NODE: self._bindings,
             INSTRUCTIONS: self._nothing_waiting,
         }
@@ -731,10 +731,7 @@ class PostgresLinkState(BackendBase):
             if now:
                 on_change()  # for what changed while nobody listened
 
-        try:
-            await listen_for_changes(self._url, self._where, heard, listening)
-        finally:
-            listening(False)
+        await listen_for_changes(self._url, self._where, heard, listening)
 
     async def get_federation_options(self, run_id: int) -> ConfigRecord | None:
         """The run's federation options, or None for an unknown run."""
@@ -909,7 +906,7 @@ class PostgresLinkState(BackendBase):
 
         From memory when both were read before (``kept``), else one read, which keeps each.
         """
-        if self._bindings.holds(public_key, node_id) and self._nothing_waiting.holds(node_id, True):
+        if self._bindings.holds((public_key, node_id)) and self._nothing_waiting.holds(node_id):
             return True
         bindings_at, waiting_at = self._bindings.generation, self._nothing_waiting.generation
         row = await self._call(
@@ -923,9 +920,9 @@ class PostgresLinkState(BackendBase):
         )
         assert row is not None  # a SELECT with no FROM has one row
         if row["bound"]:
-            self._bindings.keep(public_key, node_id, bindings_at)
+            self._bindings.keep((public_key, node_id), bindings_at)
         if row["idle"]:
-            self._nothing_waiting.keep(node_id, True, waiting_at)
+            self._nothing_waiting.keep(node_id, waiting_at)
         return bool(row["bound"] and row["idle"])
 
     async def pull_message_ins(self, node_id: int, limit: int = 1) -> list[Message]:
@@ -935,7 +932,7 @@ class PostgresLinkState(BackendBase):
         so no instruction is handed out twice. A node found with nothing deliverable is
         answered from memory until instructions are stored (``kept``).
         """
-        if self._nothing_waiting.holds(node_id, True):
+        if self._nothing_waiting.holds(node_id):
             return []
         now = self._clock()
         read_at = self._nothing_waiting.generation
@@ -962,7 +959,7 @@ class PostgresLinkState(BackendBase):
             and self._nothing_waiting.trusted
             and await self._nothing_deliverable(node_id, now)
         ):
-            self._nothing_waiting.keep(node_id, True, read_at)
+            self._nothing_waiting.keep(node_id, read_at)
         return [message_from_row(row) for row in sorted(rows, key=lambda row: row["seq"])]
 
     async def _nothing_deliverable(self, node_id: int, now: float) -> bool:

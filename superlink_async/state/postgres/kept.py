@@ -11,7 +11,7 @@ change channel, whoever changed them, by triggers of the schema (version 3, ``no
   notice: any insert into ``message_ins``); deliveries and deletions only keep it true, and
   an instruction's TTL only lapses.
 
-So a ``Kept`` holds facts read since the last such notice, and is trusted only while this
+So a ``Kept`` holds the facts read since the last such notice, and is trusted only while this
 process listens: from the moment its LISTEN is in place until that connection is lost. Each
 change of that state, and each notice of its kind, forgets everything it holds (such
 notices come about once a round; a forgotten fact costs one read). A read that was under
@@ -25,15 +25,14 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-K = TypeVar("K")
-V = TypeVar("V")
+Fact = TypeVar("Fact")
 
 
-class Kept(Generic[K, V]):
-    """Facts (``key`` -> ``value``) the database confirmed since the last notice of their kind."""
+class Kept(Generic[Fact]):
+    """Facts the database confirmed since the last notice of their kind."""
 
     def __init__(self) -> None:
-        self._facts: dict[K, V] = {}
+        self._facts: set[Fact] = set()
         self._trusted = False
         #: Bumped whenever what was read before may no longer hold.
         self._generation = 0
@@ -48,14 +47,14 @@ class Kept(Generic[K, V]):
         """Take it before a read; hand it to ``keep`` with what the read found."""
         return self._generation
 
-    def holds(self, key: K, value: V) -> bool:
+    def holds(self, fact: Fact) -> bool:
         """True only if the database said so and no notice that it may have changed came since."""
-        return self._trusted and key in self._facts and self._facts[key] == value
+        return self._trusted and fact in self._facts
 
-    def keep(self, key: K, value: V, generation: int) -> None:
+    def keep(self, fact: Fact, generation: int) -> None:
         """Keep what a read begun at ``generation`` found."""
         if self._trusted and generation == self._generation:
-            self._facts[key] = value
+            self._facts.add(fact)
 
     def forget(self) -> None:
         """A notice came (or this process changed the facts): everything is read again."""
