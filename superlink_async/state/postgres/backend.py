@@ -36,8 +36,8 @@ delivered at its commit; ``listen`` hears them on a connection of its own.
 An operation PostgreSQL rolls back to break a deadlock runs again (``_ATTEMPTS``).
 
 Cancellation: each operation runs in a task of its own that the caller's cancellation does
-not reach (``asyncio.shield``): once started it commits or rolls back whole, as on SQLite;
-``aclose`` waits for those still running.
+not reach (the caller awaits a future the task settles): once started it commits or rolls
+back whole, as on SQLite; ``aclose`` waits for those still running.
 
 Failures that mean the database cannot serve right now (``connect.translated``: the server
 down, restarting, unreachable) become ``StateUnavailableError``, which clients are told as
@@ -308,22 +308,46 @@ class PostgresLinkState(BackendBase):
     async def _shielded(self, work: Work[T], *, transaction: bool) -> T:
         if self._closed:
             raise RuntimeError("The PostgreSQL LinkState is closed")
-        task = asyncio.ensure_future(self._on_connection(work, transaction=transaction))
+        outcome: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(self._settle(outcome, work, transaction=transaction))
         self._running.add(task)
-        task.add_done_callback(self._finished)
-        return await asyncio.shield(task)
+        task.add_done_callback(self._running.discard)
+        return await outcome
 
-    def _finished(self, task: asyncio.Task[Any]) -> None:
-        self._running.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: a caller cancelled meanwhile never will
+    async def _settle(
+        self, outcome: asyncio.Future[T], work: Work[T], *, transaction: bool
+    ) -> None:
+        """Run ``work`` and settle ``outcome`` with its result as soon as it is committed.
 
-    async def _on_connection(self, work: Work[T], *, transaction: bool) -> T:
+        The caller awaits ``outcome``, not this task: its cancellation cancels only the
+        future, and the operation goes on whole. The result is handed over before the
+        connection goes back to the pool, so the caller resumes one loop iteration after
+        the database answered rather than after asyncpg's release (itself shielded, two
+        more iterations) and the shield's own hand-offs.
+        """
+        try:
+            await self._on_connection(work, transaction=transaction, done=outcome)
+        except asyncio.CancelledError:
+            outcome.cancel()
+            raise
+        except BaseException as exc:
+            if not outcome.done():
+                outcome.set_exception(exc)
+            elif isinstance(exc, Exception):
+                # Settled already: the caller is gone, or the work was done and only the
+                # connection's way back failed (``borrow_connection`` closed it).
+                logger.debug("An operation failed after its caller was answered: %r", exc)
+            else:
+                raise
+
+    async def _on_connection(
+        self, work: Work[T], *, transaction: bool, done: asyncio.Future[T]
+    ) -> None:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                return await self._attempt(work, transaction=transaction)
+                return await self._attempt(work, transaction=transaction, done=done)
             except _RETRIED as exc:
-                if attempt == _ATTEMPTS:
+                if attempt == _ATTEMPTS or done.done():
                     raise
                 logger.debug("Retrying an operation PostgreSQL rolled back: %s", exc)
             except StateError:
@@ -335,15 +359,18 @@ class PostgresLinkState(BackendBase):
                 raise failure from exc
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _attempt(self, work: Work[T], *, transaction: bool) -> T:
+    async def _attempt(self, work: Work[T], *, transaction: bool, done: asyncio.Future[T]) -> None:
         asked = time.perf_counter()
         async with borrow_connection(self._pool) as db:
             self._acquisitions += 1
             self._waited_seconds += time.perf_counter() - asked
-            if not transaction:
-                return await work(db)
-            async with db.transaction():
-                return await work(db)
+            if transaction:
+                async with db.transaction():
+                    result = await work(db)
+            else:
+                result = await work(db)
+            if not done.done():
+                done.set_result(result)
 
     @property
     def connection_pool(self) -> PoolUsage:
