@@ -15,7 +15,6 @@ import random
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 import asyncpg
 import pytest
 
@@ -38,6 +37,7 @@ from superlink_async.testing.clock import FakeClock
 from superlink_async.testing.postgres import PASSWORD
 from superlink_async.wire.message_pb2 import Context
 from superlink_async.wire.recorddict_pb2 import ConfigRecord, RecordDict
+from tests.polling import eventually
 from tests.state.conftest import opened
 from tests.state.test_sqlite import instruction, reply
 
@@ -413,9 +413,7 @@ async def test_the_pool_tells_how_full_it_is_and_how_long_operations_waited(
 
 async def all_connections_back(state: PostgresLinkState) -> None:
     """Wait (at most a second) until no connection of ``state``'s pool is busy."""
-    with anyio.fail_after(1):
-        while state.connection_pool.busy:  # noqa: ASYNC110 (asyncpg's pool signals no event)
-            await asyncio.sleep(0.001)
+    await eventually(lambda: state.connection_pool.busy == 0, seconds=1, every=0.001)
 
 
 async def test_closed_state_refuses_calls_and_closes_once(first: PostgresLinkState) -> None:
