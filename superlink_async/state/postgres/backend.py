@@ -327,18 +327,18 @@ class PostgresLinkState(BackendBase):
         """
         try:
             await self._on_connection(work, transaction=transaction, done=outcome)
-        except asyncio.CancelledError:
-            outcome.cancel()
-            raise
-        except BaseException as exc:
+        except Exception as exc:
             if not outcome.done():
                 outcome.set_exception(exc)
-            elif isinstance(exc, Exception):
+            else:
                 # Settled already: the caller is gone, or the work was done and only the
                 # connection's way back failed (``borrow_connection`` closed it).
                 logger.debug("An operation failed after its caller was answered: %r", exc)
-            else:
-                raise
+        except BaseException:
+            # This task cancelled (the loop closing) or the process stopping: the caller
+            # is not left waiting, and the exception goes on as from any task.
+            outcome.cancel()
+            raise
 
     async def _on_connection(
         self, work: Work[T], *, transaction: bool, done: asyncio.Future[T]
