@@ -98,7 +98,9 @@ def test_the_federation_carries_on_across_a_postgres_restart(
     make_federation: FederationFactory, flower_app: FlowerApp, own_server: PostgresServer
 ) -> None:
     """PostgreSQL stopped and started again while a run is running: no process restarts,
-    the run completes, and so does the next one."""
+    the run completes, and so does the next one. Every call the restart failed was told
+    UNAVAILABLE, which SuperNodes retry, never INTERNAL, which ends one (the pool's
+    connections that the old server ended are replaced, not reused)."""
     federation = make_federation(superlink_args=["--database", own_server.url()])
     superlink = federation.require_superlink()
     cli = federation.cli(flower_app)
@@ -111,4 +113,5 @@ def test_the_federation_carries_on_across_a_postgres_restart(
     assert cli.wait_for_status(next_run, COMPLETED, Timeouts.RUN_COMPLETES) == COMPLETED
     assert superlink.alive(), superlink.tail()
     assert federation.superlinks == [superlink]
+    assert "Unexpected error while serving a call" not in superlink.output()
     assert_password_never_written(federation)

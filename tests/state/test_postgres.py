@@ -12,6 +12,7 @@ import contextlib
 import logging
 import math
 import random
+import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,6 +28,7 @@ from superlink_async.state.base import (
     RunStatus,
     SchemaVersionError,
     StateError,
+    StateUnavailableError,
 )
 from superlink_async.state.columns import to_db
 from superlink_async.state.postgres import SCHEMA_VERSION, PostgresLinkState
@@ -373,6 +375,105 @@ async def test_a_connection_a_failure_broke_is_closed_and_one_a_statement_refuse
             assert await db.fetchval("SELECT pg_backend_pid()") != first_pid
     finally:
         await pool.close()
+
+
+async def test_a_connection_the_server_ends_mid_call_fails_unavailable(
+    first: PostgresLinkState,
+) -> None:
+    """The server ending a connection mid-call (a restart, an administrator) is an outage:
+    the caller is told ``StateUnavailableError`` (UNAVAILABLE, retried), not asyncpg's
+    refusal to close a connection that has already closed itself and left the pool."""
+    ended_by_itself = "SELECT pg_terminate_backend(pg_backend_pid())"
+    with pytest.raises(StateUnavailableError, match="terminating connection"):
+        await first._call(lambda conn: conn.execute(ended_by_itself))
+    assert await first.get_known_public_keys() == set()
+
+
+async def test_a_connection_the_server_ended_while_it_sat_idle_fails_once_unavailable(
+    postgres_url: str, clock: FakeClock, db: asyncpg.Connection
+) -> None:
+    """A server shutting down sends each connection a farewell error, then ends its socket.
+
+    If an idle pooled connection has read the error but not yet the socket's end, asyncpg
+    still counts it open, and its next call fails "another operation is in progress"
+    before sending anything (seen in tests/e2e's PostgreSQL restart under load). The relay
+    here holds the socket's end back, so that moment is reached every time: the call is
+    told ``StateUnavailableError``, the connection is closed, and the next call gets a
+    fresh one and finds what was stored.
+    """
+    async with (
+        HeldEndRelay(postgres_url) as relay,
+        opened(relay.url, clock, pool_size=1) as state,
+    ):
+        await state.replace_known_public_keys([b"key"])
+        pid = await state._call(lambda conn: conn.fetchval("SELECT pg_backend_pid()"))
+        await all_connections_back(state)
+        await db.execute("SELECT pg_terminate_backend($1)", pid)
+        await eventually(lambda: relay.ended_by_server == 1, seconds=5, every=0.01)
+        await asyncio.sleep(0.05)  # the farewell error, forwarded, is read by now
+        with pytest.raises(StateUnavailableError, match="another operation") as refused:
+            await state.get_known_public_keys()
+        assert isinstance(refused.value.__cause__, asyncpg.InternalClientError)
+        assert await state.get_known_public_keys() == {b"key"}
+        assert await state._call(lambda conn: conn.fetchval("SELECT pg_backend_pid()")) != pid
+        relay.release_ends()  # so that closing the pool's connection completes
+
+
+class HeldEndRelay:
+    """A TCP relay to the database of ``url`` that passes every byte at once but holds back
+    the server's end of each connection until ``release_ends``."""
+
+    def __init__(self, url: str) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self._target = (parts.hostname or "127.0.0.1", parts.port or 5432)
+        self._parts = parts
+        self._released = asyncio.Event()
+        self._writers: list[asyncio.StreamWriter] = []
+        self._relays: set[asyncio.Future[Any]] = set()
+        #: Connections whose server side has ended (its end held back from the client).
+        self.ended_by_server = 0
+        self.url = ""
+
+    async def __aenter__(self) -> HeldEndRelay:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        netloc = self._parts.netloc.rsplit(":", 1)[0] + f":{port}"
+        self.url = urllib.parse.urlunsplit(self._parts._replace(netloc=netloc))
+        return self
+
+    def release_ends(self) -> None:
+        """Pass on the ends held back, and every later one at once."""
+        self._released.set()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release_ends()
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        await asyncio.gather(*self._relays, return_exceptions=True)
+
+    async def _accept(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
+        server, to_server = await asyncio.open_connection(*self._target)
+        self._writers += [to_client, to_server]
+        relay = asyncio.ensure_future(
+            asyncio.gather(
+                self._pump(client, to_server, hold_end=False),
+                self._pump(server, to_client, hold_end=True),
+            )
+        )
+        self._relays.add(relay)
+
+    async def _pump(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, *, hold_end: bool
+    ) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        if hold_end:
+            self.ended_by_server += 1
+            await self._released.wait()
+        sink.close()
 
 
 async def test_the_pool_tells_how_full_it_is_and_how_long_operations_waited(

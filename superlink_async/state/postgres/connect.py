@@ -17,7 +17,7 @@ import asyncio
 import os
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,29 +175,34 @@ async def _keep_session(connection: asyncpg.Connection[Any]) -> None:
 async def borrow_connection(pool: asyncpg.Pool) -> AsyncIterator[PoolConnectionProxy[Any]]:
     """One of ``pool``'s connections, closed instead of reused if a failure broke it.
 
-    An outage can leave a connection mid-protocol (the server's error read, the end of
-    that exchange never): asyncpg's reset round trip would have failed on it and closed
-    it, but ``_keep_session`` hands it back, and the next call on it failed "another
-    operation is in progress" (seen once, in tests/runtime's database outage). So a
-    connection that raised a ``broken`` error is closed here before it goes back.
+    A connection can be left out of step with its server: by an outage mid-call (the
+    server's error read, the end of that exchange never), or by the server's farewell
+    error reaching it while it sat idle in the pool (``unavailable`` tells how). Its next
+    call then fails "another operation is in progress". ``_keep_session`` skips the reset
+    round trip that would have caught the first kind, so a connection whose call raised a
+    ``broken`` error is closed here instead of going back.
     """
     async with pool.acquire() as db:
         try:
             yield db
         except BaseException as exc:
             if broken(exc):
-                db.terminate()
+                # A connection that saw its socket end has closed itself already and left
+                # the pool: its proxy then refuses every call, and the failure that ended it
+                # is the one to raise, not that refusal.
+                with suppress(asyncpg.InterfaceError):
+                    db.terminate()
             raise
 
 
 def broken(exc: BaseException) -> bool:
     """Whether ``exc`` may have left its connection unfit for the next call.
 
-    An outage (``unavailable``), or asyncpg's own view that the connection is closed or
-    out of step (``InterfaceError``, ``InternalClientError``). A statement's own error (a
-    constraint, a serialization failure) leaves the connection ready.
+    An outage or asyncpg out of step (``unavailable``), or asyncpg's own view that the
+    connection is closed (``InterfaceError``). A statement's own error (a constraint, a
+    serialization failure) leaves the connection ready.
     """
-    return unavailable(exc) or isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError)
+    return unavailable(exc) or isinstance(exc, asyncpg.InterfaceError)
 
 
 def connection_error(target: PostgresTarget, exc: BaseException) -> StateError:
@@ -228,7 +233,12 @@ def unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` means the database cannot serve right now, so a retry may succeed.
 
     The connection refused, lost or timed out; the server shutting down, starting up or out
-    of resources (SQLSTATE classes 08, 57 and 53).
+    of resources (SQLSTATE classes 08, 57 and 53); or asyncpg out of step with the server
+    (``InternalClientError``). The last is what a pooled connection raises when the server
+    that is shutting down sent it its farewell error while it sat idle, and the end of the
+    socket has not been read yet: asyncpg still counts it open, and its next call fails
+    "another operation is in progress" before sending anything. ``borrow_connection`` then
+    closes it, so the client's retry gets a fresh one.
     """
     return isinstance(
         exc,
@@ -237,7 +247,8 @@ def unavailable(exc: BaseException) -> bool:
         | TimeoutError
         | asyncpg.PostgresConnectionError
         | asyncpg.exceptions.OperatorInterventionError
-        | asyncpg.exceptions.InsufficientResourcesError,
+        | asyncpg.exceptions.InsufficientResourcesError
+        | asyncpg.InternalClientError,
     )
 
 
