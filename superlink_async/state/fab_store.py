@@ -13,10 +13,12 @@ in anyio's worker threads so the event loop never waits on it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -61,22 +63,69 @@ class FabStore(Protocol):
         ...
 
 
-class DirectoryFabStore:
-    """FABs on disk, keyed by the SHA-256 of their bytes.
+class LastFab:
+    """The FAB a store stored or read last, kept in memory, and its read shared while under way.
 
-    The FAB stored or read last is also kept in memory: every node of a run fetches the
-    run's FAB once, so a round of 1,000 nodes reads the same file 1,000 times otherwise.
-    A FAB never changes under its hash, so the copy cannot go stale.
+    Every node of a run fetches the run's FAB, most of them within moments of each other
+    when a round's first instructions arrive. Without the copy, a round of 1,000 nodes
+    reads the same bytes 1,000 times; without sharing the read, every fetch that comes
+    while the first read is still under way reads them again. A FAB never changes under
+    its hash, so the copy cannot go stale, whichever process stored it. A read that failed
+    or found nothing is not kept: the next fetch reads again.
     """
+
+    def __init__(self) -> None:
+        self._hash: str | None = None
+        #: The bytes under ``_hash`` once known; the read of them while under way.
+        self._content: bytes | None = None
+        self._reading: asyncio.Future[bytes | None] | None = None
+
+    def keep(self, fab_hash: str, content: bytes) -> None:
+        """``content`` was just stored under ``fab_hash``: serve it from memory from now on."""
+        self._hash, self._content, self._reading = fab_hash, content, None
+
+    async def get(
+        self, fab_hash: str, read: Callable[[str], Awaitable[bytes | None]]
+    ) -> bytes | None:
+        """The FAB under ``fab_hash``: the kept copy, the read under way, or ``read``'s.
+
+        The read runs in a task of its own, so a caller that leaves does not cancel it for
+        the others waiting on it.
+        """
+        if self._hash == fab_hash:
+            if self._content is not None:
+                return self._content
+            if self._reading is not None:
+                return await asyncio.shield(self._reading)
+        reading = asyncio.ensure_future(read(fab_hash))
+        self._hash, self._content, self._reading = fab_hash, None, reading
+        # Added before the waiters' callbacks, so the copy is kept when they resume.
+        reading.add_done_callback(self._settle)
+        return await asyncio.shield(reading)
+
+    def _settle(self, reading: asyncio.Future[bytes | None]) -> None:
+        # ``exception()`` also marks a failure as seen: the callers waiting got it already.
+        found = not reading.cancelled() and reading.exception() is None
+        if reading is not self._reading:
+            return  # ``keep`` or a read of another FAB came since
+        self._reading = None
+        content = reading.result() if found else None
+        if content is None:
+            self._hash = None
+        self._content = content
+
+
+class DirectoryFabStore:
+    """FABs on disk, keyed by the SHA-256 of their bytes; the last one in memory (``LastFab``)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._last: tuple[str, bytes] | None = None
+        self._last = LastFab()
 
     async def put(self, content: bytes) -> str:
         """Store ``content`` and return its lowercase hex SHA-256 (safe to call concurrently)."""
         fab_hash = await anyio.to_thread.run_sync(self._put, content)
-        self._last = (fab_hash, content)
+        self._last.keep(fab_hash, content)
         return fab_hash
 
     async def get(self, fab_hash: str) -> bytes | None:
@@ -85,14 +134,13 @@ class DirectoryFabStore:
         Raises ``InvalidFabHashError`` (before any file access) for a malformed key.
         """
         validate_hash(fab_hash)
-        if self._last is not None and self._last[0] == fab_hash:
-            return self._last[1]
+        return await self._last.get(fab_hash, self._read)
+
+    async def _read(self, fab_hash: str) -> bytes | None:
         try:
-            content = await anyio.Path(self.root / fab_hash).read_bytes()
+            return await anyio.Path(self.root / fab_hash).read_bytes()
         except FileNotFoundError:
             return None
-        self._last = (fab_hash, content)
-        return content
 
     def _put(self, content: bytes) -> str:
         """Blocking half of ``put``: hashing a large FAB also belongs off the event loop."""

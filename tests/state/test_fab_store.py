@@ -1,7 +1,9 @@
-"""DirectoryFabStore: content-addressed, atomic, off the event loop, closed to path traversal."""
+"""DirectoryFabStore: content-addressed, atomic, off the event loop, closed to path traversal;
+LastFab: one read of a round's FAB serves every node."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
@@ -11,7 +13,12 @@ import anyio
 import pytest
 
 from superlink_async.state import fab_store
-from superlink_async.state.fab_store import DirectoryFabStore, InvalidFabHashError, validate_hash
+from superlink_async.state.fab_store import (
+    DirectoryFabStore,
+    InvalidFabHashError,
+    LastFab,
+    validate_hash,
+)
 
 FAB = b"PK\x03\x04 pretend this is a FAB" * 100
 
@@ -203,3 +210,73 @@ async def test_get_rejects_invalid_hash_before_touching_the_disk(
     with pytest.raises(InvalidFabHashError):
         await store.get(fab_hash)
     assert not store.root.exists()
+
+
+class CountedReads:
+    """A FAB source that counts its reads and answers each once ``answer`` is set."""
+
+    def __init__(self, content: bytes | None) -> None:
+        self.content = content
+        self.reads = 0
+        self.answer = asyncio.Event()
+        self.failure: Exception | None = None
+
+    async def __call__(self, fab_hash: str) -> bytes | None:
+        self.reads += 1
+        await self.answer.wait()
+        if self.failure is not None:
+            raise self.failure
+        return self.content
+
+
+@pytest.mark.anyio
+async def test_fetches_that_come_while_the_fab_is_read_share_that_read() -> None:
+    """A round's first instructions reach every node at once: one read serves them all."""
+    last, source = LastFab(), CountedReads(FAB)
+    fetches = [asyncio.ensure_future(last.get("a" * 64, source)) for _ in range(50)]
+    await asyncio.sleep(0)
+    source.answer.set()
+    assert await asyncio.gather(*fetches) == [FAB] * 50
+    assert await last.get("a" * 64, source) == FAB
+    assert source.reads == 1
+
+
+@pytest.mark.anyio
+async def test_a_fetch_that_leaves_does_not_cancel_the_read_for_the_others() -> None:
+    last, source = LastFab(), CountedReads(FAB)
+    leaving = asyncio.ensure_future(last.get("a" * 64, source))
+    staying = asyncio.ensure_future(last.get("a" * 64, source))
+    await asyncio.sleep(0)
+    leaving.cancel()
+    source.answer.set()
+    assert await staying == FAB
+    assert leaving.cancelled()
+    assert source.reads == 1
+
+
+@pytest.mark.anyio
+async def test_a_failed_read_and_a_missing_fab_are_not_kept() -> None:
+    """The database was down, or the FAB not stored yet: the next fetch reads again."""
+    last, source = LastFab(), CountedReads(None)
+    source.answer.set()
+    assert await last.get("a" * 64, source) is None
+    source.failure = OSError("disk gone")
+    with pytest.raises(OSError, match="disk gone"):
+        await last.get("a" * 64, source)
+    source.failure, source.content = None, FAB
+    assert await last.get("a" * 64, source) == FAB
+    assert await last.get("a" * 64, source) == FAB
+    assert source.reads == 3
+
+
+@pytest.mark.anyio
+async def test_a_fab_just_stored_is_served_without_a_read_and_another_one_replaces_it() -> None:
+    last, source, other = LastFab(), CountedReads(FAB), CountedReads(b"another FAB")
+    source.answer.set()
+    other.answer.set()
+    last.keep("a" * 64, FAB)
+    assert await last.get("a" * 64, source) == FAB
+    assert source.reads == 0
+    assert await last.get("b" * 64, other) == b"another FAB"
+    assert await last.get("a" * 64, source) == FAB  # only the last FAB is kept: read again
+    assert source.reads == 1

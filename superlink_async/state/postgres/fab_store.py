@@ -3,7 +3,8 @@
 The ``fab`` table holds each FAB's bytes under the lowercase hex SHA-256 of those bytes,
 the same key ``DirectoryFabStore`` uses as a file name; keys are checked the same way
 before any query. A FAB never changes under its hash, so storing it twice is a no-op and
-the copy kept of the last one read cannot go stale, whichever process wrote it.
+the copy of the last one kept in memory (``LastFab``) cannot go stale, whichever process
+wrote it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import hashlib
 import anyio.to_thread
 import asyncpg
 
-from superlink_async.state.fab_store import validate_hash
+from superlink_async.state.fab_store import LastFab, validate_hash
 from superlink_async.state.postgres.connect import borrow_connection, translated
 
 
@@ -22,8 +23,7 @@ class PostgresFabStore:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        #: Every node of a run fetches the run's FAB; one copy spares as many reads.
-        self._last: tuple[str, bytes] | None = None
+        self._last = LastFab()
 
     async def put(self, content: bytes) -> str:
         """Store ``content`` (committed before this returns) and return its SHA-256."""
@@ -38,23 +38,21 @@ class PostgresFabStore:
                 )
         except Exception as exc:
             raise translated(exc) from exc
-        self._last = (fab_hash, content)
+        self._last.keep(fab_hash, content)
         return fab_hash
 
     async def get(self, fab_hash: str) -> bytes | None:
         """The FAB stored under ``fab_hash`` or None; ``InvalidFabHashError`` before any query."""
         validate_hash(fab_hash)
-        if self._last is not None and self._last[0] == fab_hash:
-            return self._last[1]
+        return await self._last.get(fab_hash, self._read)
+
+    async def _read(self, fab_hash: str) -> bytes | None:
         try:
             async with borrow_connection(self._pool) as db:
                 content = await db.fetchval("SELECT content FROM fab WHERE hash = $1", fab_hash)
         except Exception as exc:
             raise translated(exc) from exc
-        if content is None:
-            return None
-        self._last = (fab_hash, bytes(content))
-        return self._last[1]
+        return None if content is None else bytes(content)
 
 
 def _sha256(content: bytes) -> str:
