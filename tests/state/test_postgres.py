@@ -37,6 +37,7 @@ from superlink_async.state.postgres.rows import is_online, ttl_lapsed
 from superlink_async.state.postgres.schema import SCHEMA_LOCK_KEY, VERSION_1_SCHEMA, prepare_schema
 from superlink_async.testing.clock import FakeClock
 from superlink_async.testing.postgres import PASSWORD
+from superlink_async.testing.processes import LOOPBACK
 from superlink_async.wire.message_pb2 import Context
 from superlink_async.wire.recorddict_pb2 import ConfigRecord, RecordDict
 from tests.polling import eventually
@@ -425,7 +426,7 @@ class HeldEndRelay:
 
     def __init__(self, url: str) -> None:
         parts = urllib.parse.urlsplit(url)
-        self._target = (parts.hostname or "127.0.0.1", parts.port or 5432)
+        self._target = (parts.hostname or LOOPBACK, parts.port or 5432)
         self._parts = parts
         self._released = asyncio.Event()
         self._writers: list[asyncio.StreamWriter] = []
@@ -435,7 +436,7 @@ class HeldEndRelay:
         self.url = ""
 
     async def __aenter__(self) -> HeldEndRelay:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, LOOPBACK, 0)
         port = self._server.sockets[0].getsockname()[1]
         netloc = self._parts.netloc.rsplit(":", 1)[0] + f":{port}"
         self.url = urllib.parse.urlunsplit(self._parts._replace(netloc=netloc))
@@ -455,13 +456,12 @@ class HeldEndRelay:
     async def _accept(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
         server, to_server = await asyncio.open_connection(*self._target)
         self._writers += [to_client, to_server]
-        relay = asyncio.ensure_future(
+        self._relays.add(
             asyncio.gather(
                 self._pump(client, to_server, hold_end=False),
                 self._pump(server, to_client, hold_end=True),
             )
         )
-        self._relays.add(relay)
 
     async def _pump(
         self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, *, hold_end: bool
